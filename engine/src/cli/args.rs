@@ -1,0 +1,172 @@
+//! The command line, as clap types only. Doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "pipeline", version, about = "Declarative DAG workflow engine for ML-for-trading research", long_about = None)]
+pub struct Cli {
+    /// Store directory (default: `.pipeline/` in the workspace: the nearest folder above the
+    /// pipeline file that has a `.pipeline/` or `.git/`, else the pipeline file's folder).
+    #[arg(long, global = true, env = "PIPELINE_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// The pipeline TOML file.
+    pub file: PathBuf,
+    /// Override a param: `--set params.NAME=VALUE` or `--set stages.STAGE.params.NAME=VALUE`.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a pipeline: only stages whose inputs, params, files or code changed are computed.
+    Run(RunArgs),
+    /// Dry run: list what would run and why.
+    Status(StatusArgs),
+    /// Check a pipeline file without running anything.
+    Validate(PipelineArgs),
+    /// Print the stage graph.
+    Dag(DagArgs),
+    /// List the task kinds of this build, or document one.
+    Tasks(TasksArgs),
+    /// List recorded runs, newest last.
+    Runs(RunsArgs),
+    /// Show a run (`last`, an id), a stage's latest result, or an object or key by hash prefix.
+    Show(ShowArgs),
+    /// Compare two runs: params, output hashes and metrics that differ.
+    Diff(DiffArgs),
+    /// Delete what neither the last N runs, pinned runs nor the latest result of each stage use.
+    Gc(GcArgs),
+    /// Re-hash every object, quarantine corrupt ones, report.
+    Verify(VerifyArgs),
+    /// Keep a run's results through `gc`.
+    Pin(PinArgs),
+    /// Let `gc` collect a pinned run again.
+    Unpin(PinArgs),
+    /// Developer tools.
+    #[command(hide = true, subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Run only these stages (or matrix nodes) and what they need.
+    pub targets: Vec<String>,
+    /// Most stages at once; also the thread budget they share (default: number of CPUs).
+    #[arg(short = 'j', long, env = "PIPELINE_JOBS")]
+    pub jobs: Option<usize>,
+    /// After a failure, keep running stages that do not depend on it.
+    #[arg(short = 'k', long)]
+    pub keep_going: bool,
+    /// Re-run this stage even if cached (repeatable; a stage name forces all its matrix nodes).
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// Re-run every selected stage.
+    #[arg(long)]
+    pub force_all: bool,
+    /// Plain line output even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    pub targets: Vec<String>,
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DagFormat {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Args, Debug)]
+pub struct DagArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DagFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct TasksArgs {
+    /// A task kind to document in full.
+    pub kind: Option<String>,
+    /// Print Markdown (the stage reference in docs/ is generated this way).
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunsArgs {
+    /// Show at most this many (the newest).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// `last`, `last~N`, a run id (prefix), a stage name, or an object/key hash prefix.
+    pub what: String,
+    #[arg(long)]
+    pub json: bool,
+    /// Rows of each table to print.
+    #[arg(long, default_value_t = 5)]
+    pub rows: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    pub run_a: String,
+    pub run_b: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Keep what the last N runs reference.
+    #[arg(long, default_value_t = 5)]
+    pub keep_last: usize,
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PinArgs {
+    /// `last` or a run id (prefix).
+    pub run: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Hash a file the way the store does (blake3, mmap + threads); prints hash, bytes, GB/s.
+    Hash { file: PathBuf },
+}

@@ -1,0 +1,606 @@
+//! From [`Spec`] to [`Graph`]: matrices expanded into nodes, `${params.*}` substituted, params
+//! read by each task, inputs wired to the outputs they name, cycles refused, topological order
+//! fixed. Reads no data and writes nothing.
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use pipeline_artifacts::ArtifactKind;
+
+use crate::diag::{Diagnostic, Diagnostics, Loc, did_you_mean};
+use crate::spec::{ExportSpec, Spec, StageSpec};
+use crate::stage::{InputInfo, OutputDecl, PreparedStage, Registry, Task};
+
+/// One node to run: a stage, or one combination of a stage's matrix.
+pub struct Node {
+    /// `stage` or `stage[key=value,...]`.
+    pub name: String,
+    /// Index into `spec.stages`.
+    pub spec_index: usize,
+    pub task: Arc<dyn Task>,
+    pub stage: Arc<dyn PreparedStage>,
+    /// Canonical params (what the cache key hashes).
+    pub params: serde_json::Value,
+    pub matrix: Vec<(String, toml::Value)>,
+    pub inputs: Vec<NodeInput>,
+    pub outputs: Vec<OutputDecl>,
+    /// File dependencies as declared (paths or globs relative to `base_dir`).
+    pub files: Vec<String>,
+    pub base_dir: PathBuf,
+    pub exports: Vec<ExportSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeInput {
+    pub local: String,
+    pub producer: usize,
+    pub output: String,
+    pub kind: ArtifactKind,
+}
+
+pub struct Graph {
+    pub spec: Spec,
+    pub nodes: Vec<Node>,
+    /// Node indices in a topological order; ties broken by declaration order, so the order is
+    /// the same on every run.
+    pub order: Vec<usize>,
+    pub dag: DiGraph<usize, ()>,
+}
+
+impl Graph {
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Direct upstream nodes (deduplicated, in input order).
+    pub fn producers(&self, node: usize) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for input in &self.nodes[node].inputs {
+            if !out.contains(&input.producer) {
+                out.push(input.producer);
+            }
+        }
+        out
+    }
+
+    pub fn consumers(&self, node: usize) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .dag
+            .neighbors_directed(NodeIndex::new(node), petgraph::Direction::Outgoing)
+            .map(|n| n.index())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Resolves target names (a node name, or a stage name meaning all its matrix nodes) to the
+    /// set of nodes to consider: the targets and everything upstream of them.
+    pub fn select(&self, targets: &[String]) -> Result<Vec<bool>, String> {
+        let mut selected = vec![targets.is_empty(); self.nodes.len()];
+        if targets.is_empty() {
+            return Ok(selected);
+        }
+        let mut stack = Vec::new();
+        for target in targets {
+            let matches = self.resolve_name(target)?;
+            stack.extend(matches);
+        }
+        while let Some(node) = stack.pop() {
+            if !selected[node] {
+                selected[node] = true;
+                stack.extend(self.producers(node));
+            }
+        }
+        Ok(selected)
+    }
+
+    /// A node name, or a stage name standing for all its nodes.
+    pub fn resolve_name(&self, name: &str) -> Result<Vec<usize>, String> {
+        if let Some(idx) = self.node_index(name) {
+            return Ok(vec![idx]);
+        }
+        let matches: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.spec.stages[self.nodes[i].spec_index].name == name)
+            .collect();
+        if !matches.is_empty() {
+            return Ok(matches);
+        }
+        let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        let hint = did_you_mean(name, names.iter().copied())
+            .map(|h| format!("; {h}"))
+            .unwrap_or_default();
+        Err(format!("no stage named `{name}` in this pipeline{hint}"))
+    }
+}
+
+fn value_label(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn node_name(stage: &str, combo: &[(String, toml::Value)]) -> String {
+    if combo.is_empty() {
+        return stage.to_string();
+    }
+    let parts: Vec<String> = combo
+        .iter()
+        .map(|(k, v)| format!("{k}={}", value_label(v)))
+        .collect();
+    format!("{stage}[{}]", parts.join(","))
+}
+
+/// Replaces `"${params.NAME}"` (the whole string: typed value) and `${params.NAME}` inside a
+/// longer string (text) with the shared param.
+fn substitute(
+    value: &mut toml::Value,
+    shared: &BTreeMap<String, (toml::Value, Loc)>,
+) -> Result<(), String> {
+    match value {
+        toml::Value::String(text) => {
+            if let Some(name) = text
+                .strip_prefix("${params.")
+                .and_then(|r| r.strip_suffix('}'))
+                && !name.contains('}')
+            {
+                let (shared_value, _) = shared
+                    .get(name)
+                    .ok_or_else(|| unknown_param(name, shared))?;
+                *value = shared_value.clone();
+                return Ok(());
+            }
+            let mut out = String::new();
+            let mut rest = text.as_str();
+            while let Some(start) = rest.find("${params.") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + "${params.".len()..];
+                let end = after
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed `${{params.` in `{text}`"))?;
+                let name = &after[..end];
+                let (shared_value, _) = shared
+                    .get(name)
+                    .ok_or_else(|| unknown_param(name, shared))?;
+                out.push_str(&value_label(shared_value));
+                rest = &after[end + 1..];
+            }
+            if !out.is_empty() || rest.len() != text.len() {
+                out.push_str(rest);
+                *text = out;
+            }
+            Ok(())
+        }
+        toml::Value::Array(items) => items.iter_mut().try_for_each(|v| substitute(v, shared)),
+        toml::Value::Table(table) => table
+            .iter_mut()
+            .try_for_each(|(_, v)| substitute(v, shared)),
+        _ => Ok(()),
+    }
+}
+
+fn unknown_param(name: &str, shared: &BTreeMap<String, (toml::Value, Loc)>) -> String {
+    let hint = did_you_mean(name, shared.keys().map(String::as_str))
+        .map(|h| format!("; {h}"))
+        .unwrap_or_default();
+    format!("`${{params.{name}}}` names no shared param in [params]{hint}")
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut current = table;
+    for segment in &segments[..segments.len() - 1] {
+        let entry = current
+            .entry(segment.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(inner) => inner,
+            _ => return Err(format!("matrix axis `{path}`: `{segment}` is not a table")),
+        };
+    }
+    current.insert(segments[segments.len() - 1].to_string(), value);
+    Ok(())
+}
+
+fn combinations(stage: &StageSpec) -> Vec<Vec<(String, toml::Value)>> {
+    let mut combos: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
+    for axis in &stage.matrix {
+        let mut next = Vec::with_capacity(combos.len() * axis.values.len());
+        for combo in &combos {
+            for (value, _) in &axis.values {
+                let mut extended = combo.clone();
+                extended.push((axis.param.clone(), value.clone()));
+                next.push(extended);
+            }
+        }
+        combos = next;
+    }
+    combos
+}
+
+fn param_loc(stage: &StageSpec, path: &str) -> Loc {
+    // The deepest written param that is a prefix of the path, else a matrix axis, else the table.
+    let mut probe = path.to_string();
+    loop {
+        if let Some(loc) = stage.param_locs.get(&probe) {
+            return loc.clone();
+        }
+        if let Some(axis) = stage.matrix.iter().find(|a| a.param == probe) {
+            return axis.loc.clone();
+        }
+        match probe.rfind('.') {
+            Some(idx) => probe.truncate(idx),
+            None => return stage.params_loc.clone(),
+        }
+    }
+}
+
+pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics> {
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut nodes_of_spec: Vec<Vec<usize>> = vec![Vec::new(); spec.stages.len()];
+
+    for (spec_index, stage) in spec.stages.iter().enumerate() {
+        let n_combos: usize = stage.matrix.iter().map(|a| a.values.len()).product();
+        if n_combos > spec.max_matrix {
+            let loc = stage
+                .matrix
+                .first()
+                .map(|a| a.loc.clone())
+                .unwrap_or_else(|| stage.name_loc.clone());
+            diagnostics.push(
+                Diagnostic::error(
+                    format!("matrix of stage `{}` expands to {n_combos} nodes, more than the limit of {}", stage.name, spec.max_matrix),
+                    Some(loc),
+                )
+                .with_hint("shrink the matrix, or raise the limit with `max_matrix = N` in [pipeline]"),
+            );
+            continue;
+        }
+        let task = match registry.get(&stage.task) {
+            Some(task) => task.clone(),
+            None => {
+                let mut diagnostic = Diagnostic::error(
+                    format!("unknown task `{}` in stage `{}`", stage.task, stage.name),
+                    Some(stage.task_loc.clone()),
+                )
+                .with_label("no such task kind");
+                if let Some(reason) = registry.unavailable_reason(&stage.task) {
+                    diagnostic = Diagnostic::error(
+                        format!("task `{}` is not available in this build", stage.task),
+                        Some(stage.task_loc.clone()),
+                    )
+                    .with_hint(reason);
+                } else if let Some(hint) = did_you_mean(&stage.task, registry.names()) {
+                    diagnostic = diagnostic.with_hint(hint);
+                } else {
+                    diagnostic =
+                        diagnostic.with_hint("`pipeline tasks` lists the task kinds of this build");
+                }
+                diagnostics.push(diagnostic);
+                continue;
+            }
+        };
+        for combo in combinations(stage) {
+            let name = node_name(&stage.name, &combo);
+            let mut params = toml::Value::Table(stage.params.clone());
+            if let Err(message) = substitute(&mut params, &spec.params) {
+                diagnostics.push(Diagnostic::error(message, Some(stage.params_loc.clone())));
+                continue;
+            }
+            let toml::Value::Table(mut params) = params else {
+                unreachable!("params stay a table")
+            };
+            let mut bad = false;
+            for (path, value) in &combo {
+                if let Err(message) = set_path(&mut params, path, value.clone()) {
+                    diagnostics.push(Diagnostic::error(message, Some(param_loc(stage, path))));
+                    bad = true;
+                }
+            }
+            if bad {
+                continue;
+            }
+            let prepared = match task.prepare(&params) {
+                Ok(prepared) => prepared,
+                Err(err) => {
+                    let what = if err.path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" `{}`", err.path)
+                    };
+                    let loc = param_loc(stage, &err.path);
+                    let mut diagnostic = Diagnostic::error(
+                        format!("stage `{name}`: invalid param{what}: {}", err.message),
+                        Some(loc),
+                    )
+                    .with_hint(format!(
+                        "`pipeline tasks {}` lists its params with types and defaults",
+                        stage.task
+                    ));
+                    if err.message.starts_with("unknown field")
+                        && let Some(last) = err.path.rsplit('.').next()
+                    {
+                        let schema = task.params_schema();
+                        let known: Vec<String> = schema
+                            .get("properties")
+                            .and_then(|p| p.as_object())
+                            .map(|p| p.keys().cloned().collect())
+                            .unwrap_or_default();
+                        if let Some(hint) = did_you_mean(last, known.iter().map(String::as_str)) {
+                            diagnostic = diagnostic.with_hint(hint);
+                        }
+                    }
+                    diagnostics.push(diagnostic);
+                    continue;
+                }
+            };
+            nodes_of_spec[spec_index].push(nodes.len());
+            nodes.push(Node {
+                name,
+                spec_index,
+                params: prepared.canonical_params(),
+                outputs: prepared.outputs(),
+                files: prepared.files(),
+                task: task.clone(),
+                stage: prepared,
+                matrix: combo,
+                inputs: Vec::new(),
+                base_dir: stage.base_dir.clone(),
+                exports: stage.exports.clone(),
+            });
+        }
+    }
+
+    // Wire inputs.
+    for node_idx in 0..nodes.len() {
+        let stage = &spec.stages[nodes[node_idx].spec_index];
+        let mut wired = Vec::new();
+        for input in &stage.inputs {
+            let Some(producer_spec) = spec.stages.iter().position(|s| s.name == input.stage) else {
+                let mut diagnostic = Diagnostic::error(
+                    format!(
+                        "stage `{}` takes input from `{}`, which is not a stage of this pipeline",
+                        stage.name, input.stage
+                    ),
+                    Some(input.loc.clone()),
+                )
+                .with_label("dangling input");
+                if let Some(hint) =
+                    did_you_mean(&input.stage, spec.stages.iter().map(|s| s.name.as_str()))
+                {
+                    diagnostic = diagnostic.with_hint(hint);
+                }
+                diagnostics.push(diagnostic);
+                continue;
+            };
+            let consumer_matrix = &nodes[node_idx].matrix;
+            let producers: Vec<usize> = nodes_of_spec[producer_spec]
+                .iter()
+                .copied()
+                .filter(|&p| {
+                    nodes[p].matrix.iter().all(|(key, value)| {
+                        consumer_matrix
+                            .iter()
+                            .find(|(k, _)| k == key)
+                            .is_none_or(|(_, v)| v == value)
+                    })
+                })
+                .collect();
+            for producer in &producers {
+                let producer_node = &nodes[*producer];
+                let output = match &input.output {
+                    Some(name) => producer_node.outputs.iter().find(|o| &o.name == name),
+                    None if producer_node.outputs.len() == 1 => producer_node.outputs.first(),
+                    None => {
+                        let names: Vec<&str> = producer_node
+                            .outputs
+                            .iter()
+                            .map(|o| o.name.as_str())
+                            .collect();
+                        diagnostics.push(
+                            Diagnostic::error(
+                                format!(
+                                    "stage `{}` has {} outputs ({}); name the one to use",
+                                    input.stage,
+                                    names.len(),
+                                    names.join(", ")
+                                ),
+                                Some(input.loc.clone()),
+                            )
+                            .with_hint(format!(
+                                "write \"{}.{}\"",
+                                input.stage,
+                                names.first().copied().unwrap_or("OUTPUT")
+                            )),
+                        );
+                        break;
+                    }
+                };
+                let Some(output) = output else {
+                    let names: Vec<&str> = producer_node
+                        .outputs
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect();
+                    let wanted = input.output.clone().unwrap_or_default();
+                    let mut diagnostic = Diagnostic::error(
+                        format!(
+                            "stage `{}` has no output `{wanted}` (its outputs: {})",
+                            input.stage,
+                            names.join(", ")
+                        ),
+                        Some(input.loc.clone()),
+                    );
+                    if let Some(hint) = did_you_mean(&wanted, names.iter().copied()) {
+                        diagnostic = diagnostic.with_hint(hint);
+                    }
+                    diagnostics.push(diagnostic);
+                    break;
+                };
+                let local = if producers.len() > 1 {
+                    let suffix = &producer_node.name[input.stage.len()..];
+                    format!("{}{suffix}", input.local)
+                } else {
+                    input.local.clone()
+                };
+                wired.push(NodeInput {
+                    local,
+                    producer: *producer,
+                    output: output.name.clone(),
+                    kind: output.kind,
+                });
+            }
+        }
+        nodes[node_idx].inputs = wired;
+    }
+
+    let mut dag: DiGraph<usize, ()> = DiGraph::with_capacity(nodes.len(), nodes.len());
+    for idx in 0..nodes.len() {
+        dag.add_node(idx);
+    }
+    for (idx, node) in nodes.iter().enumerate() {
+        for input in &node.inputs {
+            dag.add_edge(NodeIndex::new(input.producer), NodeIndex::new(idx), ());
+        }
+    }
+
+    // Cycles: each strongly connected component with more than one node, or a self-loop.
+    for component in petgraph::algo::tarjan_scc(&dag) {
+        let is_cycle = component.len() > 1 || dag.contains_edge(component[0], component[0]);
+        if !is_cycle {
+            continue;
+        }
+        let members: Vec<usize> = cycle_path(&dag, &component);
+        let names: Vec<&str> = members.iter().map(|&i| nodes[i].name.as_str()).collect();
+        let first = &spec.stages[nodes[members[0]].spec_index];
+        let mut diagnostic = Diagnostic::error(
+            format!(
+                "cycle between stages: {} -> {}",
+                names.join(" -> "),
+                names[0]
+            ),
+            Some(first.name_loc.clone()),
+        )
+        .with_label("part of the cycle")
+        .with_hint("a pipeline is a DAG: remove one of these inputs");
+        for &member in &members[1..] {
+            let stage = &spec.stages[nodes[member].spec_index];
+            if stage.name_loc != first.name_loc {
+                diagnostic = diagnostic.with_secondary(stage.name_loc.clone(), "also in the cycle");
+            }
+        }
+        diagnostics.push(diagnostic);
+    }
+
+    // Input kinds, checked once the wiring is known.
+    if diagnostics.is_empty() {
+        for node in &nodes {
+            let infos: Vec<InputInfo> = node
+                .inputs
+                .iter()
+                .map(|i| InputInfo {
+                    name: i.local.clone(),
+                    kind: i.kind,
+                })
+                .collect();
+            if let Err(message) = node.stage.check_inputs(&infos) {
+                let stage = &spec.stages[node.spec_index];
+                let loc = stage
+                    .inputs
+                    .first()
+                    .map(|i| i.loc.clone())
+                    .unwrap_or_else(|| stage.name_loc.clone());
+                diagnostics.push(Diagnostic::error(
+                    format!("stage `{}`: {message}", node.name),
+                    Some(loc),
+                ));
+            }
+            for export in &node.exports {
+                if !node.outputs.iter().any(|o| o.name == export.output) {
+                    let names: Vec<&str> = node.outputs.iter().map(|o| o.name.as_str()).collect();
+                    diagnostics.push(Diagnostic::error(
+                        format!(
+                            "stage `{}` exports `{}`, which is not one of its outputs ({})",
+                            node.name,
+                            export.output,
+                            names.join(", ")
+                        ),
+                        Some(export.loc.clone()),
+                    ));
+                }
+            }
+        }
+    }
+
+    if !diagnostics.is_empty() {
+        return Err(Diagnostics {
+            sources: spec.sources,
+            items: diagnostics,
+        });
+    }
+    let order = topological_order(&nodes);
+    Ok(Graph {
+        spec,
+        nodes,
+        order,
+        dag,
+    })
+}
+
+/// Orders a strongly connected component as a cycle walk, for the error message.
+fn cycle_path(dag: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Vec<usize> {
+    let start = *component.iter().min().expect("components are not empty");
+    let mut path = vec![start];
+    let mut current = start;
+    let mut seen = std::collections::HashSet::from([start]);
+    loop {
+        let mut next: Vec<NodeIndex> = dag
+            .neighbors(current)
+            .filter(|n| component.contains(n))
+            .collect();
+        next.sort();
+        match next.iter().find(|n| !seen.contains(n)) {
+            Some(&n) => {
+                seen.insert(n);
+                path.push(n);
+                current = n;
+            }
+            None => break,
+        }
+    }
+    path.into_iter().map(|n| n.index()).collect()
+}
+
+/// Kahn's algorithm; among ready nodes the earliest declared goes first.
+fn topological_order(nodes: &[Node]) -> Vec<usize> {
+    let mut indegree = vec![0usize; nodes.len()];
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (idx, node) in nodes.iter().enumerate() {
+        let mut producers: Vec<usize> = node.inputs.iter().map(|i| i.producer).collect();
+        producers.sort_unstable();
+        producers.dedup();
+        indegree[idx] = producers.len();
+        for p in producers {
+            consumers[p].push(idx);
+        }
+    }
+    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = (0..nodes.len())
+        .filter(|&i| indegree[i] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(std::cmp::Reverse(idx)) = ready.pop() {
+        order.push(idx);
+        for &c in &consumers[idx] {
+            indegree[c] -= 1;
+            if indegree[c] == 0 {
+                ready.push(std::cmp::Reverse(c));
+            }
+        }
+    }
+    order
+}

@@ -1,0 +1,419 @@
+//! From [`Graph`] to [`Plan`]: for each selected node, its cache key where it can be known now,
+//! whether the store already holds the result, and if not, why the node must run. Hashes input
+//! files through the stat memo; reads no artifact and runs nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use pipeline_cache::{Hash, KeyBuilder, KeyMaterial, Manifest, PipelineState, Store};
+use serde::Serialize;
+
+use crate::graph::{Graph, Node};
+
+/// Why a node must run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Reason {
+    NeverRun,
+    Forced,
+    TaskVersionChanged { old: u32, new: u32 },
+    ParamsChanged { changes: Vec<ParamChange> },
+    InputChanged { inputs: Vec<String> },
+    UpstreamWillRun { stages: Vec<String> },
+    FileChanged { files: Vec<String> },
+    ObjectMissing { outputs: Vec<String> },
+    PreviousResultGone,
+    KeyChanged,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ParamChange {
+    pub param: String,
+    pub old: Option<serde_json::Value>,
+    pub new: Option<serde_json::Value>,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "unset".into())
+        };
+        match self {
+            Reason::NeverRun => write!(f, "never run"),
+            Reason::Forced => write!(f, "forced"),
+            Reason::TaskVersionChanged { old, new } => {
+                write!(f, "task version changed ({old} -> {new})")
+            }
+            Reason::ParamsChanged { changes } => {
+                let parts: Vec<String> = changes
+                    .iter()
+                    .map(|c| format!("{} ({} -> {})", c.param, show(&c.old), show(&c.new)))
+                    .collect();
+                write!(f, "params changed: {}", parts.join(", "))
+            }
+            Reason::InputChanged { inputs } => write!(f, "input changed: {}", inputs.join(", ")),
+            Reason::UpstreamWillRun { stages } => {
+                write!(f, "upstream will run: {}", stages.join(", "))
+            }
+            Reason::FileChanged { files } => write!(f, "file changed: {}", files.join(", ")),
+            Reason::ObjectMissing { outputs } => {
+                write!(f, "output missing from the store: {}", outputs.join(", "))
+            }
+            Reason::PreviousResultGone => write!(f, "its last result was removed (gc)"),
+            Reason::KeyChanged => write!(f, "cache key changed (engine upgrade)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum NodeStatus {
+    /// The store holds the result; nothing to do.
+    Fresh { key: Hash, manifest: Box<Manifest> },
+    /// Must run. `key` is `None` while an upstream node's output is not known yet.
+    Stale {
+        key: Option<Hash>,
+        reasons: Vec<Reason>,
+    },
+}
+
+impl NodeStatus {
+    pub fn is_fresh(&self) -> bool {
+        matches!(self, NodeStatus::Fresh { .. })
+    }
+}
+
+pub struct Plan {
+    pub selected: Vec<bool>,
+    pub forced: Vec<bool>,
+    /// Content hashes of each node's input files, as (path relative to the stage's file, hash).
+    pub files: Vec<Vec<(String, Hash)>>,
+    /// `None` for nodes outside the selection.
+    pub statuses: Vec<Option<NodeStatus>>,
+    /// How many input files were re-hashed (not served by the stat memo).
+    pub files_hashed: usize,
+}
+
+impl Plan {
+    pub fn to_run(&self) -> usize {
+        self.statuses
+            .iter()
+            .flatten()
+            .filter(|s| !s.is_fresh())
+            .count()
+    }
+}
+
+/// The key material of a node once its input hashes are known.
+pub fn key_material(
+    node: &Node,
+    inputs: Vec<(String, Hash)>,
+    files: Vec<(String, Hash)>,
+) -> KeyMaterial {
+    KeyMaterial {
+        task: node.task.name().to_string(),
+        task_version: node.task.version(),
+        params: node.params.clone(),
+        inputs,
+        files,
+    }
+}
+
+/// The cache key: blake3 over the key version, task kind and version, canonical params, input
+/// hashes in order and input-file hashes. The stage *name* is deliberately left out: two stages
+/// doing the same work on the same data share one result, and renaming a stage costs nothing.
+/// A later time-partitioned input adds fields here (the partitions read), not a new scheme.
+pub fn cache_key(material: &KeyMaterial) -> Hash {
+    let mut builder = KeyBuilder::new("stage");
+    builder.field("task", material.task.as_bytes());
+    builder.field("task-version", &material.task_version.to_le_bytes());
+    builder.field(
+        "params",
+        serde_json::to_string(&material.params)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    for (name, hash) in &material.inputs {
+        builder.field("input-name", name.as_bytes());
+        builder.field("input-hash", hash.as_bytes());
+    }
+    for (path, hash) in &material.files {
+        builder.field("file-path", path.as_bytes());
+        builder.field("file-hash", hash.as_bytes());
+    }
+    builder.finish()
+}
+
+/// Expands a node's declared file patterns and hashes each file (stat memo first).
+pub fn hash_node_files(store: &Store, node: &Node) -> Result<(Vec<(String, Hash)>, usize)> {
+    let mut out = Vec::new();
+    let mut hashed = 0;
+    for pattern in &node.files {
+        let full = node.base_dir.join(pattern);
+        let full_text = full.to_string_lossy().into_owned();
+        let mut matches: Vec<std::path::PathBuf> = if pattern.contains(['*', '?', '[']) {
+            glob::glob(&full_text)
+                .with_context(|| format!("stage `{}`: bad file pattern `{pattern}`", node.name))?
+                .filter_map(|p| p.ok())
+                .filter(|p| p.is_file())
+                .collect()
+        } else {
+            vec![full.clone()]
+        };
+        matches.sort();
+        if matches.is_empty() {
+            bail!(
+                "stage `{}`: no file matches `{pattern}` (looked in {})\nhint: paths are relative to the pipeline file that declares the stage",
+                node.name,
+                node.base_dir.display()
+            );
+        }
+        for path in matches {
+            if !path.is_file() {
+                bail!(
+                    "stage `{}`: input file `{}` does not exist\nhint: paths are relative to the pipeline file that declares the stage ({})",
+                    node.name,
+                    path.display(),
+                    node.base_dir.display()
+                );
+            }
+            let (hash, outcome) = store.hash_file_memo(&path)?;
+            if outcome == pipeline_cache::FileHashOutcome::Hashed {
+                hashed += 1;
+            }
+            out.push((relative_display(&node.base_dir, &path), hash));
+        }
+    }
+    Ok((out, hashed))
+}
+
+fn relative_display(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>) -> Result<Plan> {
+    let state = store.load_state(&pipeline_identity(graph));
+    let n = graph.nodes.len();
+    let mut statuses: Vec<Option<NodeStatus>> = vec![None; n];
+    let mut files: Vec<Vec<(String, Hash)>> = vec![Vec::new(); n];
+    let mut files_hashed = 0;
+    for &idx in &graph.order {
+        if !selected[idx] {
+            continue;
+        }
+        let node = &graph.nodes[idx];
+        let (node_files, hashed) = hash_node_files(store, node)?;
+        files_hashed += hashed;
+        files[idx] = node_files;
+        let mut inputs = Vec::new();
+        let mut pending = Vec::new();
+        for input in &node.inputs {
+            match &statuses[input.producer] {
+                Some(NodeStatus::Fresh { manifest, .. }) => {
+                    let record = manifest.outputs.get(&input.output).with_context(|| {
+                        format!(
+                            "the cached result of `{}` lacks output `{}`",
+                            graph.nodes[input.producer].name, input.output
+                        )
+                    })?;
+                    inputs.push((input.local.clone(), record.hash));
+                }
+                _ => {
+                    let name = graph.nodes[input.producer].name.clone();
+                    if !pending.contains(&name) {
+                        pending.push(name);
+                    }
+                }
+            }
+        }
+        let material = key_material(node, inputs, files[idx].clone());
+        let status = if pending.is_empty() {
+            let key = cache_key(&material);
+            let manifest = store.read_manifest(&key)?;
+            match manifest {
+                Some(manifest) if !forced[idx] => {
+                    let missing = store.missing_outputs(&manifest);
+                    if missing.is_empty() {
+                        NodeStatus::Fresh {
+                            key,
+                            manifest: Box::new(manifest),
+                        }
+                    } else {
+                        NodeStatus::Stale {
+                            key: Some(key),
+                            reasons: vec![Reason::ObjectMissing { outputs: missing }],
+                        }
+                    }
+                }
+                _ => {
+                    let mut reasons = if forced[idx] {
+                        vec![Reason::Forced]
+                    } else {
+                        Vec::new()
+                    };
+                    if !forced[idx] {
+                        reasons.extend(explain(store, &state, node, &material, &[]));
+                    }
+                    NodeStatus::Stale {
+                        key: Some(key),
+                        reasons,
+                    }
+                }
+            }
+        } else {
+            let mut reasons = if forced[idx] {
+                vec![Reason::Forced]
+            } else {
+                Vec::new()
+            };
+            reasons.extend(explain(store, &state, node, &material, &pending));
+            NodeStatus::Stale { key: None, reasons }
+        };
+        statuses[idx] = Some(status);
+    }
+    Ok(Plan {
+        selected,
+        forced,
+        files,
+        statuses,
+        files_hashed,
+    })
+}
+
+/// The name under which a pipeline's per-stage state is kept.
+pub fn pipeline_identity(graph: &Graph) -> String {
+    graph
+        .spec
+        .file
+        .canonicalize()
+        .unwrap_or_else(|_| graph.spec.file.clone())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Compares the new key material with the material of the stage's last result.
+fn explain(
+    store: &Store,
+    state: &PipelineState,
+    node: &Node,
+    material: &KeyMaterial,
+    pending: &[String],
+) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    let previous = match state.stages.get(&node.name) {
+        None => {
+            reasons.push(Reason::NeverRun);
+            if !pending.is_empty() {
+                reasons.push(Reason::UpstreamWillRun {
+                    stages: pending.to_vec(),
+                });
+            }
+            return reasons;
+        }
+        Some(key) => store.read_manifest(key).ok().flatten(),
+    };
+    let Some(previous) = previous else {
+        reasons.push(Reason::PreviousResultGone);
+        return reasons;
+    };
+    let old = &previous.material;
+    if old.task_version != material.task_version || old.task != material.task {
+        reasons.push(Reason::TaskVersionChanged {
+            old: old.task_version,
+            new: material.task_version,
+        });
+    }
+    let changes = diff_params(&old.params, &material.params);
+    if !changes.is_empty() {
+        reasons.push(Reason::ParamsChanged { changes });
+    }
+    if !pending.is_empty() {
+        reasons.push(Reason::UpstreamWillRun {
+            stages: pending.to_vec(),
+        });
+    } else {
+        let old_inputs: BTreeMap<&str, &Hash> =
+            old.inputs.iter().map(|(n, h)| (n.as_str(), h)).collect();
+        let new_inputs: BTreeMap<&str, &Hash> = material
+            .inputs
+            .iter()
+            .map(|(n, h)| (n.as_str(), h))
+            .collect();
+        let changed: Vec<String> = new_inputs
+            .iter()
+            .filter(|(name, hash)| old_inputs.get(*name) != Some(*hash))
+            .map(|(name, _)| name.to_string())
+            .chain(
+                old_inputs
+                    .keys()
+                    .filter(|n| !new_inputs.contains_key(*n))
+                    .map(|n| format!("{n} (removed)")),
+            )
+            .collect();
+        if !changed.is_empty() {
+            reasons.push(Reason::InputChanged { inputs: changed });
+        }
+    }
+    let old_files: BTreeMap<&str, &Hash> = old.files.iter().map(|(n, h)| (n.as_str(), h)).collect();
+    let changed_files: Vec<String> = material
+        .files
+        .iter()
+        .filter(|(path, hash)| old_files.get(path.as_str()) != Some(&hash))
+        .map(|(path, _)| path.clone())
+        .collect();
+    if !changed_files.is_empty() {
+        reasons.push(Reason::FileChanged {
+            files: changed_files,
+        });
+    }
+    if reasons.is_empty() {
+        reasons.push(Reason::KeyChanged);
+    }
+    reasons
+}
+
+/// Param-by-param differences, as dotted paths.
+pub fn diff_params(old: &serde_json::Value, new: &serde_json::Value) -> Vec<ParamChange> {
+    let mut old_flat = BTreeMap::new();
+    let mut new_flat = BTreeMap::new();
+    flatten("", old, &mut old_flat);
+    flatten("", new, &mut new_flat);
+    let mut keys: Vec<&String> = old_flat.keys().chain(new_flat.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| old_flat.get(*k) != new_flat.get(*k))
+        .map(|k| ParamChange {
+            param: k.clone(),
+            old: old_flat.get(k).cloned(),
+            new: new_flat.get(k).cloned(),
+        })
+        .collect()
+}
+
+pub fn flatten(
+    prefix: &str,
+    value: &serde_json::Value,
+    out: &mut BTreeMap<String, serde_json::Value>,
+) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The contract between the engine and the stages (tasks) it runs.
+//!
+//! A stage kind implements [`Stage`]: a params struct (serde, `deny_unknown_fields`, documented
+//! fields), a name, a version, the outputs it declares and a `run`. The engine never sees the
+//! concrete type: [`Registry::register`] erases it behind [`Task`], and planning turns TOML params
+//! into a [`PreparedStage`]. The engine knows nothing about what a stage computes.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Result, anyhow, bail};
+use pipeline_artifacts::ArtifactKind;
+use pipeline_cache::Hash;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A declared output of a stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputDecl {
+    pub name: String,
+    pub kind: ArtifactKind,
+}
+
+impl OutputDecl {
+    pub fn new(name: impl Into<String>, kind: ArtifactKind) -> OutputDecl {
+        OutputDecl {
+            name: name.into(),
+            kind,
+        }
+    }
+}
+
+/// What a stage knows about one of its inputs at plan time.
+#[derive(Clone, Debug)]
+pub struct InputInfo {
+    pub name: String,
+    pub kind: ArtifactKind,
+}
+
+/// A params problem, with the dotted path of the offending param (empty for the whole table).
+#[derive(Clone, Debug)]
+pub struct ParamError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ParamError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> ParamError {
+        ParamError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One kind of stage. Implement this; register it in the tasks crate's registry.
+pub trait Stage: Send + Sync + 'static {
+    /// Params as written in TOML. Use `#[serde(deny_unknown_fields)]` and document each field:
+    /// the doc comments are what `pipeline tasks KIND` prints.
+    type Params: DeserializeOwned + Serialize + JsonSchema + Send + Sync + 'static;
+    /// The TOML `task = "..."` name.
+    const NAME: &'static str;
+    /// Bump when the stage's output for the same params and inputs changes: every cached
+    /// result of the old version becomes stale.
+    const VERSION: u32;
+    /// What the stage does; the first line is the summary.
+    const DOC: &'static str;
+    /// A complete `[stages.NAME]` example; a registry test checks that it plans.
+    const EXAMPLE: &'static str;
+
+    /// Checks that need more than types (ranges, combinations). Called at plan time.
+    fn validate(_params: &Self::Params) -> Result<(), ParamError> {
+        Ok(())
+    }
+    /// The outputs this stage writes, known before it runs.
+    fn outputs(params: &Self::Params) -> Vec<OutputDecl>;
+    /// Files read from outside the store (paths or globs, relative to the pipeline file).
+    /// Their content hashes go into the cache key.
+    fn files(_params: &Self::Params) -> Vec<String> {
+        Vec::new()
+    }
+    /// Checks the inputs wired to this stage, at plan time.
+    fn check_inputs(_params: &Self::Params, _inputs: &[InputInfo]) -> Result<(), String> {
+        Ok(())
+    }
+    fn run(params: &Self::Params, ctx: &mut StageContext) -> Result<()>;
+}
+
+/// A stage kind with its type erased, as the registry holds it.
+pub trait Task: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn version(&self) -> u32;
+    fn doc(&self) -> &'static str;
+    fn example(&self) -> &'static str;
+    /// JSON schema of the params (types, defaults, docs).
+    fn params_schema(&self) -> serde_json::Value;
+    /// Reads and validates params; the result is ready to plan and run.
+    fn prepare(&self, params: &toml::Table) -> Result<Arc<dyn PreparedStage>, ParamError>;
+}
+
+/// A stage with its params read.
+pub trait PreparedStage: Send + Sync {
+    /// The params as the stage understood them, defaults filled: what the cache key hashes.
+    fn canonical_params(&self) -> serde_json::Value;
+    fn outputs(&self) -> Vec<OutputDecl>;
+    fn files(&self) -> Vec<String>;
+    fn check_inputs(&self, inputs: &[InputInfo]) -> Result<(), String>;
+    fn run(&self, ctx: &mut StageContext) -> Result<()>;
+}
+
+struct TaskOf<S>(PhantomData<fn() -> S>);
+
+struct PreparedOf<S: Stage> {
+    params: S::Params,
+}
+
+impl<S: Stage> Task for TaskOf<S> {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+    fn version(&self) -> u32 {
+        S::VERSION
+    }
+    fn doc(&self) -> &'static str {
+        S::DOC
+    }
+    fn example(&self) -> &'static str {
+        S::EXAMPLE
+    }
+    fn params_schema(&self) -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(S::Params)).unwrap_or_default()
+    }
+    fn prepare(&self, params: &toml::Table) -> Result<Arc<dyn PreparedStage>, ParamError> {
+        let value = toml::Value::Table(params.clone());
+        let params: S::Params = serde_path_to_error::deserialize(value).map_err(|err| {
+            let mut path = err.path().to_string();
+            if path == "." {
+                path.clear();
+            }
+            let message = err.inner().to_string();
+            // serde reports an unknown field at its parent; point at the field itself.
+            if let Some(rest) = message.strip_prefix("unknown field `")
+                && let Some(field) = rest.split('`').next()
+            {
+                if path.rsplit('.').next() != Some(field) {
+                    path = if path.is_empty() {
+                        field.to_string()
+                    } else {
+                        format!("{path}.{field}")
+                    };
+                }
+            }
+            ParamError { path, message }
+        })?;
+        S::validate(&params)?;
+        Ok(Arc::new(PreparedOf::<S> { params }))
+    }
+}
+
+impl<S: Stage> PreparedStage for PreparedOf<S> {
+    fn canonical_params(&self) -> serde_json::Value {
+        canonical_json(serde_json::to_value(&self.params).unwrap_or_default())
+    }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        S::outputs(&self.params)
+    }
+    fn files(&self) -> Vec<String> {
+        S::files(&self.params)
+    }
+    fn check_inputs(&self, inputs: &[InputInfo]) -> Result<(), String> {
+        S::check_inputs(&self.params, inputs)
+    }
+    fn run(&self, ctx: &mut StageContext) -> Result<()> {
+        S::run(&self.params, ctx)
+    }
+}
+
+/// Sorts object keys recursively so that the same params always hash the same.
+pub fn canonical_json(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let sorted: BTreeMap<String, serde_json::Value> = map
+                .into_iter()
+                .map(|(k, v)| (k, canonical_json(v)))
+                .collect();
+            serde_json::Value::Object(sorted.into_iter().collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(canonical_json).collect())
+        }
+        other => other,
+    }
+}
+
+/// All stage kinds a build knows, in one place.
+#[derive(Default, Clone)]
+pub struct Registry {
+    tasks: Vec<Arc<dyn Task>>,
+    /// Kinds this build knows by name but cannot run, with the reason (e.g. a cargo feature).
+    unavailable: Vec<(&'static str, &'static str)>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn register<S: Stage>(&mut self) -> &mut Registry {
+        assert!(
+            self.get(S::NAME).is_none(),
+            "stage kind `{}` registered twice",
+            S::NAME
+        );
+        self.tasks.push(Arc::new(TaskOf::<S>(PhantomData)));
+        self
+    }
+
+    /// Names a kind that exists but is not in this build, so that using it gives a clear message.
+    pub fn register_unavailable(
+        &mut self,
+        name: &'static str,
+        reason: &'static str,
+    ) -> &mut Registry {
+        self.unavailable.push((name, reason));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Task>> {
+        self.tasks.iter().find(|t| t.name() == name)
+    }
+
+    pub fn unavailable_reason(&self, name: &str) -> Option<&'static str> {
+        self.unavailable
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, reason)| *reason)
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &Arc<dyn Task>> {
+        self.tasks.iter()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.tasks.iter().map(|t| t.name()).collect()
+    }
+}
+
+/// An input artifact as a running stage sees it.
+#[derive(Clone, Debug)]
+pub struct InputArtifact {
+    pub name: String,
+    pub kind: ArtifactKind,
+    /// Read-only path of the object in the store.
+    pub path: PathBuf,
+    pub hash: Hash,
+}
+
+/// Receives what running stages report. The CLI turns it into progress bars or lines.
+pub trait Reporter: Send + Sync {
+    fn stage_progress(&self, _stage: &str, _done: u64, _total: Option<u64>) {}
+    fn stage_message(&self, _stage: &str, _message: &str) {}
+}
+
+/// Everything a running stage may touch. Outputs are written to [`StageContext::output_path`],
+/// which lies in a private temp directory; the engine moves them into the store only after `run`
+/// returns `Ok`, so a failed or killed stage never leaves a result that could be trusted.
+pub struct StageContext<'a> {
+    pub(crate) stage: String,
+    pub(crate) inputs: Vec<InputArtifact>,
+    pub(crate) outputs: Vec<OutputDecl>,
+    pub(crate) out_dir: PathBuf,
+    pub(crate) scratch_dir: PathBuf,
+    pub(crate) base_dir: PathBuf,
+    pub(crate) metrics: Mutex<serde_json::Map<String, serde_json::Value>>,
+    pub(crate) cancel: &'a AtomicBool,
+    pub(crate) reporter: &'a dyn Reporter,
+    pub(crate) threads: usize,
+}
+
+impl<'a> StageContext<'a> {
+    /// A context over explicit directories, for running a stage outside the scheduler
+    /// (unit tests of stages, tools).
+    pub fn standalone(
+        stage: &str,
+        inputs: Vec<InputArtifact>,
+        outputs: Vec<OutputDecl>,
+        work_dir: &Path,
+        base_dir: &Path,
+        cancel: &'a AtomicBool,
+        reporter: &'a dyn Reporter,
+    ) -> Result<StageContext<'a>> {
+        let out_dir = work_dir.join("out");
+        let scratch_dir = work_dir.join("scratch");
+        std::fs::create_dir_all(&out_dir)?;
+        std::fs::create_dir_all(&scratch_dir)?;
+        Ok(StageContext {
+            stage: stage.to_string(),
+            inputs,
+            outputs,
+            out_dir,
+            scratch_dir,
+            base_dir: base_dir.to_path_buf(),
+            metrics: Mutex::new(serde_json::Map::new()),
+            cancel,
+            reporter,
+            threads: 1,
+        })
+    }
+
+    /// The node name, e.g. `train[news=false]`.
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
+    pub fn inputs(&self) -> &[InputArtifact] {
+        &self.inputs
+    }
+
+    pub fn input(&self, name: &str) -> Result<&InputArtifact> {
+        self.inputs.iter().find(|i| i.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+            anyhow!(
+                "stage `{}` has no input `{name}` (inputs: {})",
+                self.stage,
+                names.join(", ")
+            )
+        })
+    }
+
+    /// Where to write a declared output.
+    pub fn output_path(&self, name: &str) -> Result<PathBuf> {
+        let decl = self
+            .outputs
+            .iter()
+            .find(|o| o.name == name)
+            .ok_or_else(|| {
+                anyhow!(
+                    "this is a bug: stage `{}` writes output `{name}`, which it did not declare",
+                    self.stage
+                )
+            })?;
+        Ok(self
+            .out_dir
+            .join(format!("{}.{}", decl.name, decl.kind.extension())))
+    }
+
+    pub fn outputs(&self) -> &[OutputDecl] {
+        &self.outputs
+    }
+
+    /// A private directory for intermediate files; removed after the stage.
+    pub fn scratch_dir(&self) -> &Path {
+        &self.scratch_dir
+    }
+
+    /// Resolves a path written in the pipeline file (relative to that file).
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// Records a metric; it lands in the manifest, the run ledger and `pipeline show`.
+    pub fn metric(&self, name: &str, value: impl Into<serde_json::Value>) {
+        if let Ok(mut metrics) = self.metrics.lock() {
+            metrics.insert(name.to_string(), value.into());
+        }
+    }
+
+    pub fn progress(&self, done: u64, total: Option<u64>) {
+        self.reporter.stage_progress(&self.stage, done, total);
+    }
+
+    pub fn message(&self, message: &str) {
+        self.reporter.stage_message(&self.stage, message);
+    }
+
+    /// True once the user pressed Ctrl-C; long stages should check it and stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    pub fn check_cancelled(&self) -> Result<()> {
+        if self.is_cancelled() {
+            bail!("cancelled");
+        }
+        Ok(())
+    }
+
+    /// Threads this stage may use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub fn take_metrics(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.metrics
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
+}
+
+/// A reporter that drops everything.
+pub struct NoReporter;
+impl Reporter for NoReporter {}

@@ -1,0 +1,69 @@
+//! The built-in stages of `pipeline`. One module per stage kind, each with its params struct,
+//! its doc and its tests; [`registry`] is the one list the binary resolves `task = "..."` with.
+
+pub mod command;
+pub mod read_table;
+pub mod select;
+pub mod synth_table;
+pub mod value;
+
+use pipeline_engine::Registry;
+
+/// Every stage kind of this build. Add a stage here and nowhere else.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register::<command::Command>()
+        .register::<read_table::ReadTable>()
+        .register::<select::Select>()
+        .register::<synth_table::SynthTable>()
+        .register::<value::Value>();
+    registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every registered kind: unique name, a doc with a summary line, documented params with
+    /// defaults or marked required, and an example that loads, validates and plans.
+    #[test]
+    fn registry_entries_are_complete() {
+        let registry = registry();
+        let mut names = registry.names();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "duplicate stage names");
+        for task in registry.tasks() {
+            assert!(!task.doc().trim().is_empty(), "{} has no doc", task.name());
+            let schema = task.params_schema();
+            let properties = schema["properties"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            for (param, prop) in &properties {
+                assert!(
+                    prop.get("description")
+                        .is_some_and(|d| !d.as_str().unwrap_or("").is_empty()),
+                    "{}.{param} has no doc comment",
+                    task.name()
+                );
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("example.toml");
+            std::fs::write(&path, task.example()).unwrap();
+            std::fs::write(
+                dir.path().join("prices.csv"),
+                "timestamp,close\n2024-01-01 00:00:00,1.0\n",
+            )
+            .unwrap();
+            std::fs::write(dir.path().join("train.py"), "print('hi')\n").unwrap();
+            let spec = pipeline_engine::load_spec(&path, &[])
+                .unwrap_or_else(|e| panic!("{} example: {e}", task.name()));
+            let graph = pipeline_engine::build_graph(spec, &registry)
+                .unwrap_or_else(|e| panic!("{} example: {e}", task.name()));
+            assert!(graph.nodes.iter().any(|n| n.task.name() == task.name()));
+        }
+    }
+}

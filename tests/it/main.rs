@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `pipeline` binary on temp workspaces. One test binary (see
+//! ARCHITECTURE.md, "Testing"), one module per area.
+
+mod cache;
+mod command;
+mod crash;
+mod errors;
+mod inspect;
+mod support;

@@ -1,0 +1,145 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temp workspace with its own store, and the `pipeline` binary to drive.
+pub struct TestContext {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_pipeline")
+}
+
+impl TestContext {
+    pub fn new() -> TestContext {
+        TestContext {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path(".pipeline")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary());
+        command
+            .current_dir(self.dir.path())
+            .env_remove("PIPELINE_STORE")
+            .env_remove("PIPELINE_JOBS")
+            .args(args);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.command(args).output().expect("run pipeline").into()
+    }
+
+    /// `pipeline status FILE --json`, parsed.
+    pub fn status(&self, file: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["status", file, "--json"];
+        args.extend_from_slice(extra);
+        let run = self.run(&args).ok();
+        serde_json::from_str(&run.stdout).expect("status json")
+    }
+
+    /// Outcome of each stage in the newest run: name -> "hit" | "ran" | ...
+    pub fn last_outcomes(&self) -> std::collections::BTreeMap<String, String> {
+        let run = self.last_run();
+        run["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_string(),
+                    s["outcome"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn last_run(&self) -> serde_json::Value {
+        let run = self.run(&["show", "last", "--json"]).ok();
+        serde_json::from_str(&run.stdout).expect("run json")
+    }
+
+    /// Output hashes of every stage of the newest run: "stage.output" -> hash.
+    pub fn last_output_hashes(&self) -> std::collections::BTreeMap<String, String> {
+        let run = self.last_run();
+        let mut out = std::collections::BTreeMap::new();
+        for stage in run["stages"].as_array().unwrap() {
+            for (name, record) in stage["outputs"].as_object().unwrap() {
+                out.insert(
+                    format!("{}.{name}", stage["name"].as_str().unwrap()),
+                    record["hash"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Sets a file's mtime to now without changing its bytes (a `touch`).
+pub fn touch(path: &Path) {
+    let file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
+}
+
+pub fn outcomes(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
