@@ -27,32 +27,20 @@ pub struct Description {
 /// rows and the time column.
 pub fn describe(kind: ArtifactKind, path: &Path, head_rows: usize) -> Result<Description> {
     let size = std::fs::metadata(path)?.len();
-    let mut description = Description {
-        kind: kind.to_string(),
-        size,
-        ..Default::default()
-    };
+    let mut description = Description { kind: kind.to_string(), size, ..Default::default() };
     match kind {
         ArtifactKind::Table => {
             let df = crate::read_table(path)?;
             description.rows = Some(df.height() as u64);
-            description.schema = df
-                .schema()
-                .iter()
-                .map(|(name, dtype)| (name.to_string(), dtype.to_string()))
-                .collect();
-            if let Some(col) = df
-                .columns()
-                .iter()
-                .find(|c| matches!(c.dtype(), DataType::Datetime(_, _) | DataType::Date))
+            description.schema =
+                df.schema().iter().map(|(name, dtype)| (name.to_string(), dtype.to_string())).collect();
+            if let Some(col) =
+                df.columns().iter().find(|c| matches!(c.dtype(), DataType::Datetime(_, _) | DataType::Date))
                 && df.height() > 0
             {
                 let series = col.as_materialized_series();
                 let first = series.get(0).map(|v| v.to_string()).unwrap_or_default();
-                let last = series
-                    .get(df.height() - 1)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
+                let last = series.get(df.height() - 1).map(|v| v.to_string()).unwrap_or_default();
                 description.time_range = Some((col.name().to_string(), first, last));
             }
             description.head = format!("{}", df.head(Some(head_rows)));

@@ -35,13 +35,8 @@ pub enum ArtifactKind {
 }
 
 impl ArtifactKind {
-    pub const ALL: [ArtifactKind; 5] = [
-        ArtifactKind::Table,
-        ArtifactKind::Json,
-        ArtifactKind::Model,
-        ArtifactKind::Html,
-        ArtifactKind::File,
-    ];
+    pub const ALL: [ArtifactKind; 5] =
+        [ArtifactKind::Table, ArtifactKind::Json, ArtifactKind::Model, ArtifactKind::Html, ArtifactKind::File];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -91,10 +86,6 @@ impl FromStr for ArtifactKind {
         ArtifactKind::ALL
             .into_iter()
             .find(|k| k.as_str() == text)
-            .ok_or_else(|| {
-                format!(
-                    "unknown artifact kind `{text}`; expected one of table, json, model, html, file"
-                )
-            })
+            .ok_or_else(|| format!("unknown artifact kind `{text}`; expected one of table, json, model, html, file"))
     }
 }

@@ -2,9 +2,7 @@ use std::fs::File;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use polars::prelude::{
-    DataFrame, ParquetCompression, ParquetReader, ParquetWriter, SerReader, StatisticsOptions,
-};
+use polars::prelude::{DataFrame, ParquetCompression, ParquetReader, ParquetWriter, SerReader, StatisticsOptions};
 
 /// Rows per row group. Fixed, so that the same frame always splits the same way.
 const ROW_GROUP_SIZE: usize = 256 * 1024;
@@ -31,9 +29,7 @@ pub fn write_table(df: &mut DataFrame, path: &Path) -> Result<()> {
 
 pub fn read_table(path: &Path) -> Result<DataFrame> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    ParquetReader::new(file)
-        .finish()
-        .with_context(|| format!("cannot read Parquet from {}", path.display()))
+    ParquetReader::new(file).finish().with_context(|| format!("cannot read Parquet from {}", path.display()))
 }
 
 /// Row count from the Parquet footer alone (cheap: no column is read).

@@ -50,10 +50,7 @@ impl FromStr for Hash {
 
     fn from_str(text: &str) -> Result<Hash, String> {
         if text.len() != 64 {
-            return Err(format!(
-                "a hash has 64 hex digits, `{text}` has {}",
-                text.len()
-            ));
+            return Err(format!("a hash has 64 hex digits, `{text}` has {}", text.len()));
         }
         let mut bytes = [0u8; 32];
         for (idx, byte) in bytes.iter_mut().enumerate() {
@@ -154,22 +151,13 @@ mod tests {
         let hash = hash_bytes(b"abc");
         assert_eq!(hash.to_hex().parse::<Hash>().unwrap(), hash);
         // Reference value from the blake3 test vectors (b3sum of "abc").
-        assert_eq!(
-            hash.to_hex(),
-            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
-        );
+        assert_eq!(hash.to_hex(), "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
     }
 
     #[test]
     fn key_fields_are_length_prefixed() {
-        let a = KeyBuilder::new("t")
-            .field("x", b"ab")
-            .field("y", b"c")
-            .finish();
-        let b = KeyBuilder::new("t")
-            .field("x", b"a")
-            .field("y", b"bc")
-            .finish();
+        let a = KeyBuilder::new("t").field("x", b"ab").field("y", b"c").finish();
+        let b = KeyBuilder::new("t").field("x", b"a").field("y", b"bc").finish();
         assert_ne!(a, b);
     }
 
@@ -180,9 +168,7 @@ mod tests {
         std::fs::write(&small, b"hello").unwrap();
         assert_eq!(hash_file(&small).unwrap(), hash_bytes(b"hello"));
         let big = dir.path().join("big");
-        let data: Vec<u8> = (0..(MMAP_THRESHOLD as usize + 17))
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
+        let data: Vec<u8> = (0..(MMAP_THRESHOLD as usize + 17)).map(|i| (i * 31 % 251) as u8).collect();
         std::fs::write(&big, &data).unwrap();
         assert_eq!(hash_file(&big).unwrap(), hash_bytes(&data));
     }

@@ -114,12 +114,7 @@ impl Store {
         let now = chrono::Utc::now();
         let base = now.format("%Y%m%d-%H%M%S-%6f").to_string();
         let tail = crate::hash::hash_bytes(
-            format!(
-                "{}-{}",
-                std::process::id(),
-                now.timestamp_nanos_opt().unwrap_or(0)
-            )
-            .as_bytes(),
+            format!("{}-{}", std::process::id(), now.timestamp_nanos_opt().unwrap_or(0)).as_bytes(),
         )
         .to_hex();
         format!("{base}-{}", &tail[..2])
@@ -146,10 +141,8 @@ impl Store {
 
     pub fn load_run(&self, id: &str) -> Result<RunRecord> {
         let path = self.dir("runs").join(format!("{id}.json"));
-        let bytes = fs::read(&path)
-            .with_context(|| format!("cannot read run record {}", path.display()))?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("run record {} is damaged", path.display()))
+        let bytes = fs::read(&path).with_context(|| format!("cannot read run record {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("run record {} is damaged", path.display()))
     }
 
     /// Resolves `last`, `last~N` (N runs before the last), a full id or a unique id prefix.
@@ -159,9 +152,7 @@ impl Store {
             return Ok(ids.last().cloned());
         }
         if let Some(back) = spec.strip_prefix("last~") {
-            let back: usize = back
-                .parse()
-                .with_context(|| format!("`{spec}`: expected last~N with N a number"))?;
+            let back: usize = back.parse().with_context(|| format!("`{spec}`: expected last~N with N a number"))?;
             return Ok(ids.len().checked_sub(back + 1).map(|idx| ids[idx].clone()));
         }
         let matches: Vec<&RunId> = ids.iter().filter(|id| id.starts_with(spec)).collect();
@@ -232,23 +223,11 @@ mod tests {
         record(&store, "20260101-000000-aaaa");
         record(&store, "20260102-000000-bbbb");
         record(&store, "20260102-000000-bbcc");
-        assert_eq!(
-            store.resolve_run("last").unwrap().unwrap(),
-            "20260102-000000-bbcc"
-        );
-        assert_eq!(
-            store.resolve_run("last~2").unwrap().unwrap(),
-            "20260101-000000-aaaa"
-        );
+        assert_eq!(store.resolve_run("last").unwrap().unwrap(), "20260102-000000-bbcc");
+        assert_eq!(store.resolve_run("last~2").unwrap().unwrap(), "20260101-000000-aaaa");
         assert_eq!(store.resolve_run("last~3").unwrap(), None);
-        assert_eq!(
-            store.resolve_run("20260101").unwrap().unwrap(),
-            "20260101-000000-aaaa"
-        );
-        assert!(
-            store.resolve_run("20260102-000000-bb").is_err(),
-            "ambiguous prefix"
-        );
+        assert_eq!(store.resolve_run("20260101").unwrap().unwrap(), "20260101-000000-aaaa");
+        assert!(store.resolve_run("20260102-000000-bb").is_err(), "ambiguous prefix");
         assert_eq!(store.resolve_run("nope").unwrap(), None);
     }
 }

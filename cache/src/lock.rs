@@ -44,8 +44,7 @@ impl Store {
     pub fn lock_shared(&self) -> Result<StoreLock> {
         let path = self.dir("locks").join("store.lock");
         let file = open_lock_file(&path)?;
-        file.lock_shared()
-            .with_context(|| format!("cannot lock {}", path.display()))?;
+        file.lock_shared().with_context(|| format!("cannot lock {}", path.display()))?;
         Ok(StoreLock { _file: file })
     }
 
@@ -56,9 +55,7 @@ impl Store {
         match file.try_lock() {
             Ok(()) => Ok(Some(StoreLock { _file: file })),
             Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(err)) => {
-                Err(err).with_context(|| format!("cannot lock {}", path.display()))
-            }
+            Err(TryLockError::Error(err)) => Err(err).with_context(|| format!("cannot lock {}", path.display())),
         }
     }
 
@@ -71,8 +68,7 @@ impl Store {
         let waited = match file.try_lock() {
             Ok(()) => false,
             Err(TryLockError::WouldBlock) => {
-                file.lock()
-                    .with_context(|| format!("cannot lock {}", path.display()))?;
+                file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
                 true
             }
             Err(TryLockError::Error(err)) => {

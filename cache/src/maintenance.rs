@@ -60,8 +60,7 @@ impl Store {
             );
         };
         let ids = self.run_ids()?;
-        let mut kept_runs: BTreeSet<String> =
-            ids.iter().rev().take(options.keep_last).cloned().collect();
+        let mut kept_runs: BTreeSet<String> = ids.iter().rev().take(options.keep_last).cloned().collect();
         kept_runs.extend(self.pinned_runs()?);
         let mut live_keys: BTreeSet<Hash> = self.state_keys()?.into_iter().collect();
         for id in &kept_runs {
@@ -70,11 +69,8 @@ impl Store {
             }
         }
         let mut live_objects: BTreeSet<Hash> = BTreeSet::new();
-        let mut report = GcReport {
-            dry_run: options.dry_run,
-            runs_kept: kept_runs.into_iter().collect(),
-            ..Default::default()
-        };
+        let mut report =
+            GcReport { dry_run: options.dry_run, runs_kept: kept_runs.into_iter().collect(), ..Default::default() };
         for key in self.manifest_keys()? {
             if live_keys.contains(&key) {
                 if let Ok(Some(manifest)) = self.read_manifest(&key) {
@@ -101,6 +97,15 @@ impl Store {
             }
         }
         report.tmp_removed = self.clean_tmp(options.dry_run)?;
+        if !options.dry_run {
+            // With the store exclusive, no process holds a key lock: their files can go.
+            for entry in fs::read_dir(self.dir("locks"))? {
+                let path = entry?.path();
+                if path.file_name().is_some_and(|n| n != "store.lock" && n != "state.lock") {
+                    fs::remove_file(&path).ok();
+                }
+            }
+        }
         Ok(report)
     }
 
@@ -147,25 +152,15 @@ impl Store {
             report.bytes_checked += size;
             if !ok {
                 let hex = hash.to_hex();
-                fs::rename(
-                    self.object_path(&hash),
-                    quarantine.join(format!("object-{hex}")),
-                )?;
+                fs::rename(self.object_path(&hash), quarantine.join(format!("object-{hex}")))?;
                 report.corrupt_objects.push(hex);
             }
         }
         for (prefix, name) in crate::store::two_level_entries(&self.dir("keys"))? {
             let path = self.dir("keys").join(&prefix).join(&name);
             report.manifests_checked += 1;
-            let key = name
-                .strip_suffix(".json")
-                .and_then(|rest| format!("{prefix}{rest}").parse::<Hash>().ok());
-            let manifest = key.and_then(|key| {
-                self.read_manifest(&key)
-                    .ok()
-                    .flatten()
-                    .filter(|m| m.key == key)
-            });
+            let key = name.strip_suffix(".json").and_then(|rest| format!("{prefix}{rest}").parse::<Hash>().ok());
+            let manifest = key.and_then(|key| self.read_manifest(&key).ok().flatten().filter(|m| m.key == key));
             match manifest {
                 Some(manifest) => {
                     if !self.missing_outputs(&manifest).is_empty() {
@@ -178,8 +173,9 @@ impl Store {
                 }
             }
         }
-        report.tmp_entries = fs::read_dir(self.dir("tmp"))?.count();
+        // With a run active, tmp/ holds its work in progress: report leftovers only when alone.
         if exclusive.is_some() {
+            report.tmp_entries = fs::read_dir(self.dir("tmp"))?.count();
             report.tmp_removed = self.clean_tmp(false)?;
         }
         Ok(report)
@@ -228,10 +224,7 @@ mod tests {
         assert!(store.has_object(&good.hash, 4));
         assert!(!path.exists());
         assert_eq!(report.tmp_removed, 1);
-        assert!(
-            store.verify().unwrap().is_ok(),
-            "after quarantine the store verifies"
-        );
+        assert!(store.verify().unwrap().is_ok(), "after quarantine the store verifies");
     }
 
     #[test]
@@ -247,12 +240,7 @@ mod tests {
             material: KeyMaterial::default(),
             outputs: [(
                 "out".to_string(),
-                OutputRecord {
-                    hash: kept.hash,
-                    size: kept.size,
-                    kind: "file".into(),
-                    rows: None,
-                },
+                OutputRecord { hash: kept.hash, size: kept.size, kind: "file".into(), rows: None },
             )]
             .into_iter()
             .collect(),
@@ -262,31 +250,11 @@ mod tests {
         };
         store.write_manifest(&manifest).unwrap();
         store.update_state("p.toml", &[("s".into(), key)]).unwrap();
-        let dry = store
-            .gc(&GcOptions {
-                keep_last: 1,
-                dry_run: true,
-            })
-            .unwrap();
+        let dry = store.gc(&GcOptions { keep_last: 1, dry_run: true }).unwrap();
         assert_eq!(dry.objects_removed, 1);
-        assert!(
-            store.has_object(&dropped.hash, dropped.size),
-            "dry run deletes nothing"
-        );
-        let report = store
-            .gc(&GcOptions {
-                keep_last: 1,
-                dry_run: false,
-            })
-            .unwrap();
-        assert_eq!(
-            (
-                report.objects_kept,
-                report.objects_removed,
-                report.keys_kept
-            ),
-            (1, 1, 1)
-        );
+        assert!(store.has_object(&dropped.hash, dropped.size), "dry run deletes nothing");
+        let report = store.gc(&GcOptions { keep_last: 1, dry_run: false }).unwrap();
+        assert_eq!((report.objects_kept, report.objects_removed, report.keys_kept), (1, 1, 1));
         assert!(store.has_object(&kept.hash, kept.size));
         assert!(!store.has_object(&dropped.hash, dropped.size));
     }

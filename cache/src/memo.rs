@@ -41,26 +41,17 @@ pub enum FileHashOutcome {
 }
 
 fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
 }
 
 impl Store {
     /// The content hash of a file outside the store, via the stat memo.
     pub fn hash_file_memo(&self, path: &Path) -> Result<(Hash, FileHashOutcome)> {
-        let canonical = path
-            .canonicalize()
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let meta = std::fs::metadata(&canonical)
-            .with_context(|| format!("cannot stat {}", path.display()))?;
+        let canonical = path.canonicalize().with_context(|| format!("cannot read {}", path.display()))?;
+        let meta = std::fs::metadata(&canonical).with_context(|| format!("cannot stat {}", path.display()))?;
         let path_text = canonical.to_string_lossy().into_owned();
         let memo_key = hash_bytes(path_text.as_bytes()).to_hex();
-        let memo_path = self
-            .dir("memo")
-            .join(&memo_key[..2])
-            .join(format!("{}.json", &memo_key[2..]));
+        let memo_path = self.dir("memo").join(&memo_key[..2]).join(format!("{}.json", &memo_key[2..]));
         let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
         let ctime_ns = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
         if let Ok(bytes) = std::fs::read(&memo_path)
@@ -76,8 +67,7 @@ impl Store {
             return Ok((entry.hash, FileHashOutcome::Memo));
         }
         let hashed_at_ns = now_ns();
-        let hash =
-            hash_file(&canonical).with_context(|| format!("cannot hash {}", path.display()))?;
+        let hash = hash_file(&canonical).with_context(|| format!("cannot hash {}", path.display()))?;
         let entry = MemoEntry {
             path: path_text,
             size: meta.len(),
@@ -152,13 +142,8 @@ mod tests {
             hashed_at_ns: mtime_ns.max(ctime_ns) + 10 * RACY_WINDOW_NS,
         };
         let key = hash_bytes(entry.path.as_bytes()).to_hex();
-        let memo_path = store
-            .dir("memo")
-            .join(&key[..2])
-            .join(format!("{}.json", &key[2..]));
-        store
-            .write_atomic(&memo_path, &serde_json::to_vec(&entry).unwrap())
-            .unwrap();
+        let memo_path = store.dir("memo").join(&key[..2]).join(format!("{}.json", &key[2..]));
+        store.write_atomic(&memo_path, &serde_json::to_vec(&entry).unwrap()).unwrap();
         let (hash, outcome) = store.hash_file_memo(&file).unwrap();
         assert_eq!(outcome, FileHashOutcome::Memo);
         assert_eq!(hash, fake, "a memo hit must not read the file");

@@ -17,20 +17,14 @@ pub struct PipelineState {
 
 impl Store {
     fn state_path(&self, pipeline_file: &str) -> std::path::PathBuf {
-        self.dir("state").join(format!(
-            "{}.json",
-            &hash_bytes(pipeline_file.as_bytes()).to_hex()[..32]
-        ))
+        self.dir("state").join(format!("{}.json", &hash_bytes(pipeline_file.as_bytes()).to_hex()[..32]))
     }
 
     pub fn load_state(&self, pipeline_file: &str) -> PipelineState {
         std::fs::read(self.state_path(pipeline_file))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_else(|| PipelineState {
-                pipeline_file: pipeline_file.to_string(),
-                stages: BTreeMap::new(),
-            })
+            .unwrap_or_else(|| PipelineState { pipeline_file: pipeline_file.to_string(), stages: BTreeMap::new() })
     }
 
     /// Records the latest keys of some stages. Runs of the same pipeline may race here; the
@@ -40,20 +34,13 @@ impl Store {
             return Ok(());
         }
         let lock_path = self.dir("locks").join("state.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
         file.lock()?;
         let mut state = self.load_state(pipeline_file);
         for (name, key) in keys {
             state.stages.insert(name.clone(), *key);
         }
-        self.write_atomic(
-            &self.state_path(pipeline_file),
-            &serde_json::to_vec_pretty(&state)?,
-        )?;
+        self.write_atomic(&self.state_path(pipeline_file), &serde_json::to_vec_pretty(&state)?)?;
         Ok(())
     }
 

@@ -23,30 +23,17 @@ pub struct ObjectInfo {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-const DIRS: &[&str] = &[
-    "objects",
-    "keys",
-    "runs",
-    "pins",
-    "state",
-    "memo",
-    "locks",
-    "tmp",
-    "quarantine",
-];
+const DIRS: &[&str] = &["objects", "keys", "runs", "pins", "state", "memo", "locks", "tmp", "quarantine"];
 
 impl Store {
     /// Opens the store at `root`, creating it if it does not exist yet.
     pub fn open_or_create(root: &Path) -> Result<Store> {
         let version_file = root.join("VERSION");
         if version_file.exists() {
-            let text = fs::read_to_string(&version_file)
-                .with_context(|| format!("cannot read {}", version_file.display()))?;
+            let text =
+                fs::read_to_string(&version_file).with_context(|| format!("cannot read {}", version_file.display()))?;
             let found: u32 = text.trim().parse().with_context(|| {
-                format!(
-                    "{} does not hold a store version; is this a pipeline store?",
-                    version_file.display()
-                )
+                format!("{} does not hold a store version; is this a pipeline store?", version_file.display())
             })?;
             if found != crate::STORE_FORMAT_VERSION {
                 bail!(
@@ -58,21 +45,15 @@ impl Store {
         }
         for dir in DIRS {
             let path = root.join(dir);
-            fs::create_dir_all(&path)
-                .with_context(|| format!("cannot create store directory {}", path.display()))?;
+            fs::create_dir_all(&path).with_context(|| format!("cannot create store directory {}", path.display()))?;
         }
+        // Absolute, so that symlinked exports and messages do not depend on the working directory.
+        let root = &root.canonicalize().with_context(|| format!("cannot open store {}", root.display()))?;
         if !version_file.exists() {
-            let store = Store {
-                root: root.to_path_buf(),
-            };
-            store.write_atomic(
-                &version_file,
-                format!("{}\n", crate::STORE_FORMAT_VERSION).as_bytes(),
-            )?;
+            let store = Store { root: root.to_path_buf() };
+            store.write_atomic(&version_file, format!("{}\n", crate::STORE_FORMAT_VERSION).as_bytes())?;
         }
-        Ok(Store {
-            root: root.to_path_buf(),
-        })
+        Ok(Store { root: root.to_path_buf() })
     }
 
     /// Opens an existing store; fails with a hint when there is none.
@@ -101,10 +82,7 @@ impl Store {
 
     pub(crate) fn manifest_path(&self, key: &Hash) -> PathBuf {
         let hex = key.to_hex();
-        self.root
-            .join("keys")
-            .join(&hex[..2])
-            .join(format!("{}.json", &hex[2..]))
+        self.root.join("keys").join(&hex[..2]).join(format!("{}.json", &hex[2..]))
     }
 
     /// True when the object exists with the expected size. Sizes are compared so that a
@@ -120,24 +98,14 @@ impl Store {
     /// into place is atomic. Nothing under `tmp/` is ever read as a result.
     pub fn tmp_path(&self, label: &str) -> PathBuf {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let safe: String = label
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
             .take(40)
             .collect();
-        self.root
-            .join("tmp")
-            .join(format!("{safe}.{}.{n}.{nanos:08x}", std::process::id()))
+        self.root.join("tmp").join(format!("{safe}.{}.{n}.{nanos:08x}", std::process::id()))
     }
 
     /// Writes `bytes` to `dest` through a temp file, fsync and rename: readers see the old
@@ -145,19 +113,14 @@ impl Store {
     pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         let tmp = self.tmp_path("write");
         let result = (|| -> Result<()> {
-            let mut file =
-                File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-            file.write_all(bytes)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            file.sync_data()
-                .with_context(|| format!("cannot sync {}", tmp.display()))?;
+            let mut file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            file.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+            file.sync_data().with_context(|| format!("cannot sync {}", tmp.display()))?;
             drop(file);
             if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
+                fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
             }
-            fs::rename(&tmp, dest)
-                .with_context(|| format!("cannot move {} into place", dest.display()))?;
+            fs::rename(&tmp, dest).with_context(|| format!("cannot move {} into place", dest.display()))?;
             Ok(())
         })();
         if result.is_err() {
@@ -170,11 +133,9 @@ impl Store {
     /// into the object store under the hash of its bytes. The object is made read-only; if an
     /// identical object exists already, the file is simply removed.
     pub fn put_file(&self, path: &Path) -> Result<ObjectInfo> {
-        let file =
-            File::open(path).with_context(|| format!("cannot open output {}", path.display()))?;
+        let file = File::open(path).with_context(|| format!("cannot open output {}", path.display()))?;
         // Data must be on disk before the rename makes it visible under its hash.
-        file.sync_data()
-            .with_context(|| format!("cannot sync {}", path.display()))?;
+        file.sync_data().with_context(|| format!("cannot sync {}", path.display()))?;
         let size = file.metadata()?.len();
         drop(file);
         let hash = hash_file(path).with_context(|| format!("cannot hash {}", path.display()))?;
@@ -184,14 +145,12 @@ impl Store {
             return Ok(ObjectInfo { hash, size });
         }
         if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
+            fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
         let mut perms = fs::metadata(path)?.permissions();
         perms.set_readonly(true);
         fs::set_permissions(path, perms).ok();
-        fs::rename(path, &dest)
-            .with_context(|| format!("cannot move object into {}", dest.display()))?;
+        fs::rename(path, &dest).with_context(|| format!("cannot move object into {}", dest.display()))?;
         Ok(ObjectInfo { hash, size })
     }
 
@@ -209,12 +168,8 @@ impl Store {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
         };
-        let manifest = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "manifest {} is damaged\nhint: run `pipeline verify`",
-                path.display()
-            )
-        })?;
+        let manifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("manifest {} is damaged\nhint: run `pipeline verify`", path.display()))?;
         Ok(Some(manifest))
     }
 
@@ -262,16 +217,8 @@ impl Store {
     /// Finds objects and keys whose hex starts with `prefix`.
     pub fn find_by_prefix(&self, prefix: &str) -> Result<(Vec<Hash>, Vec<Hash>)> {
         let prefix = prefix.to_ascii_lowercase();
-        let objects = self
-            .object_hashes()?
-            .into_iter()
-            .filter(|h| h.to_hex().starts_with(&prefix))
-            .collect();
-        let keys = self
-            .manifest_keys()?
-            .into_iter()
-            .filter(|h| h.to_hex().starts_with(&prefix))
-            .collect();
+        let objects = self.object_hashes()?.into_iter().filter(|h| h.to_hex().starts_with(&prefix)).collect();
+        let keys = self.manifest_keys()?.into_iter().filter(|h| h.to_hex().starts_with(&prefix)).collect();
         Ok((objects, keys))
     }
 }
@@ -292,10 +239,7 @@ pub(crate) fn two_level_entries(dir: &Path) -> Result<Vec<(String, String)>> {
         }
         for inner in fs::read_dir(entry.path())? {
             let inner = inner?;
-            out.push((
-                prefix.clone(),
-                inner.file_name().to_string_lossy().into_owned(),
-            ));
+            out.push((prefix.clone(), inner.file_name().to_string_lossy().into_owned()));
         }
     }
     Ok(out)
@@ -315,10 +259,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.hash, hash_bytes(b"same"));
         assert!(store.has_object(&a.hash, 4));
-        assert!(
-            !store.has_object(&a.hash, 5),
-            "a size mismatch is not a hit"
-        );
+        assert!(!store.has_object(&a.hash, 5), "a size mismatch is not a hit");
         assert_eq!(store.object_hashes().unwrap(), vec![a.hash]);
         // no temp files left behind
         assert_eq!(fs::read_dir(store.dir("tmp")).unwrap().count(), 0);

@@ -52,12 +52,7 @@ impl SourceMap {
         let offset = offset.min(text.len());
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
-            .map(|s| s.chars().count())
-            .unwrap_or(0)
-            + 1;
+        let col = before.rsplit('\n').next().map(|s| s.chars().count()).unwrap_or(0) + 1;
         (line, col)
     }
 }
@@ -119,10 +114,7 @@ impl Diagnostic {
     pub fn render(&self, sources: &SourceMap) -> String {
         let mut files = SimpleFiles::new();
         for idx in 0..sources.len() {
-            files.add(
-                sources.path(idx).display().to_string(),
-                sources.text(idx).to_string(),
-            );
+            files.add(sources.path(idx).display().to_string(), sources.text(idx).to_string());
         }
         let mut diagnostic = CsDiagnostic::error().with_message(&self.message);
         let mut labels = Vec::new();
@@ -140,10 +132,7 @@ impl Diagnostic {
         diagnostic = diagnostic.with_notes(notes);
         // ASCII frames (`--> file:line:col`), as cargo and rustc print them: they survive any
         // terminal, log file or CI console.
-        let config = term::Config {
-            chars: term::Chars::ascii(),
-            ..term::Config::default()
-        };
+        let config = term::Config { chars: term::Chars::ascii(), ..term::Config::default() };
         match term::emit_into_string(&config, &files, &diagnostic) {
             Ok(text) => text,
             Err(_) => format!("error: {}\n", self.message),
@@ -165,10 +154,7 @@ impl Diagnostics {
             out.push_str(&item.render(&self.sources));
         }
         if self.items.len() > 1 {
-            out.push_str(&format!(
-                "error: {} problems found; nothing was run\n",
-                self.items.len()
-            ));
+            out.push_str(&format!("error: {} problems found; nothing was run\n", self.items.len()));
         }
         out
     }
@@ -183,10 +169,7 @@ impl std::fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// "did you mean `x`?" for a misspelt name (edit distance of 3 or less, as cargo does).
-pub fn did_you_mean<'a>(
-    wrong: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+pub fn did_you_mean<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (strsim::levenshtein(wrong, c), c))

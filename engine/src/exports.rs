@@ -35,38 +35,21 @@ pub fn export_all(
         };
         for export in &node.exports {
             let record = &records[&export.output];
-            let dest = node.base_dir.join(&export.path);
+            let dest = normalize(&node.base_dir.join(&export.path));
             let object = store.object_path(&record.hash);
-            export_one(store, &object, &dest, record, export.mode).with_context(|| {
-                format!(
-                    "cannot export `{}.{}` to {}",
-                    node.name,
-                    export.output,
-                    dest.display()
-                )
-            })?;
-            done.push(Exported {
-                stage: node.name.clone(),
-                output: export.output.clone(),
-                path: dest,
-            });
+            export_one(store, &object, &dest, record, export.mode)
+                .with_context(|| format!("cannot export `{}.{}` to {}", node.name, export.output, dest.display()))?;
+            done.push(Exported { stage: node.name.clone(), output: export.output.clone(), path: dest });
         }
     }
     Ok(done)
 }
 
-fn export_one(
-    store: &Store,
-    object: &Path,
-    dest: &Path,
-    record: &OutputRecord,
-    mode: ExportMode,
-) -> Result<()> {
+fn export_one(store: &Store, object: &Path, dest: &Path, record: &OutputRecord, mode: ExportMode) -> Result<()> {
     if let Some(parent) = dest.parent()
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     match mode {
         ExportMode::Symlink => {
@@ -81,19 +64,14 @@ fn export_one(
             let is_link = std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink());
             if !is_link
                 && std::fs::metadata(dest).is_ok_and(|m| m.len() == record.size)
-                && store
-                    .hash_file_memo(dest)
-                    .is_ok_and(|(hash, _)| hash == record.hash)
+                && store.hash_file_memo(dest).is_ok_and(|(hash, _)| hash == record.hash)
             {
                 return Ok(());
             }
             let tmp = sibling_tmp(dest);
             std::fs::copy(object, &tmp)?;
-            // Objects are read-only in the store; the user's copy should not be.
-            let mut perms = std::fs::metadata(&tmp)?.permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            std::fs::set_permissions(&tmp, perms)?;
+            // Objects are read-only in the store; the user's copy is an ordinary file.
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
             std::fs::rename(&tmp, dest)?;
         }
     }
@@ -101,9 +79,23 @@ fn export_one(
 }
 
 fn sibling_tmp(dest: &Path) -> std::path::PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     dest.with_file_name(format!(".{name}.pipeline-tmp.{}", std::process::id()))
+}
+
+/// Removes `.` and `..` components without touching the file system, for paths shown to users.
+pub fn normalize(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

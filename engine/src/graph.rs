@@ -102,16 +102,13 @@ impl Graph {
         if let Some(idx) = self.node_index(name) {
             return Ok(vec![idx]);
         }
-        let matches: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.spec.stages[self.nodes[i].spec_index].name == name)
-            .collect();
+        let matches: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.spec.stages[self.nodes[i].spec_index].name == name).collect();
         if !matches.is_empty() {
             return Ok(matches);
         }
         let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-        let hint = did_you_mean(name, names.iter().copied())
-            .map(|h| format!("; {h}"))
-            .unwrap_or_default();
+        let hint = did_you_mean(name, names.iter().copied()).map(|h| format!("; {h}")).unwrap_or_default();
         Err(format!("no stage named `{name}` in this pipeline{hint}"))
     }
 }
@@ -127,29 +124,19 @@ fn node_name(stage: &str, combo: &[(String, toml::Value)]) -> String {
     if combo.is_empty() {
         return stage.to_string();
     }
-    let parts: Vec<String> = combo
-        .iter()
-        .map(|(k, v)| format!("{k}={}", value_label(v)))
-        .collect();
+    let parts: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={}", value_label(v))).collect();
     format!("{stage}[{}]", parts.join(","))
 }
 
 /// Replaces `"${params.NAME}"` (the whole string: typed value) and `${params.NAME}` inside a
 /// longer string (text) with the shared param.
-fn substitute(
-    value: &mut toml::Value,
-    shared: &BTreeMap<String, (toml::Value, Loc)>,
-) -> Result<(), String> {
+fn substitute(value: &mut toml::Value, shared: &BTreeMap<String, (toml::Value, Loc)>) -> Result<(), String> {
     match value {
         toml::Value::String(text) => {
-            if let Some(name) = text
-                .strip_prefix("${params.")
-                .and_then(|r| r.strip_suffix('}'))
+            if let Some(name) = text.strip_prefix("${params.").and_then(|r| r.strip_suffix('}'))
                 && !name.contains('}')
             {
-                let (shared_value, _) = shared
-                    .get(name)
-                    .ok_or_else(|| unknown_param(name, shared))?;
+                let (shared_value, _) = shared.get(name).ok_or_else(|| unknown_param(name, shared))?;
                 *value = shared_value.clone();
                 return Ok(());
             }
@@ -158,13 +145,9 @@ fn substitute(
             while let Some(start) = rest.find("${params.") {
                 out.push_str(&rest[..start]);
                 let after = &rest[start + "${params.".len()..];
-                let end = after
-                    .find('}')
-                    .ok_or_else(|| format!("unclosed `${{params.` in `{text}`"))?;
+                let end = after.find('}').ok_or_else(|| format!("unclosed `${{params.` in `{text}`"))?;
                 let name = &after[..end];
-                let (shared_value, _) = shared
-                    .get(name)
-                    .ok_or_else(|| unknown_param(name, shared))?;
+                let (shared_value, _) = shared.get(name).ok_or_else(|| unknown_param(name, shared))?;
                 out.push_str(&value_label(shared_value));
                 rest = &after[end + 1..];
             }
@@ -175,17 +158,13 @@ fn substitute(
             Ok(())
         }
         toml::Value::Array(items) => items.iter_mut().try_for_each(|v| substitute(v, shared)),
-        toml::Value::Table(table) => table
-            .iter_mut()
-            .try_for_each(|(_, v)| substitute(v, shared)),
+        toml::Value::Table(table) => table.iter_mut().try_for_each(|(_, v)| substitute(v, shared)),
         _ => Ok(()),
     }
 }
 
 fn unknown_param(name: &str, shared: &BTreeMap<String, (toml::Value, Loc)>) -> String {
-    let hint = did_you_mean(name, shared.keys().map(String::as_str))
-        .map(|h| format!("; {h}"))
-        .unwrap_or_default();
+    let hint = did_you_mean(name, shared.keys().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default();
     format!("`${{params.{name}}}` names no shared param in [params]{hint}")
 }
 
@@ -193,9 +172,7 @@ fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<(
     let segments: Vec<&str> = path.split('.').collect();
     let mut current = table;
     for segment in &segments[..segments.len() - 1] {
-        let entry = current
-            .entry(segment.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = current.entry(segment.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         current = match entry {
             toml::Value::Table(inner) => inner,
             _ => return Err(format!("matrix axis `{path}`: `{segment}` is not a table")),
@@ -246,14 +223,13 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
     for (spec_index, stage) in spec.stages.iter().enumerate() {
         let n_combos: usize = stage.matrix.iter().map(|a| a.values.len()).product();
         if n_combos > spec.max_matrix {
-            let loc = stage
-                .matrix
-                .first()
-                .map(|a| a.loc.clone())
-                .unwrap_or_else(|| stage.name_loc.clone());
+            let loc = stage.matrix.first().map(|a| a.loc.clone()).unwrap_or_else(|| stage.name_loc.clone());
             diagnostics.push(
                 Diagnostic::error(
-                    format!("matrix of stage `{}` expands to {n_combos} nodes, more than the limit of {}", stage.name, spec.max_matrix),
+                    format!(
+                        "matrix of stage `{}` expands to {n_combos} nodes, more than the limit of {}",
+                        stage.name, spec.max_matrix
+                    ),
                     Some(loc),
                 )
                 .with_hint("shrink the matrix, or raise the limit with `max_matrix = N` in [pipeline]"),
@@ -277,8 +253,7 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 } else if let Some(hint) = did_you_mean(&stage.task, registry.names()) {
                     diagnostic = diagnostic.with_hint(hint);
                 } else {
-                    diagnostic =
-                        diagnostic.with_hint("`pipeline tasks` lists the task kinds of this build");
+                    diagnostic = diagnostic.with_hint("`pipeline tasks` lists the task kinds of this build");
                 }
                 diagnostics.push(diagnostic);
                 continue;
@@ -291,9 +266,7 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 diagnostics.push(Diagnostic::error(message, Some(stage.params_loc.clone())));
                 continue;
             }
-            let toml::Value::Table(mut params) = params else {
-                unreachable!("params stay a table")
-            };
+            let toml::Value::Table(mut params) = params else { unreachable!("params stay a table") };
             let mut bad = false;
             for (path, value) in &combo {
                 if let Err(message) = set_path(&mut params, path, value.clone()) {
@@ -307,20 +280,14 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
             let prepared = match task.prepare(&params) {
                 Ok(prepared) => prepared,
                 Err(err) => {
-                    let what = if err.path.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" `{}`", err.path)
-                    };
+                    let what = if err.path.is_empty() { String::new() } else { format!(" `{}`", err.path) };
                     let loc = param_loc(stage, &err.path);
-                    let mut diagnostic = Diagnostic::error(
-                        format!("stage `{name}`: invalid param{what}: {}", err.message),
-                        Some(loc),
-                    )
-                    .with_hint(format!(
-                        "`pipeline tasks {}` lists its params with types and defaults",
-                        stage.task
-                    ));
+                    let mut diagnostic =
+                        Diagnostic::error(format!("stage `{name}`: invalid param{what}: {}", err.message), Some(loc))
+                            .with_hint(format!(
+                                "`pipeline tasks {}` lists its params with types and defaults",
+                                stage.task
+                            ));
                     if err.message.starts_with("unknown field")
                         && let Some(last) = err.path.rsplit('.').next()
                     {
@@ -369,9 +336,7 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                     Some(input.loc.clone()),
                 )
                 .with_label("dangling input");
-                if let Some(hint) =
-                    did_you_mean(&input.stage, spec.stages.iter().map(|s| s.name.as_str()))
-                {
+                if let Some(hint) = did_you_mean(&input.stage, spec.stages.iter().map(|s| s.name.as_str())) {
                     diagnostic = diagnostic.with_hint(hint);
                 }
                 diagnostics.push(diagnostic);
@@ -383,24 +348,46 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 .copied()
                 .filter(|&p| {
                     nodes[p].matrix.iter().all(|(key, value)| {
-                        consumer_matrix
-                            .iter()
-                            .find(|(k, _)| k == key)
-                            .is_none_or(|(_, v)| v == value)
+                        consumer_matrix.iter().find(|(k, _)| k == key).is_none_or(|(_, v)| v == value)
                     })
                 })
                 .collect();
+            if producers.is_empty() {
+                let values: Vec<String> =
+                    consumer_matrix.iter().map(|(k, v)| format!("{k}={}", value_label(v))).collect();
+                diagnostics.push(
+                    Diagnostic::error(
+                        format!(
+                            "no node of stage `{}` matches `{}` ({})",
+                            input.stage,
+                            nodes[node_idx].name,
+                            values.join(", ")
+                        ),
+                        Some(input.loc.clone()),
+                    )
+                    .with_hint(
+                        "a shared matrix key must take the same values (and types: 1 is not 1.0) in both stages",
+                    ),
+                );
+                continue;
+            }
+            if nodes_of_spec[producer_spec].iter().all(|&p| nodes[p].outputs.is_empty()) {
+                diagnostics.push(Diagnostic::error(
+                    format!(
+                        "stage `{}` declares no outputs, so `{}` cannot take input from it",
+                        input.stage, stage.name
+                    ),
+                    Some(input.loc.clone()),
+                ));
+                continue;
+            }
             for producer in &producers {
                 let producer_node = &nodes[*producer];
                 let output = match &input.output {
                     Some(name) => producer_node.outputs.iter().find(|o| &o.name == name),
                     None if producer_node.outputs.len() == 1 => producer_node.outputs.first(),
                     None => {
-                        let names: Vec<&str> = producer_node
-                            .outputs
-                            .iter()
-                            .map(|o| o.name.as_str())
-                            .collect();
+                        let names: Vec<&str> = producer_node.outputs.iter().map(|o| o.name.as_str()).collect();
                         diagnostics.push(
                             Diagnostic::error(
                                 format!(
@@ -421,18 +408,10 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                     }
                 };
                 let Some(output) = output else {
-                    let names: Vec<&str> = producer_node
-                        .outputs
-                        .iter()
-                        .map(|o| o.name.as_str())
-                        .collect();
+                    let names: Vec<&str> = producer_node.outputs.iter().map(|o| o.name.as_str()).collect();
                     let wanted = input.output.clone().unwrap_or_default();
                     let mut diagnostic = Diagnostic::error(
-                        format!(
-                            "stage `{}` has no output `{wanted}` (its outputs: {})",
-                            input.stage,
-                            names.join(", ")
-                        ),
+                        format!("stage `{}` has no output `{wanted}` (its outputs: {})", input.stage, names.join(", ")),
                         Some(input.loc.clone()),
                     );
                     if let Some(hint) = did_you_mean(&wanted, names.iter().copied()) {
@@ -447,12 +426,7 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 } else {
                     input.local.clone()
                 };
-                wired.push(NodeInput {
-                    local,
-                    producer: *producer,
-                    output: output.name.clone(),
-                    kind: output.kind,
-                });
+                wired.push(NodeInput { local, producer: *producer, output: output.name.clone(), kind: output.kind });
             }
         }
         nodes[node_idx].inputs = wired;
@@ -478,11 +452,7 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
         let names: Vec<&str> = members.iter().map(|&i| nodes[i].name.as_str()).collect();
         let first = &spec.stages[nodes[members[0]].spec_index];
         let mut diagnostic = Diagnostic::error(
-            format!(
-                "cycle between stages: {} -> {}",
-                names.join(" -> "),
-                names[0]
-            ),
+            format!("cycle between stages: {} -> {}", names.join(" -> "), names[0]),
             Some(first.name_loc.clone()),
         )
         .with_label("part of the cycle")
@@ -499,28 +469,26 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
     // Input kinds, checked once the wiring is known.
     if diagnostics.is_empty() {
         for node in &nodes {
-            let infos: Vec<InputInfo> = node
-                .inputs
-                .iter()
-                .map(|i| InputInfo {
-                    name: i.local.clone(),
-                    kind: i.kind,
-                })
-                .collect();
+            let infos: Vec<InputInfo> =
+                node.inputs.iter().map(|i| InputInfo { name: i.local.clone(), kind: i.kind }).collect();
             if let Err(message) = node.stage.check_inputs(&infos) {
                 let stage = &spec.stages[node.spec_index];
-                let loc = stage
-                    .inputs
-                    .first()
-                    .map(|i| i.loc.clone())
-                    .unwrap_or_else(|| stage.name_loc.clone());
-                diagnostics.push(Diagnostic::error(
-                    format!("stage `{}`: {message}", node.name),
-                    Some(loc),
-                ));
+                let loc = stage.inputs.first().map(|i| i.loc.clone()).unwrap_or_else(|| stage.name_loc.clone());
+                diagnostics.push(Diagnostic::error(format!("stage `{}`: {message}", node.name), Some(loc)));
             }
             for export in &node.exports {
-                if !node.outputs.iter().any(|o| o.name == export.output) {
+                if !node.matrix.is_empty() {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            format!(
+                                "stage `{}` has a matrix, so all its nodes would export to the same path",
+                                spec.stages[node.spec_index].name
+                            ),
+                            Some(export.loc.clone()),
+                        )
+                        .with_hint("export from a stage without a matrix (e.g. one that takes the variants as inputs)"),
+                    );
+                } else if !node.outputs.iter().any(|o| o.name == export.output) {
                     let names: Vec<&str> = node.outputs.iter().map(|o| o.name.as_str()).collect();
                     diagnostics.push(Diagnostic::error(
                         format!(
@@ -536,19 +504,21 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
         }
     }
 
+    // One error per place: matrix nodes of one stage would otherwise repeat the same problem.
+    let mut seen_locs = Vec::new();
+    diagnostics.retain(|d| match &d.loc {
+        Some(loc) if seen_locs.contains(loc) => false,
+        Some(loc) => {
+            seen_locs.push(loc.clone());
+            true
+        }
+        None => true,
+    });
     if !diagnostics.is_empty() {
-        return Err(Diagnostics {
-            sources: spec.sources,
-            items: diagnostics,
-        });
+        return Err(Diagnostics { sources: spec.sources, items: diagnostics });
     }
     let order = topological_order(&nodes);
-    Ok(Graph {
-        spec,
-        nodes,
-        order,
-        dag,
-    })
+    Ok(Graph { spec, nodes, order, dag })
 }
 
 /// Orders a strongly connected component as a cycle walk, for the error message.
@@ -558,10 +528,7 @@ fn cycle_path(dag: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Vec<usize> {
     let mut current = start;
     let mut seen = std::collections::HashSet::from([start]);
     loop {
-        let mut next: Vec<NodeIndex> = dag
-            .neighbors(current)
-            .filter(|n| component.contains(n))
-            .collect();
+        let mut next: Vec<NodeIndex> = dag.neighbors(current).filter(|n| component.contains(n)).collect();
         next.sort();
         match next.iter().find(|n| !seen.contains(n)) {
             Some(&n) => {
@@ -588,10 +555,8 @@ fn topological_order(nodes: &[Node]) -> Vec<usize> {
             consumers[p].push(idx);
         }
     }
-    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = (0..nodes.len())
-        .filter(|&i| indegree[i] == 0)
-        .map(std::cmp::Reverse)
-        .collect();
+    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> =
+        (0..nodes.len()).filter(|&i| indegree[i] == 0).map(std::cmp::Reverse).collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(std::cmp::Reverse(idx)) = ready.pop() {
         order.push(idx);

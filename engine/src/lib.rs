@@ -17,6 +17,4 @@ pub use graph::{Graph, build_graph};
 pub use plan::{NodeStatus, Plan, Reason, plan};
 pub use run::{RunObserver, RunOptions, execute};
 pub use spec::{Spec, load_spec};
-pub use stage::{
-    InputArtifact, InputInfo, OutputDecl, ParamError, Registry, Reporter, Stage, StageContext,
-};
+pub use stage::{InputArtifact, InputInfo, OutputDecl, ParamError, Registry, Reporter, Stage, StageContext};

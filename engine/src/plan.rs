@@ -17,9 +17,11 @@ use crate::graph::{Graph, Node};
 pub enum Reason {
     NeverRun,
     Forced,
+    TaskChanged { old: String, new: String },
     TaskVersionChanged { old: u32, new: u32 },
     ParamsChanged { changes: Vec<ParamChange> },
     InputChanged { inputs: Vec<String> },
+    InputsRewired,
     UpstreamWillRun { stages: Vec<String> },
     FileChanged { files: Vec<String> },
     ObjectMissing { outputs: Vec<String> },
@@ -36,22 +38,18 @@ pub struct ParamChange {
 
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |v: &Option<serde_json::Value>| {
-            v.as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "unset".into())
-        };
+        let show = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "unset".into());
         match self {
             Reason::NeverRun => write!(f, "never run"),
             Reason::Forced => write!(f, "forced"),
+            Reason::TaskChanged { old, new } => write!(f, "task changed ({old} -> {new})"),
+            Reason::InputsRewired => write!(f, "inputs renamed or reordered"),
             Reason::TaskVersionChanged { old, new } => {
                 write!(f, "task version changed ({old} -> {new})")
             }
             Reason::ParamsChanged { changes } => {
-                let parts: Vec<String> = changes
-                    .iter()
-                    .map(|c| format!("{} ({} -> {})", c.param, show(&c.old), show(&c.new)))
-                    .collect();
+                let parts: Vec<String> =
+                    changes.iter().map(|c| format!("{} ({} -> {})", c.param, show(&c.old), show(&c.new))).collect();
                 write!(f, "params changed: {}", parts.join(", "))
             }
             Reason::InputChanged { inputs } => write!(f, "input changed: {}", inputs.join(", ")),
@@ -62,8 +60,8 @@ impl std::fmt::Display for Reason {
             Reason::ObjectMissing { outputs } => {
                 write!(f, "output missing from the store: {}", outputs.join(", "))
             }
-            Reason::PreviousResultGone => write!(f, "its last result was removed (gc)"),
-            Reason::KeyChanged => write!(f, "cache key changed (engine upgrade)"),
+            Reason::PreviousResultGone => write!(f, "its last result is gone from the store"),
+            Reason::KeyChanged => write!(f, "cache key changed (a newer key format)"),
         }
     }
 }
@@ -73,10 +71,7 @@ pub enum NodeStatus {
     /// The store holds the result; nothing to do.
     Fresh { key: Hash, manifest: Box<Manifest> },
     /// Must run. `key` is `None` while an upstream node's output is not known yet.
-    Stale {
-        key: Option<Hash>,
-        reasons: Vec<Reason>,
-    },
+    Stale { key: Option<Hash>, reasons: Vec<Reason> },
 }
 
 impl NodeStatus {
@@ -98,20 +93,12 @@ pub struct Plan {
 
 impl Plan {
     pub fn to_run(&self) -> usize {
-        self.statuses
-            .iter()
-            .flatten()
-            .filter(|s| !s.is_fresh())
-            .count()
+        self.statuses.iter().flatten().filter(|s| !s.is_fresh()).count()
     }
 }
 
 /// The key material of a node once its input hashes are known.
-pub fn key_material(
-    node: &Node,
-    inputs: Vec<(String, Hash)>,
-    files: Vec<(String, Hash)>,
-) -> KeyMaterial {
+pub fn key_material(node: &Node, inputs: Vec<(String, Hash)>, files: Vec<(String, Hash)>) -> KeyMaterial {
     KeyMaterial {
         task: node.task.name().to_string(),
         task_version: node.task.version(),
@@ -129,12 +116,7 @@ pub fn cache_key(material: &KeyMaterial) -> Hash {
     let mut builder = KeyBuilder::new("stage");
     builder.field("task", material.task.as_bytes());
     builder.field("task-version", &material.task_version.to_le_bytes());
-    builder.field(
-        "params",
-        serde_json::to_string(&material.params)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    builder.field("params", serde_json::to_string(&material.params).unwrap_or_default().as_bytes());
     for (name, hash) in &material.inputs {
         builder.field("input-name", name.as_bytes());
         builder.field("input-hash", hash.as_bytes());
@@ -190,10 +172,7 @@ pub fn hash_node_files(store: &Store, node: &Node) -> Result<(Vec<(String, Hash)
 }
 
 fn relative_display(base: &Path, path: &Path) -> String {
-    path.strip_prefix(base)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned()
+    path.strip_prefix(base).unwrap_or(path).to_string_lossy().into_owned()
 }
 
 pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>) -> Result<Plan> {
@@ -234,66 +213,33 @@ pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>
         let material = key_material(node, inputs, files[idx].clone());
         let status = if pending.is_empty() {
             let key = cache_key(&material);
-            let manifest = store.read_manifest(&key)?;
+            // A damaged manifest counts as absent: the stage re-runs and rewrites it.
+            let manifest = store.read_manifest(&key).unwrap_or(None);
             match manifest {
-                Some(manifest) if !forced[idx] => {
+                _ if forced[idx] => NodeStatus::Stale { key: Some(key), reasons: vec![Reason::Forced] },
+                Some(manifest) => {
                     let missing = store.missing_outputs(&manifest);
                     if missing.is_empty() {
-                        NodeStatus::Fresh {
-                            key,
-                            manifest: Box::new(manifest),
-                        }
+                        NodeStatus::Fresh { key, manifest: Box::new(manifest) }
                     } else {
-                        NodeStatus::Stale {
-                            key: Some(key),
-                            reasons: vec![Reason::ObjectMissing { outputs: missing }],
-                        }
+                        NodeStatus::Stale { key: Some(key), reasons: vec![Reason::ObjectMissing { outputs: missing }] }
                     }
                 }
-                _ => {
-                    let mut reasons = if forced[idx] {
-                        vec![Reason::Forced]
-                    } else {
-                        Vec::new()
-                    };
-                    if !forced[idx] {
-                        reasons.extend(explain(store, &state, node, &material, &[]));
-                    }
-                    NodeStatus::Stale {
-                        key: Some(key),
-                        reasons,
-                    }
-                }
+                None => NodeStatus::Stale { key: Some(key), reasons: explain(store, &state, node, &material, &[]) },
             }
+        } else if forced[idx] {
+            NodeStatus::Stale { key: None, reasons: vec![Reason::Forced] }
         } else {
-            let mut reasons = if forced[idx] {
-                vec![Reason::Forced]
-            } else {
-                Vec::new()
-            };
-            reasons.extend(explain(store, &state, node, &material, &pending));
-            NodeStatus::Stale { key: None, reasons }
+            NodeStatus::Stale { key: None, reasons: explain(store, &state, node, &material, &pending) }
         };
         statuses[idx] = Some(status);
     }
-    Ok(Plan {
-        selected,
-        forced,
-        files,
-        statuses,
-        files_hashed,
-    })
+    Ok(Plan { selected, forced, files, statuses, files_hashed })
 }
 
 /// The name under which a pipeline's per-stage state is kept.
 pub fn pipeline_identity(graph: &Graph) -> String {
-    graph
-        .spec
-        .file
-        .canonicalize()
-        .unwrap_or_else(|_| graph.spec.file.clone())
-        .to_string_lossy()
-        .into_owned()
+    graph.spec.file.canonicalize().unwrap_or_else(|_| graph.spec.file.clone()).to_string_lossy().into_owned()
 }
 
 /// Compares the new key material with the material of the stage's last result.
@@ -309,9 +255,7 @@ fn explain(
         None => {
             reasons.push(Reason::NeverRun);
             if !pending.is_empty() {
-                reasons.push(Reason::UpstreamWillRun {
-                    stages: pending.to_vec(),
-                });
+                reasons.push(Reason::UpstreamWillRun { stages: pending.to_vec() });
             }
             return reasons;
         }
@@ -323,53 +267,40 @@ fn explain(
     };
     let old = &previous.material;
     if old.task_version != material.task_version || old.task != material.task {
-        reasons.push(Reason::TaskVersionChanged {
-            old: old.task_version,
-            new: material.task_version,
-        });
+        reasons.push(Reason::TaskVersionChanged { old: old.task_version, new: material.task_version });
     }
     let changes = diff_params(&old.params, &material.params);
     if !changes.is_empty() {
         reasons.push(Reason::ParamsChanged { changes });
     }
     if !pending.is_empty() {
-        reasons.push(Reason::UpstreamWillRun {
-            stages: pending.to_vec(),
-        });
+        reasons.push(Reason::UpstreamWillRun { stages: pending.to_vec() });
     } else {
-        let old_inputs: BTreeMap<&str, &Hash> =
-            old.inputs.iter().map(|(n, h)| (n.as_str(), h)).collect();
-        let new_inputs: BTreeMap<&str, &Hash> = material
-            .inputs
-            .iter()
-            .map(|(n, h)| (n.as_str(), h))
-            .collect();
+        let old_inputs: BTreeMap<&str, &Hash> = old.inputs.iter().map(|(n, h)| (n.as_str(), h)).collect();
+        let new_inputs: BTreeMap<&str, &Hash> = material.inputs.iter().map(|(n, h)| (n.as_str(), h)).collect();
         let changed: Vec<String> = new_inputs
             .iter()
             .filter(|(name, hash)| old_inputs.get(*name) != Some(*hash))
             .map(|(name, _)| name.to_string())
-            .chain(
-                old_inputs
-                    .keys()
-                    .filter(|n| !new_inputs.contains_key(*n))
-                    .map(|n| format!("{n} (removed)")),
-            )
+            .chain(old_inputs.keys().filter(|n| !new_inputs.contains_key(*n)).map(|n| format!("{n} (removed)")))
             .collect();
         if !changed.is_empty() {
             reasons.push(Reason::InputChanged { inputs: changed });
+        } else if old.inputs != material.inputs {
+            reasons.push(Reason::InputsRewired);
         }
     }
     let old_files: BTreeMap<&str, &Hash> = old.files.iter().map(|(n, h)| (n.as_str(), h)).collect();
+    let new_files: BTreeMap<&str, &Hash> = material.files.iter().map(|(n, h)| (n.as_str(), h)).collect();
     let changed_files: Vec<String> = material
         .files
         .iter()
         .filter(|(path, hash)| old_files.get(path.as_str()) != Some(&hash))
         .map(|(path, _)| path.clone())
+        .chain(old_files.keys().filter(|p| !new_files.contains_key(*p)).map(|p| format!("{p} (removed)")))
         .collect();
     if !changed_files.is_empty() {
-        reasons.push(Reason::FileChanged {
-            files: changed_files,
-        });
+        reasons.push(Reason::FileChanged { files: changed_files });
     }
     if reasons.is_empty() {
         reasons.push(Reason::KeyChanged);
@@ -388,27 +319,15 @@ pub fn diff_params(old: &serde_json::Value, new: &serde_json::Value) -> Vec<Para
     keys.dedup();
     keys.into_iter()
         .filter(|k| old_flat.get(*k) != new_flat.get(*k))
-        .map(|k| ParamChange {
-            param: k.clone(),
-            old: old_flat.get(k).cloned(),
-            new: new_flat.get(k).cloned(),
-        })
+        .map(|k| ParamChange { param: k.clone(), old: old_flat.get(k).cloned(), new: new_flat.get(k).cloned() })
         .collect()
 }
 
-pub fn flatten(
-    prefix: &str,
-    value: &serde_json::Value,
-    out: &mut BTreeMap<String, serde_json::Value>,
-) {
+pub fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
     match value {
         serde_json::Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&path, v, out);
             }
         }

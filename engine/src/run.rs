@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use pipeline_artifacts::ArtifactKind;
-use pipeline_cache::{
-    Hash, Manifest, OutputRecord, RunRecord, RunStatus, StageOutcome, StageRecord, Store,
-};
+use pipeline_cache::{Hash, Manifest, OutputRecord, RunRecord, RunStatus, StageOutcome, StageRecord, Store};
 
 use crate::graph::Graph;
 use crate::plan::{Plan, cache_key, key_material, pipeline_identity};
@@ -38,15 +36,8 @@ pub trait RunObserver: Reporter {
 }
 
 enum Finished {
-    Done {
-        manifest: Manifest,
-        outcome: StageOutcome,
-        duration: Duration,
-    },
-    Failed {
-        error: String,
-        duration: Duration,
-    },
+    Done { manifest: Box<Manifest>, outcome: StageOutcome, duration: Duration },
+    Failed { error: String, duration: Duration },
 }
 
 /// Runs the selected nodes of a plan and returns the ledger record.
@@ -92,29 +83,22 @@ pub fn execute(
         }
         pos
     };
-    let mut waiting_on: Vec<usize> = (0..n)
-        .map(|i| {
-            graph
-                .producers(i)
-                .into_iter()
-                .filter(|p| plan.selected[*p])
-                .count()
-        })
-        .collect();
+    let mut waiting_on: Vec<usize> =
+        (0..n).map(|i| graph.producers(i).into_iter().filter(|p| plan.selected[*p]).count()).collect();
     let mut outputs: Vec<Option<BTreeMap<String, OutputRecord>>> = vec![None; n];
     let mut records: Vec<Option<StageRecord>> = vec![None; n];
     let mut keys: Vec<Option<Hash>> = vec![None; n];
-    let mut ready: BTreeSet<(usize, usize)> = (0..n)
-        .filter(|&i| plan.selected[i] && waiting_on[i] == 0)
-        .map(|i| (position[i], i))
-        .collect();
+    let mut ready: BTreeSet<(usize, usize)> =
+        (0..n).filter(|&i| plan.selected[i] && waiting_on[i] == 0).map(|i| (position[i], i)).collect();
     let mut stopping: Option<&'static str> = None;
     let mut failed = false;
     let (tx, rx) = mpsc::channel::<(usize, Finished)>();
     let jobs = options.jobs.max(1);
 
     std::thread::scope(|scope| -> Result<()> {
+        // Threads running a stage; hits are served on this thread and never take a slot.
         let mut running = 0usize;
+        let mut completed: std::collections::VecDeque<(usize, Finished)> = Default::default();
         loop {
             if stopping.is_none() && cancel.load(Ordering::Relaxed) {
                 stopping = Some("run interrupted");
@@ -129,33 +113,26 @@ pub fn execute(
                     .inputs
                     .iter()
                     .map(|i| {
-                        (
-                            i.local.clone(),
-                            outputs[i.producer]
-                                .as_ref()
-                                .expect("producers finish first")[&i.output]
-                                .hash,
-                        )
+                        (i.local.clone(), outputs[i.producer].as_ref().expect("producers finish first")[&i.output].hash)
                     })
                     .collect();
                 let material = key_material(node, inputs, plan.files[node_idx].clone());
                 let key = cache_key(&material);
                 keys[node_idx] = Some(key);
+                // A damaged manifest is treated as absent: the stage re-runs and rewrites it.
                 if !plan.forced[node_idx]
-                    && let Some(manifest) = store.read_manifest(&key)?
+                    && let Ok(Some(manifest)) = store.read_manifest(&key)
                     && store.missing_outputs(&manifest).is_empty()
                 {
                     ready.remove(&(pos, node_idx));
-                    tx.send((
+                    completed.push_back((
                         node_idx,
                         Finished::Done {
-                            manifest,
+                            manifest: Box::new(manifest),
                             outcome: StageOutcome::Hit,
                             duration: Duration::ZERO,
                         },
-                    ))
-                    .ok();
-                    running += 1;
+                    ));
                     continue;
                 }
                 if running >= jobs {
@@ -164,40 +141,36 @@ pub fn execute(
                 ready.remove(&(pos, node_idx));
                 running += 1;
                 observer.stage_started(&node.name);
-                let threads = (jobs / (running.min(jobs))).max(1);
+                let threads = (jobs / running).max(1);
                 let tx = tx.clone();
                 let forced = plan.forced[node_idx];
                 scope.spawn(move || {
-                    let finished = run_node(
-                        graph, store, node_idx, key, material, forced, cancel, observer, threads,
-                    );
+                    let finished = run_node(graph, store, node_idx, key, material, forced, cancel, observer, threads);
                     tx.send((node_idx, finished)).ok();
                 });
             }
-            if running == 0 {
-                break;
+            if completed.is_empty() {
+                if running == 0 {
+                    break;
+                }
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(message) => {
+                        running -= 1;
+                        completed.push_back(message);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
             }
-            let (node_idx, finished) = match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(message) => message,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            let Some((node_idx, finished)) = completed.pop_front() else {
+                continue;
             };
-            running -= 1;
             let node = &graph.nodes[node_idx];
             match finished {
-                Finished::Done {
-                    manifest,
-                    outcome,
-                    duration,
-                } => {
+                Finished::Done { manifest, outcome, duration } => {
                     let rows: Option<u64> = {
-                        let table_rows: Vec<u64> =
-                            manifest.outputs.values().filter_map(|o| o.rows).collect();
-                        if table_rows.is_empty() {
-                            None
-                        } else {
-                            Some(table_rows.iter().sum())
-                        }
+                        let table_rows: Vec<u64> = manifest.outputs.values().filter_map(|o| o.rows).collect();
+                        if table_rows.is_empty() { None } else { Some(table_rows.iter().sum()) }
                     };
                     let record = StageRecord {
                         name: node.name.clone(),
@@ -211,7 +184,7 @@ pub fn execute(
                         error: None,
                     };
                     observer.stage_finished(&record, rows);
-                    outputs[node_idx] = Some(manifest.outputs);
+                    outputs[node_idx] = Some(manifest.outputs.clone());
                     records[node_idx] = Some(record);
                     for consumer in graph.consumers(node_idx) {
                         if plan.selected[consumer] {
@@ -240,8 +213,7 @@ pub fn execute(
                     if !options.keep_going && stopping.is_none() {
                         stopping = Some("an earlier stage failed");
                         if running > 0 {
-                            observer
-                                .note(&format!("waiting for {running} running stage(s) to finish"));
+                            observer.note(&format!("waiting for {running} running stage(s) to finish"));
                         }
                     }
                 }
@@ -257,15 +229,9 @@ pub fn execute(
         }
         let node = &graph.nodes[idx];
         let upstream_failed = graph.producers(idx).iter().any(|&p| {
-            records[p]
-                .as_ref()
-                .is_some_and(|r| matches!(r.outcome, StageOutcome::Failed | StageOutcome::Skipped))
+            records[p].as_ref().is_some_and(|r| matches!(r.outcome, StageOutcome::Failed | StageOutcome::Skipped))
         });
-        let why = if upstream_failed {
-            "upstream stage failed"
-        } else {
-            stopping.unwrap_or("not reached")
-        };
+        let why = if upstream_failed { "upstream stage failed" } else { stopping.unwrap_or("not reached") };
         let record = StageRecord {
             name: node.name.clone(),
             task: node.task.name().to_string(),
@@ -282,11 +248,7 @@ pub fn execute(
     }
 
     let interrupted = cancel.load(Ordering::Relaxed);
-    run.stages = graph
-        .order
-        .iter()
-        .filter_map(|&i| records[i].clone())
-        .collect();
+    run.stages = graph.order.iter().filter_map(|&i| records[i].clone()).collect();
     run.status = if interrupted {
         RunStatus::Interrupted
     } else if failed {
@@ -326,10 +288,7 @@ fn run_node(
     threads: usize,
 ) -> Finished {
     let started = Instant::now();
-    let failed = |error: String| Finished::Failed {
-        error,
-        duration: started.elapsed(),
-    };
+    let failed = |error: String| Finished::Failed { error, duration: started.elapsed() };
     // One process computes a key at a time; a second waits here and then finds the result.
     let _key_lock = match store.lock_key(&key) {
         Ok((lock, _waited)) => lock,
@@ -339,11 +298,7 @@ fn run_node(
         && let Ok(Some(manifest)) = store.read_manifest(&key)
         && store.missing_outputs(&manifest).is_empty()
     {
-        return Finished::Done {
-            manifest,
-            outcome: StageOutcome::Hit,
-            duration: Duration::ZERO,
-        };
+        return Finished::Done { manifest: Box::new(manifest), outcome: StageOutcome::Hit, duration: Duration::ZERO };
     }
     let node = &graph.nodes[node_idx];
     let inputs: Vec<InputArtifact> = node
@@ -368,12 +323,7 @@ fn run_node(
             cancel,
             observer,
         )
-        .map_err(|e| {
-            format!(
-                "cannot create the work directory {}: {e}",
-                work_dir.display()
-            )
-        })?;
+        .map_err(|e| format!("cannot create the work directory {}: {e}", work_dir.display()))?;
         ctx.threads = threads;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&mut ctx)));
         match outcome {
@@ -385,10 +335,7 @@ fn run_node(
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                return Err(format!(
-                    "this is a bug: stage `{}` panicked: {message}",
-                    node.name
-                ));
+                return Err(format!("this is a bug: stage `{}` panicked: {message}", node.name));
             }
         }
         if ctx.is_cancelled() {
@@ -405,10 +352,7 @@ fn run_node(
             }
             let rows = if decl.kind == ArtifactKind::Table {
                 Some(pipeline_artifacts::table_rows(&path).map_err(|e| {
-                    format!(
-                        "output `{}` of stage `{}` is not a readable Parquet table: {e:#}",
-                        decl.name, node.name
-                    )
+                    format!("output `{}` of stage `{}` is not a readable Parquet table: {e:#}", decl.name, node.name)
                 })?)
             } else {
                 None
@@ -416,12 +360,7 @@ fn run_node(
             let info = store.put_file(&path).map_err(|e| format!("{e:#}"))?;
             records.insert(
                 decl.name.clone(),
-                OutputRecord {
-                    hash: info.hash,
-                    size: info.size,
-                    kind: decl.kind.to_string(),
-                    rows,
-                },
+                OutputRecord { hash: info.hash, size: info.size, kind: decl.kind.to_string(), rows },
             );
         }
         let manifest = Manifest {
@@ -433,18 +372,14 @@ fn run_node(
             duration_ms: started.elapsed().as_millis() as u64,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        store
-            .write_manifest(&manifest)
-            .map_err(|e| format!("{e:#}"))?;
+        store.write_manifest(&manifest).map_err(|e| format!("{e:#}"))?;
         Ok(manifest)
     })();
     let _ = std::fs::remove_dir_all(&work_dir);
     match result {
-        Ok(manifest) => Finished::Done {
-            manifest,
-            outcome: StageOutcome::Ran,
-            duration: started.elapsed(),
-        },
+        Ok(manifest) => {
+            Finished::Done { manifest: Box::new(manifest), outcome: StageOutcome::Ran, duration: started.elapsed() }
+        }
         Err(error) => failed(error),
     }
 }

@@ -27,10 +27,7 @@ pub struct OutputDecl {
 
 impl OutputDecl {
     pub fn new(name: impl Into<String>, kind: ArtifactKind) -> OutputDecl {
-        OutputDecl {
-            name: name.into(),
-            kind,
-        }
+        OutputDecl { name: name.into(), kind }
     }
 }
 
@@ -50,10 +47,7 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> ParamError {
-        ParamError {
-            path: path.into(),
-            message: message.into(),
-        }
+        ParamError { path: path.into(), message: message.into() }
     }
 }
 
@@ -141,17 +135,13 @@ impl<S: Stage> Task for TaskOf<S> {
             if path == "." {
                 path.clear();
             }
-            let message = err.inner().to_string();
+            let message = err.inner().to_string().trim_end().to_string();
             // serde reports an unknown field at its parent; point at the field itself.
             if let Some(rest) = message.strip_prefix("unknown field `")
                 && let Some(field) = rest.split('`').next()
             {
                 if path.rsplit('.').next() != Some(field) {
-                    path = if path.is_empty() {
-                        field.to_string()
-                    } else {
-                        format!("{path}.{field}")
-                    };
+                    path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
                 }
             }
             ParamError { path, message }
@@ -183,15 +173,11 @@ impl<S: Stage> PreparedStage for PreparedOf<S> {
 pub fn canonical_json(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => {
-            let sorted: BTreeMap<String, serde_json::Value> = map
-                .into_iter()
-                .map(|(k, v)| (k, canonical_json(v)))
-                .collect();
+            let sorted: BTreeMap<String, serde_json::Value> =
+                map.into_iter().map(|(k, v)| (k, canonical_json(v))).collect();
             serde_json::Value::Object(sorted.into_iter().collect())
         }
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().map(canonical_json).collect())
-        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(canonical_json).collect()),
         other => other,
     }
 }
@@ -210,21 +196,13 @@ impl Registry {
     }
 
     pub fn register<S: Stage>(&mut self) -> &mut Registry {
-        assert!(
-            self.get(S::NAME).is_none(),
-            "stage kind `{}` registered twice",
-            S::NAME
-        );
+        assert!(self.get(S::NAME).is_none(), "stage kind `{}` registered twice", S::NAME);
         self.tasks.push(Arc::new(TaskOf::<S>(PhantomData)));
         self
     }
 
     /// Names a kind that exists but is not in this build, so that using it gives a clear message.
-    pub fn register_unavailable(
-        &mut self,
-        name: &'static str,
-        reason: &'static str,
-    ) -> &mut Registry {
+    pub fn register_unavailable(&mut self, name: &'static str, reason: &'static str) -> &mut Registry {
         self.unavailable.push((name, reason));
         self
     }
@@ -234,10 +212,7 @@ impl Registry {
     }
 
     pub fn unavailable_reason(&self, name: &str) -> Option<&'static str> {
-        self.unavailable
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, reason)| *reason)
+        self.unavailable.iter().find(|(n, _)| *n == name).map(|(_, reason)| *reason)
     }
 
     pub fn tasks(&self) -> impl Iterator<Item = &Arc<dyn Task>> {
@@ -323,29 +298,16 @@ impl<'a> StageContext<'a> {
     pub fn input(&self, name: &str) -> Result<&InputArtifact> {
         self.inputs.iter().find(|i| i.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
-            anyhow!(
-                "stage `{}` has no input `{name}` (inputs: {})",
-                self.stage,
-                names.join(", ")
-            )
+            anyhow!("stage `{}` has no input `{name}` (inputs: {})", self.stage, names.join(", "))
         })
     }
 
     /// Where to write a declared output.
     pub fn output_path(&self, name: &str) -> Result<PathBuf> {
-        let decl = self
-            .outputs
-            .iter()
-            .find(|o| o.name == name)
-            .ok_or_else(|| {
-                anyhow!(
-                    "this is a bug: stage `{}` writes output `{name}`, which it did not declare",
-                    self.stage
-                )
-            })?;
-        Ok(self
-            .out_dir
-            .join(format!("{}.{}", decl.name, decl.kind.extension())))
+        let decl = self.outputs.iter().find(|o| o.name == name).ok_or_else(|| {
+            anyhow!("this is a bug: stage `{}` writes output `{name}`, which it did not declare", self.stage)
+        })?;
+        Ok(self.out_dir.join(format!("{}.{}", decl.name, decl.kind.extension())))
     }
 
     pub fn outputs(&self) -> &[OutputDecl] {
@@ -399,10 +361,7 @@ impl<'a> StageContext<'a> {
     }
 
     pub fn take_metrics(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.metrics
-            .lock()
-            .map(|mut m| std::mem::take(&mut *m))
-            .unwrap_or_default()
+        self.metrics.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default()
     }
 }
 

@@ -97,9 +97,7 @@ fn parse_template(arg: &str) -> Result<Vec<Piece>, String> {
                         Some('}') => break,
                         Some(ch) => name.push(ch),
                         None => {
-                            return Err(format!(
-                                "unclosed `{{` in `{arg}` (write `{{{{` for a literal brace)"
-                            ));
+                            return Err(format!("unclosed `{{` in `{arg}` (write `{{{{` for a literal brace)"));
                         }
                     }
                 }
@@ -121,9 +119,7 @@ fn parse_template(arg: &str) -> Result<Vec<Piece>, String> {
                 });
             }
             '}' => {
-                return Err(format!(
-                    "stray `}}` in `{arg}` (write `}}}}` for a literal brace)"
-                ));
+                return Err(format!("stray `}}` in `{arg}` (write `}}}}` for a literal brace)"));
             }
             other => text.push(other),
         }
@@ -160,7 +156,7 @@ impl Stage for Command {
     const DOC: &'static str = "Run an external program (argv list, no shell) and collect its declared outputs.\n\n\
         This is how existing scripts join a pipeline. The command runs in a fresh scratch directory; \
         placeholders give it input paths (`{in.NAME}`), output paths (`{out.NAME}`) and param values \
-        (`{params.KEY}`). Files listed in `deps` (the script itself) are hashed into the cache key. \
+        (`{params.KEY}`: any key of the stage's params other than those below is such a value). Files listed in `deps` (the script itself) are hashed into the cache key. \
         A non-zero exit or a missing output fails the stage with the tail of the command's stderr. \
         Outputs may also be written under their declared file name in the working directory.";
     const EXAMPLE: &'static str = r#"[stages.train]
@@ -170,10 +166,7 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
 
     fn validate(params: &CommandParams) -> Result<(), ParamError> {
         if params.cmd.is_empty() {
-            return Err(ParamError::new(
-                "cmd",
-                "give the program and its arguments, e.g. [\"python3\", \"train.py\"]",
-            ));
+            return Err(ParamError::new("cmd", "give the program and its arguments, e.g. [\"python3\", \"train.py\"]"));
         }
         let mut used_params = Vec::new();
         for arg in &params.cmd {
@@ -182,18 +175,14 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
                     Piece::Output(name) if !params.outputs.contains_key(&name) => {
                         return Err(ParamError::new(
                             "cmd",
-                            format!(
-                                "`{{out.{name}}}` names no declared output; add it to `outputs`"
-                            ),
+                            format!("`{{out.{name}}}` names no declared output; add it to `outputs`"),
                         ));
                     }
                     Piece::Param(name) => {
                         if !params.values.contains_key(&name) {
                             return Err(ParamError::new(
                                 "cmd",
-                                format!(
-                                    "`{{params.{name}}}` has no value; add `{name} = ...` to the stage's params"
-                                ),
+                                format!("`{{params.{name}}}` has no value; add `{name} = ...` to the stage's params"),
                             ));
                         }
                         used_params.push(name);
@@ -213,9 +202,7 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
             }
         }
         for (name, output) in &params.outputs {
-            output
-                .kind()
-                .map_err(|e| ParamError::new(format!("outputs.{name}"), e))?;
+            output.kind().map_err(|e| ParamError::new(format!("outputs.{name}"), e))?;
         }
         Ok(())
     }
@@ -224,9 +211,7 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
         params
             .outputs
             .iter()
-            .map(|(name, out)| {
-                OutputDecl::new(name.clone(), out.kind().unwrap_or(ArtifactKind::File))
-            })
+            .map(|(name, out)| OutputDecl::new(name.clone(), out.kind().unwrap_or(ArtifactKind::File)))
             .collect()
     }
 
@@ -241,10 +226,7 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
                     && !inputs.iter().any(|i| i.name == name)
                 {
                     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-                    return Err(format!(
-                        "`{{in.{name}}}` names no input (inputs: {})",
-                        names.join(", ")
-                    ));
+                    return Err(format!("`{{in.{name}}}` names no input (inputs: {})", names.join(", ")));
                 }
             }
         }
@@ -269,11 +251,7 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
             }
             // The command runs in a scratch directory: an argument that is one of the declared
             // `deps` (the script itself, typically) is passed as an absolute path.
-            if params
-                .deps
-                .iter()
-                .any(|dep| *dep == out && !dep.contains(['*', '?', '[']))
-            {
+            if params.deps.iter().any(|dep| *dep == out && !dep.contains(['*', '?', '['])) {
                 out = ctx.resolve(&out).to_string_lossy().into_owned();
             }
             argv.push(out);
@@ -297,12 +275,7 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
             .stdout(std::fs::File::create(&stdout_path)?)
             .stderr(std::fs::File::create(&stderr_path)?)
             .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start `{}`\nhint: is it installed and on PATH?",
-                    argv[0]
-                )
-            })?;
+            .with_context(|| format!("cannot start `{}`\nhint: is it installed and on PATH?", argv[0]))?;
         let status = loop {
             if let Some(status) = child.try_wait()? {
                 break status;
@@ -319,15 +292,8 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
             if log.is_empty() {
                 log = tail(&stdout_path, 4000);
             }
-            let shown = if log.is_empty() {
-                "(no output)".to_string()
-            } else {
-                log
-            };
-            bail!(
-                "command `{}` exited with {status}\n--- last output ---\n{shown}",
-                argv.join(" ")
-            );
+            let shown = if log.is_empty() { "(no output)".to_string() } else { log };
+            bail!("command `{}` exited with {status}\n--- last output ---\n{shown}", argv.join(" "));
         }
         for (name, output) in &params.outputs {
             let dest = ctx.output_path(name)?;
@@ -336,9 +302,8 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
             }
             let written = scratch.join(output.path());
             if written.is_file() {
-                std::fs::rename(&written, &dest).with_context(|| {
-                    format!("cannot collect output `{name}` from {}", written.display())
-                })?;
+                std::fs::rename(&written, &dest)
+                    .with_context(|| format!("cannot collect output `{name}` from {}", written.display()))?;
                 continue;
             }
             bail!(
@@ -357,14 +322,8 @@ mod tests {
 
     #[test]
     fn templates_parse() {
-        assert_eq!(
-            parse_template("--in={in.a}").unwrap(),
-            vec![Piece::Text("--in=".into()), Piece::Input("a".into())]
-        );
-        assert_eq!(
-            parse_template("{{x}}").unwrap(),
-            vec![Piece::Text("{x}".into())]
-        );
+        assert_eq!(parse_template("--in={in.a}").unwrap(), vec![Piece::Text("--in=".into()), Piece::Input("a".into())]);
+        assert_eq!(parse_template("{{x}}").unwrap(), vec![Piece::Text("{x}".into())]);
         assert!(parse_template("{nope}").is_err());
         assert!(parse_template("{in.a").is_err());
     }

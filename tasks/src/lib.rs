@@ -38,14 +38,10 @@ mod tests {
         for task in registry.tasks() {
             assert!(!task.doc().trim().is_empty(), "{} has no doc", task.name());
             let schema = task.params_schema();
-            let properties = schema["properties"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
+            let properties = schema["properties"].as_object().cloned().unwrap_or_default();
             for (param, prop) in &properties {
                 assert!(
-                    prop.get("description")
-                        .is_some_and(|d| !d.as_str().unwrap_or("").is_empty()),
+                    prop.get("description").is_some_and(|d| !d.as_str().unwrap_or("").is_empty()),
                     "{}.{param} has no doc comment",
                     task.name()
                 );
@@ -53,14 +49,10 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("example.toml");
             std::fs::write(&path, task.example()).unwrap();
-            std::fs::write(
-                dir.path().join("prices.csv"),
-                "timestamp,close\n2024-01-01 00:00:00,1.0\n",
-            )
-            .unwrap();
+            std::fs::write(dir.path().join("prices.csv"), "timestamp,close\n2024-01-01 00:00:00,1.0\n").unwrap();
             std::fs::write(dir.path().join("train.py"), "print('hi')\n").unwrap();
-            let spec = pipeline_engine::load_spec(&path, &[])
-                .unwrap_or_else(|e| panic!("{} example: {e}", task.name()));
+            let spec =
+                pipeline_engine::load_spec(&path, &[]).unwrap_or_else(|e| panic!("{} example: {e}", task.name()));
             let graph = pipeline_engine::build_graph(spec, &registry)
                 .unwrap_or_else(|e| panic!("{} example: {e}", task.name()));
             assert!(graph.nodes.iter().any(|n| n.task.name() == task.name()));

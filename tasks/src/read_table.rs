@@ -49,10 +49,7 @@ fn format_of(path: &std::path::Path, declared: TableFormat) -> anyhow::Result<Ta
     if declared != TableFormat::Auto {
         return Ok(declared);
     }
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     match ext.as_str() {
         "parquet" | "pq" => Ok(TableFormat::Parquet),
         "csv" | "tsv" | "txt" => Ok(TableFormat::Csv),
@@ -96,9 +93,7 @@ params = { path = "prices.csv" }
     fn run(params: &ReadTableParams, ctx: &mut StageContext) -> anyhow::Result<()> {
         let pattern = ctx.resolve(&params.path);
         let mut paths: Vec<std::path::PathBuf> = if params.path.contains(['*', '?', '[']) {
-            glob::glob(&pattern.to_string_lossy())?
-                .filter_map(Result::ok)
-                .collect()
+            glob::glob(&pattern.to_string_lossy())?.filter_map(Result::ok).collect()
         } else {
             vec![pattern]
         };
@@ -110,9 +105,7 @@ params = { path = "prices.csv" }
                 TableFormat::Parquet => pipeline_artifacts::read_table(path)?,
                 _ => CsvReadOptions::default()
                     .with_has_header(params.has_header)
-                    .with_parse_options(
-                        CsvParseOptions::default().with_separator(params.separator.as_bytes()[0]),
-                    )
+                    .with_parse_options(CsvParseOptions::default().with_separator(params.separator.as_bytes()[0]))
                     .try_into_reader_with_file_path(Some(path.clone()))
                     .and_then(|reader| reader.finish())
                     .map_err(anyhow::Error::from)
@@ -125,13 +118,7 @@ params = { path = "prices.csv" }
         for (next, path) in frames.zip(paths.iter().skip(1)) {
             df.vstack_mut(&next)
                 .map_err(anyhow::Error::from)
-                .with_context(|| {
-                    format!(
-                        "{} does not have the columns of {}",
-                        path.display(),
-                        paths[0].display()
-                    )
-                })?;
+                .with_context(|| format!("{} does not have the columns of {}", path.display(), paths[0].display()))?;
         }
         df.rechunk_mut();
         ctx.metric("files", paths.len() as u64);

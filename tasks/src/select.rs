@@ -50,32 +50,18 @@ params = { columns = ["timestamp", "c0"] }
     fn check_inputs(_params: &SelectParams, inputs: &[InputInfo]) -> Result<(), String> {
         match inputs {
             [one] if one.kind == ArtifactKind::Table => Ok(()),
-            [one] => Err(format!(
-                "input `{}` is a {}, `select` needs a table",
-                one.name, one.kind
-            )),
-            _ => Err(format!(
-                "`select` takes exactly one input table, got {}",
-                inputs.len()
-            )),
+            [one] => Err(format!("input `{}` is a {}, `select` needs a table", one.name, one.kind)),
+            _ => Err(format!("`select` takes exactly one input table, got {}", inputs.len())),
         }
     }
 
     fn run(params: &SelectParams, ctx: &mut StageContext) -> anyhow::Result<()> {
         let input = &ctx.inputs()[0];
         let df = read_table(&input.path)?;
-        let available: Vec<String> = df
-            .get_column_names()
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
+        let available: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
         for column in &params.columns {
             if !available.contains(column) {
-                bail!(
-                    "column `{column}` is not in input `{}` (columns: {})",
-                    input.name,
-                    available.join(", ")
-                );
+                bail!("column `{column}` is not in input `{}` (columns: {})", input.name, available.join(", "));
             }
         }
         let mut out = df

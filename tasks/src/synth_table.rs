@@ -86,12 +86,8 @@ params = { rows = 1440, columns = 2, seed = 7 }
 "#;
 
     fn validate(params: &SynthTableParams) -> Result<(), ParamError> {
-        chrono::DateTime::parse_from_rfc3339(&params.start).map_err(|e| {
-            ParamError::new(
-                "start",
-                format!("`{}` is not an RFC 3339 time: {e}", params.start),
-            )
-        })?;
+        chrono::DateTime::parse_from_rfc3339(&params.start)
+            .map_err(|e| ParamError::new("start", format!("`{}` is not an RFC 3339 time: {e}", params.start)))?;
         if params.step_seconds == 0 {
             return Err(ParamError::new("step_seconds", "must be at least 1"));
         }
@@ -105,24 +101,18 @@ params = { rows = 1440, columns = 2, seed = 7 }
     fn run(params: &SynthTableParams, ctx: &mut StageContext) -> anyhow::Result<()> {
         let start_ms = chrono::DateTime::parse_from_rfc3339(&params.start)?.timestamp_millis();
         let step_ms = params.step_seconds as i64 * 1000;
-        let timestamps: Vec<i64> = (0..params.rows as i64)
-            .map(|i| start_ms + i * step_ms)
-            .collect();
+        let timestamps: Vec<i64> = (0..params.rows as i64).map(|i| start_ms + i * step_ms).collect();
         let mut columns: Vec<Column> = Vec::with_capacity(params.columns + 1);
         columns.push(
             Series::new("timestamp".into(), timestamps)
-                .cast(&DataType::Datetime(
-                    TimeUnit::Milliseconds,
-                    Some(TimeZone::UTC),
-                ))?
+                .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))?
                 .into(),
         );
         for c in 0..params.columns {
             ctx.check_cancelled()?;
             ctx.progress(c as u64, Some(params.columns as u64));
             // One stream per column, so the columns do not depend on how many there are.
-            let mut rng =
-                SplitMix64::new(params.seed.wrapping_mul(1_000_003).wrapping_add(c as u64));
+            let mut rng = SplitMix64::new(params.seed.wrapping_mul(1_000_003).wrapping_add(c as u64));
             let mut level = 100.0;
             let values: Vec<f64> = (0..params.rows)
                 .map(|_| {

@@ -40,19 +40,13 @@ params = { value = 42 }
     }
 
     fn run(params: &ValueParams, ctx: &mut StageContext) -> anyhow::Result<()> {
-        let deadline =
-            std::time::Instant::now() + std::time::Duration::from_millis(params.delay_ms);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(params.delay_ms);
         while std::time::Instant::now() < deadline {
             ctx.check_cancelled()?;
-            std::thread::sleep(
-                std::time::Duration::from_millis(5).min(deadline - std::time::Instant::now()),
-            );
+            std::thread::sleep(std::time::Duration::from_millis(5).min(deadline - std::time::Instant::now()));
         }
-        let inputs: serde_json::Map<String, serde_json::Value> = ctx
-            .inputs()
-            .iter()
-            .map(|i| (i.name.clone(), serde_json::Value::String(i.hash.to_hex())))
-            .collect();
+        let inputs: serde_json::Map<String, serde_json::Value> =
+            ctx.inputs().iter().map(|i| (i.name.clone(), serde_json::Value::String(i.hash.to_hex()))).collect();
         let doc = serde_json::json!({ "value": params.value, "inputs": inputs });
         write_json(&doc, &ctx.output_path("json")?)
     }

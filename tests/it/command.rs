@@ -27,15 +27,9 @@ fn runs_programs_and_collects_outputs() {
     let show = ctx.run(&["show", "copy"]).ok().stdout;
     assert!(show.contains("{\"n\": 3}"), "{show}");
     // Editing the script (a dep) re-runs the stage.
-    ctx.write(
-        "script.sh",
-        "printf '{\"n\": %s, \"v\": 2}\\n' \"$2\" > \"$1\"\n",
-    );
+    ctx.write("script.sh", "printf '{\"n\": %s, \"v\": 2}\\n' \"$2\" > \"$1\"\n");
     let status = ctx.status("p.toml", &[]);
-    assert_eq!(
-        status["stages"][0]["reasons"][0]["reason"], "file_changed",
-        "{status:#}"
-    );
+    assert_eq!(status["stages"][0]["reasons"][0]["reason"], "file_changed", "{status:#}");
     ctx.run(&["run", "p.toml"]).ok();
     assert_eq!(ctx.last_outcomes()["numbers"], "ran");
     assert_eq!(ctx.last_outcomes()["copy"], "ran");
@@ -44,26 +38,11 @@ fn runs_programs_and_collects_outputs() {
 #[test]
 fn failure_shows_the_stderr_tail_and_skips_dependents() {
     let ctx = setup();
-    ctx.write(
-        "script.sh",
-        "echo 'something broke: bad input' >&2\nexit 3\n",
-    );
+    ctx.write("script.sh", "echo 'something broke: bad input' >&2\nexit 3\n");
     let run = ctx.run(&["run", "p.toml", "--plain"]).code(1);
-    assert!(
-        run.stderr.contains("error: stage `numbers` failed"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("exited with exit status: 3"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("something broke: bad input"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("error: stage `numbers` failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("exited with exit status: 3"), "{}", run.stderr);
+    assert!(run.stderr.contains("something broke: bad input"), "{}", run.stderr);
     let outcomes = ctx.last_outcomes();
     assert_eq!(outcomes["numbers"], "failed");
     assert_eq!(outcomes["copy"], "skipped");
@@ -75,11 +54,7 @@ fn missing_output_is_a_clear_failure() {
     let ctx = setup();
     ctx.write("script.sh", "true\n");
     let run = ctx.run(&["run", "p.toml"]).code(1);
-    assert!(
-        run.stderr.contains("did not write output `numbers`"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("did not write output `numbers`"), "{}", run.stderr);
     // Nothing was cached for the failed key: fixing the script makes it run.
     ctx.write("script.sh", "printf '{\"n\": %s}\\n' \"$2\" > \"$1\"\n");
     ctx.run(&["run", "p.toml"]).ok();
@@ -97,8 +72,7 @@ fn keep_going_finishes_independent_branches() {
         "p.toml",
         "[stages.bad]\ntask = \"command\"\nparams = { cmd = [\"false\"], outputs = { x = \"x.json\" } }\n[stages.after_bad]\ntask = \"value\"\ninputs = [\"bad\"]\n[stages.good]\ntask = \"value\"\nparams = { value = 1, delay_ms = 200 }\n[stages.after_good]\ntask = \"value\"\ninputs = [\"good\"]\n",
     );
-    ctx.run(&["run", "p.toml", "--keep-going", "--jobs", "1"])
-        .code(1);
+    ctx.run(&["run", "p.toml", "--keep-going", "--jobs", "1"]).code(1);
     let outcomes = ctx.last_outcomes();
     assert_eq!(outcomes["bad"], "failed");
     assert_eq!(outcomes["after_bad"], "skipped");
@@ -109,22 +83,13 @@ fn keep_going_finishes_independent_branches() {
 #[test]
 fn bad_placeholders_are_refused_before_running() {
     let ctx = TestContext::new();
-    ctx.write(
-        "p.toml",
-        "[stages.a]\ntask = \"command\"\nparams = { cmd = [\"echo\", \"{params.lr}\"] }\n",
-    );
+    ctx.write("p.toml", "[stages.a]\ntask = \"command\"\nparams = { cmd = [\"echo\", \"{params.lr}\"] }\n");
     let err = ctx.run(&["validate", "p.toml"]).code(2).stderr;
     assert!(err.contains("`{params.lr}` has no value"), "{err}");
-    ctx.write(
-        "p.toml",
-        "[stages.a]\ntask = \"command\"\nparams = { cmd = [\"echo\", \"{in.x}\"] }\n",
-    );
+    ctx.write("p.toml", "[stages.a]\ntask = \"command\"\nparams = { cmd = [\"echo\", \"{in.x}\"] }\n");
     let err = ctx.run(&["validate", "p.toml"]).code(2).stderr;
     assert!(err.contains("`{in.x}` names no input"), "{err}");
-    ctx.write(
-        "p.toml",
-        "[stages.a]\ntask = \"command\"\nparams = { cmd = [\"echo\"], lr = 1 }\n",
-    );
+    ctx.write("p.toml", "[stages.a]\ntask = \"command\"\nparams = { cmd = [\"echo\"], lr = 1 }\n");
     let err = ctx.run(&["validate", "p.toml"]).code(2).stderr;
     assert!(err.contains("unknown field `lr`"), "{err}");
 }

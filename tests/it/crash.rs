@@ -79,30 +79,15 @@ fn kill_9_at_random_moments_leaves_a_store_that_verifies_and_completes() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let verify = ctx.run(&["verify"]);
-        assert_eq!(
-            verify.code, 0,
-            "round {round} (killed after {delay} ms): verify failed\n{}",
-            verify.stdout
-        );
-        assert!(
-            verify.stdout.contains("ok: the store is consistent"),
-            "{}",
-            verify.stdout
-        );
+        assert_eq!(verify.code, 0, "round {round} (killed after {delay} ms): verify failed\n{}", verify.stdout);
+        assert!(verify.stdout.contains("ok: the store is consistent"), "{}", verify.stdout);
         // Whatever the store calls fresh must be whole: a status never errors.
         ctx.run(&["status", "p.toml"]).ok();
     }
     let runs = ctx.run(&["runs", "--limit", "100"]).ok().stdout;
-    assert!(
-        runs.contains("killed"),
-        "killed runs are listed as such:\n{runs}"
-    );
+    assert!(runs.contains("killed"), "killed runs are listed as such:\n{runs}");
     ctx.run(&["run", "p.toml"]).ok();
-    assert_eq!(
-        ctx.last_output_hashes(),
-        expected,
-        "after the crashes the results equal a clean run's"
-    );
+    assert_eq!(ctx.last_output_hashes(), expected, "after the crashes the results equal a clean run's");
     ctx.run(&["verify"]).ok();
 }
 
@@ -113,29 +98,14 @@ fn ctrl_c_stops_running_stages_and_records_an_interrupted_run() {
         "p.toml",
         "[stages.quick]\ntask = \"value\"\nparams = { value = 1 }\n[stages.slow]\ntask = \"value\"\ninputs = [\"quick\"]\nparams = { value = 2, delay_ms = 20000 }\n[stages.after]\ntask = \"value\"\ninputs = [\"slow\"]\n",
     );
-    let child = ctx
-        .command(&["run", "p.toml", "--plain"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        ctx.command(&["run", "p.toml", "--plain"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let started = Instant::now();
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let output = child.wait_with_output().unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the slow stage must stop promptly"
-    );
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(started.elapsed() < Duration::from_secs(5), "the slow stage must stop promptly");
     let run = ctx.last_run();
     assert_eq!(run["status"], "interrupted");
     let outcomes = ctx.last_outcomes();
@@ -144,29 +114,23 @@ fn ctrl_c_stops_running_stages_and_records_an_interrupted_run() {
     assert_eq!(outcomes["after"], "skipped");
     ctx.run(&["verify"]).ok();
     // The next run picks up where this one stopped.
-    ctx.run(&["run", "p.toml", "--set", "stages.slow.params.delay_ms=10"])
-        .ok();
+    ctx.run(&["run", "p.toml", "--set", "stages.slow.params.delay_ms=10"]).ok();
     let outcomes = ctx.last_outcomes();
-    assert_eq!(
-        (outcomes["quick"].as_str(), outcomes["slow"].as_str()),
-        ("hit", "ran")
-    );
+    assert_eq!((outcomes["quick"].as_str(), outcomes["slow"].as_str()), ("hit", "ran"));
 }
 
 #[test]
 fn concurrent_runs_on_one_store_compute_each_key_once() {
     let ctx = TestContext::new();
     // Each stage appends its name to counter.log when it actually computes.
-    ctx.write("count.sh", "echo \"$1\" >> \"$PIPELINE_BASE_DIR/counter.log\"\nsleep 0.3\necho \"{\\\"stage\\\": \\\"$1\\\"}\" > \"$2\"\n");
+    ctx.write(
+        "count.sh",
+        "echo \"$1\" >> \"$PIPELINE_BASE_DIR/counter.log\"\nsleep 0.3\necho \"{\\\"stage\\\": \\\"$1\\\"}\" > \"$2\"\n",
+    );
     let mut toml = String::new();
-    for (name, input) in [
-        ("s1", None),
-        ("s2", None),
-        ("s3", Some("s1")),
-        ("s4", Some("s2")),
-        ("s5", Some("s3")),
-        ("s6", Some("s4")),
-    ] {
+    for (name, input) in
+        [("s1", None), ("s2", None), ("s3", Some("s1")), ("s4", Some("s2")), ("s5", Some("s3")), ("s6", Some("s4"))]
+    {
         toml.push_str(&format!("[stages.{name}]\ntask = \"command\"\n"));
         if let Some(input) = input {
             toml.push_str(&format!("inputs = [\"{input}\"]\n"));
@@ -187,28 +151,15 @@ fn concurrent_runs_on_one_store_compute_each_key_once() {
         .collect();
     for child in children {
         let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
     let log = std::fs::read_to_string(ctx.path("counter.log")).unwrap();
     let mut lines: Vec<&str> = log.lines().collect();
     lines.sort();
-    assert_eq!(
-        lines,
-        ["s1", "s2", "s3", "s4", "s5", "s6"],
-        "each key computed exactly once"
-    );
+    assert_eq!(lines, ["s1", "s2", "s3", "s4", "s5", "s6"], "each key computed exactly once");
     ctx.run(&["verify"]).ok();
     let runs = ctx.run(&["runs", "--json"]).ok().stdout;
     let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
     assert_eq!(runs.as_array().unwrap().len(), 3);
-    assert!(
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "succeeded")
-    );
+    assert!(runs.as_array().unwrap().iter().all(|r| r["status"] == "succeeded"));
 }

@@ -37,45 +37,28 @@ fn show_describes_runs_stages_and_objects() {
     let stage = ctx.run(&["show", "prices"]).ok().stdout;
     assert!(stage.contains("rows: 100"), "{stage}");
     assert!(stage.contains("timestamp: datetime[ms, UTC]"), "{stage}");
-    assert!(
-        stage
-            .contains("time range (timestamp): 2024-03-01 00:00:00 UTC .. 2024-03-01 01:39:00 UTC"),
-        "{stage}"
-    );
+    assert!(stage.contains("time range (timestamp): 2024-03-01 00:00:00 UTC .. 2024-03-01 01:39:00 UTC"), "{stage}");
     assert!(stage.contains("c1: f64"), "{stage}");
     let hash = ctx.last_output_hashes()["head.table"].clone();
     let object = ctx.run(&["show", &hash[..10]]).ok().stdout;
     assert!(object.contains("rows: 10"), "{object}");
-    let key = ctx.last_run()["stages"][0]["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = ctx.last_run()["stages"][0]["key"].as_str().unwrap().to_string();
     let manifest = ctx.run(&["show", &key[..12]]).ok().stdout;
     assert!(manifest.contains("task: synth_table v1"), "{manifest}");
     let missing = ctx.run(&["show", "nothing_here"]).code(2).stderr;
-    assert!(
-        missing.contains("hint: `pipeline runs` lists runs"),
-        "{missing}"
-    );
+    assert!(missing.contains("hint: `pipeline runs` lists runs"), "{missing}");
 }
 
 #[test]
 fn runs_and_diff_report_what_changed() {
     let ctx = setup();
-    ctx.run(&["run", "p.toml", "--set", "stages.note.params.value=v2"])
-        .ok();
+    ctx.run(&["run", "p.toml", "--set", "stages.note.params.value=v2"]).ok();
     let runs = ctx.run(&["runs"]).ok().stdout;
     assert_eq!(runs.lines().count(), 3, "{runs}");
     let diff = ctx.run(&["diff", "last~1", "last"]).ok().stdout;
-    assert!(
-        diff.contains("note.params.value  \"v1\"  ->  \"v2\""),
-        "{diff}"
-    );
+    assert!(diff.contains("note.params.value  \"v1\"  ->  \"v2\""), "{diff}");
     assert!(diff.contains("note.json"), "{diff}");
-    assert!(
-        !diff.contains("prices.table"),
-        "unchanged outputs are not listed:\n{diff}"
-    );
+    assert!(!diff.contains("prices.table"), "unchanged outputs are not listed:\n{diff}");
     let same = ctx.run(&["diff", "last", "last"]).ok().stdout;
     assert!(same.contains("no differences"), "{same}");
 }
@@ -86,29 +69,18 @@ fn gc_keeps_latest_results_and_pinned_runs() {
     let first = ctx.last_output_hashes();
     let first_id = ctx.last_run()["id"].as_str().unwrap().to_string();
     ctx.run(&["pin", &first_id]).ok();
-    ctx.run(&["run", "p.toml", "--set", "stages.prices.params.seed=5"])
-        .ok();
-    ctx.run(&["run", "p.toml", "--set", "stages.prices.params.seed=6"])
-        .ok();
-    let dry = ctx
-        .run(&["gc", "--keep-last", "1", "--dry-run"])
-        .ok()
-        .stdout;
+    ctx.run(&["run", "p.toml", "--set", "stages.prices.params.seed=5"]).ok();
+    ctx.run(&["run", "p.toml", "--set", "stages.prices.params.seed=6"]).ok();
+    let dry = ctx.run(&["gc", "--keep-last", "1", "--dry-run"]).ok().stdout;
     assert!(dry.contains("would remove"), "{dry}");
     let gc = ctx.run(&["gc", "--keep-last", "1"]).ok().stdout;
     assert!(gc.contains("removed 3 objects"), "{gc}");
     // The pinned run's objects survive; the seed=5 run's are gone.
-    let object = |hash: &str| {
-        ctx.store()
-            .join("objects")
-            .join(&hash[..2])
-            .join(&hash[2..])
-    };
+    let object = |hash: &str| ctx.store().join("objects").join(&hash[..2]).join(&hash[2..]);
     assert!(object(&first["prices.table"]).exists());
     ctx.run(&["verify"]).ok();
     // The latest state is still all hits.
-    ctx.run(&["run", "p.toml", "--set", "stages.prices.params.seed=6"])
-        .ok();
+    ctx.run(&["run", "p.toml", "--set", "stages.prices.params.seed=6"]).ok();
     assert!(ctx.last_outcomes().values().all(|o| o == "hit"));
     ctx.run(&["unpin", &first_id]).ok();
 }
@@ -118,21 +90,12 @@ fn dag_prints_text_dot_and_mermaid() {
     let ctx = TestContext::new();
     ctx.write("p.toml", PIPELINE);
     let text = ctx.run(&["dag", "p.toml"]).ok().stdout;
-    assert!(
-        text.contains("head (select) <- prices.table -> table:table"),
-        "{text}"
-    );
+    assert!(text.contains("head (select) <- prices.table -> table:table"), "{text}");
     let dot = ctx.run(&["dag", "p.toml", "--format", "dot"]).ok().stdout;
     assert!(dot.starts_with("digraph \"inspect\""), "{dot}");
     assert!(dot.contains("n0 -> n1 [label=\"table\"]"), "{dot}");
-    let mermaid = ctx
-        .run(&["dag", "p.toml", "--format", "mermaid"])
-        .ok()
-        .stdout;
-    assert!(
-        mermaid.contains("n1 -->|json|") || mermaid.contains("n0 -->|table| n1"),
-        "{mermaid}"
-    );
+    let mermaid = ctx.run(&["dag", "p.toml", "--format", "mermaid"]).ok().stdout;
+    assert!(mermaid.contains("n1 -->|json|") || mermaid.contains("n0 -->|table| n1"), "{mermaid}");
 }
 
 #[test]
@@ -145,10 +108,7 @@ fn tasks_lists_and_documents_kinds() {
     let doc = ctx.run(&["tasks", "synth_table"]).ok().stdout;
     assert!(doc.contains("rows"), "{doc}");
     assert!(doc.contains("1000"), "defaults are shown:\n{doc}");
-    assert!(
-        doc.contains("Seed of the generator"),
-        "docs are shown:\n{doc}"
-    );
+    assert!(doc.contains("Seed of the generator"), "docs are shown:\n{doc}");
     let err = ctx.run(&["tasks", "synth"]).code(2).stderr;
     assert!(err.contains("no task kind `synth`"), "{err}");
 }
@@ -159,4 +119,16 @@ fn commands_without_a_store_say_how_to_get_one() {
     let err = ctx.run(&["runs"]).code(2).stderr;
     assert!(err.contains("no pipeline store found"), "{err}");
     assert!(err.contains("hint:"), "{err}");
+}
+
+/// docs/stages.md is generated; it must match the build.
+#[test]
+fn stage_reference_doc_is_up_to_date() {
+    let ctx = TestContext::new();
+    let generated = ctx.run(&["tasks", "--markdown"]).ok().stdout;
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/stages.md")).unwrap_or_default();
+    assert!(
+        generated == committed,
+        "docs/stages.md is stale: run `cargo run --release -- tasks --markdown > docs/stages.md`"
+    );
 }

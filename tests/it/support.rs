@@ -15,21 +15,13 @@ pub struct Run {
 impl Run {
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "command failed\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 
     #[track_caller]
     pub fn code(self, code: i32) -> Run {
-        assert_eq!(
-            self.code, code,
-            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 }
@@ -50,9 +42,7 @@ pub fn binary() -> &'static str {
 
 impl TestContext {
     pub fn new() -> TestContext {
-        TestContext {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        TestContext { dir: tempfile::tempdir().expect("temp dir") }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -74,11 +64,7 @@ impl TestContext {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(binary());
-        command
-            .current_dir(self.dir.path())
-            .env_remove("PIPELINE_STORE")
-            .env_remove("PIPELINE_JOBS")
-            .args(args);
+        command.current_dir(self.dir.path()).env_remove("PIPELINE_STORE").env_remove("PIPELINE_JOBS").args(args);
         command
     }
 
@@ -101,12 +87,7 @@ impl TestContext {
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| {
-                (
-                    s["name"].as_str().unwrap().to_string(),
-                    s["outcome"].as_str().unwrap().to_string(),
-                )
-            })
+            .map(|s| (s["name"].as_str().unwrap().to_string(), s["outcome"].as_str().unwrap().to_string()))
             .collect()
     }
 
@@ -138,8 +119,5 @@ pub fn touch(path: &Path) {
 }
 
 pub fn outcomes(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }

@@ -84,8 +84,12 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     pub targets: Vec<String>,
+    /// Report this stage as forced (as `run --force` would).
     #[arg(long, value_name = "STAGE")]
     pub force: Vec<String>,
+    /// Report every selected stage as forced.
+    #[arg(long)]
+    pub force_all: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

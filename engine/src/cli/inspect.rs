@@ -42,13 +42,7 @@ pub fn runs(args: RunsArgs, store: Store) -> CliResult {
         "started".into(),
     ]];
     for run in &records {
-        let count = |o: pipeline_cache::StageOutcome| {
-            run.stages
-                .iter()
-                .filter(|s| s.outcome == o)
-                .count()
-                .to_string()
-        };
+        let count = |o: pipeline_cache::StageOutcome| run.stages.iter().filter(|s| s.outcome == o).count().to_string();
         let mut id = run.id.clone();
         if pinned.contains(&run.id) {
             id.push_str(" (pinned)");
@@ -85,35 +79,15 @@ fn object_kind(store: &Store, hash: &Hash) -> ArtifactKind {
 }
 
 fn print_run(run: &RunRecord) {
-    println!(
-        "run {}  {}  ({})",
-        run.id,
-        run.display_status(),
-        format_duration(run.duration_ms)
-    );
+    println!("run {}  {}  ({})", run.id, run.display_status(), format_duration(run.duration_ms));
     println!("pipeline: {} ({})", run.pipeline, run.pipeline_file);
-    println!(
-        "started: {}   jobs: {}   pipeline hash: {}",
-        run.started_at,
-        run.jobs,
-        run.pipeline_hash.short()
-    );
+    println!("started: {}   jobs: {}   pipeline hash: {}", run.started_at, run.jobs, run.pipeline_hash.short());
     if !run.overrides.is_empty() {
         println!("overrides: {}", run.overrides.join(" "));
     }
-    let mut rows = vec![vec![
-        "stage".into(),
-        "result".into(),
-        "time".into(),
-        "key".into(),
-        "outputs".into(),
-    ]];
+    let mut rows = vec![vec!["stage".into(), "result".into(), "time".into(), "key".into(), "outputs".into()]];
     for stage in &run.stages {
-        let outputs: Vec<String> = stage
-            .outputs
-            .iter()
-            .map(|(n, o)| format!("{n}={}", o.hash.short()))
-            .collect();
+        let outputs: Vec<String> = stage.outputs.iter().map(|(n, o)| format!("{n}={}", o.hash.short())).collect();
         rows.push(vec![
             stage.name.clone(),
             stage.outcome.as_str().into(),
@@ -135,15 +109,8 @@ fn print_run(run: &RunRecord) {
 fn print_manifest(store: &Store, manifest: &Manifest, rows: usize) {
     println!("stage: {}", manifest.stage);
     println!("key: {}", manifest.key);
-    println!(
-        "task: {} v{}",
-        manifest.material.task, manifest.material.task_version
-    );
-    println!(
-        "computed: {} in {}",
-        manifest.created_at,
-        format_duration(manifest.duration_ms)
-    );
+    println!("task: {} v{}", manifest.material.task, manifest.material.task_version);
+    println!("computed: {} in {}", manifest.created_at, format_duration(manifest.duration_ms));
     println!("params: {}", manifest.material.params);
     for (name, hash) in &manifest.material.inputs {
         println!("input {name}: {}", hash.short());
@@ -178,8 +145,7 @@ fn indent(text: &str) -> String {
 pub fn show(args: ShowArgs, store: Store) -> CliResult {
     let what = args.what.as_str();
     // 1. A run.
-    let looks_like_run =
-        what.starts_with("last") || what.chars().all(|c| c.is_ascii_digit() || c == '-');
+    let looks_like_run = what.starts_with("last") || what.chars().all(|c| c.is_ascii_digit() || c == '-');
     if looks_like_run && let Some(id) = store.resolve_run(what)? {
         let run = store.load_run(&id)?;
         if args.json {
@@ -205,9 +171,7 @@ pub fn show(args: ShowArgs, store: Store) -> CliResult {
                 return Ok(ExitCode::SUCCESS);
             }
             ([], [key]) => {
-                let manifest = store
-                    .read_manifest(key)?
-                    .ok_or_else(|| CliError::failure("manifest vanished"))?;
+                let manifest = store.read_manifest(key)?.ok_or_else(|| CliError::failure("manifest vanished"))?;
                 if args.json {
                     print_json(&manifest)?;
                 } else {
@@ -262,21 +226,13 @@ struct DiffReport {
 
 fn flat_run(
     run: &RunRecord,
-) -> (
-    BTreeMap<String, serde_json::Value>,
-    BTreeMap<String, String>,
-    BTreeMap<String, serde_json::Value>,
-) {
+) -> (BTreeMap<String, serde_json::Value>, BTreeMap<String, String>, BTreeMap<String, serde_json::Value>) {
     let mut params = BTreeMap::new();
     flatten("params", &run.params, &mut params);
     let mut outputs = BTreeMap::new();
     let mut metrics = BTreeMap::new();
     for stage in &run.stages {
-        flatten(
-            &format!("{}.params", stage.name),
-            &stage.params,
-            &mut params,
-        );
+        flatten(&format!("{}.params", stage.name), &stage.params, &mut params);
         for (name, out) in &stage.outputs {
             outputs.insert(format!("{}.{name}", stage.name), out.hash.to_hex());
         }
@@ -302,9 +258,9 @@ fn changes<V: Clone + PartialEq>(
 
 pub fn diff(args: DiffArgs, store: Store) -> CliResult {
     let resolve = |spec: &str| -> Result<RunRecord, CliError> {
-        let id = store.resolve_run(spec)?.ok_or_else(|| {
-            CliError::usage(format!("no run `{spec}`\nhint: `pipeline runs` lists them"))
-        })?;
+        let id = store
+            .resolve_run(spec)?
+            .ok_or_else(|| CliError::usage(format!("no run `{spec}`\nhint: `pipeline runs` lists them")))?;
         Ok(store.load_run(&id)?)
     };
     let a = resolve(&args.run_a)?;
@@ -317,25 +273,11 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
         run_a: a.id.clone(),
         run_b: b.id.clone(),
         params: changes(&pa, &pb),
-        only_in_a: names_a
-            .iter()
-            .filter(|n| !names_b.contains(n))
-            .map(|n| n.to_string())
-            .collect(),
-        only_in_b: names_b
-            .iter()
-            .filter(|n| !names_a.contains(n))
-            .map(|n| n.to_string())
-            .collect(),
+        only_in_a: names_a.iter().filter(|n| !names_b.contains(n)).map(|n| n.to_string()).collect(),
+        only_in_b: names_b.iter().filter(|n| !names_a.contains(n)).map(|n| n.to_string()).collect(),
         outputs: changes(&oa, &ob)
             .into_iter()
-            .map(|(k, x, y)| {
-                (
-                    k,
-                    x.map(|h| h[..12].to_string()),
-                    y.map(|h| h[..12].to_string()),
-                )
-            })
+            .map(|(k, x, y)| (k, x.map(|h| h[..12].to_string()), y.map(|h| h[..12].to_string())))
             .collect(),
         metrics: changes(&ma, &mb),
     };
@@ -344,11 +286,7 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     println!("diff {} -> {}", report.run_a, report.run_b);
-    let show = |v: &Option<serde_json::Value>| {
-        v.as_ref()
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "-".into())
-    };
+    let show = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     let show_s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let mut nothing = true;
     for (title, rows) in [
@@ -362,19 +300,11 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
         ),
         (
             "outputs",
-            report
-                .outputs
-                .iter()
-                .map(|(k, x, y)| vec![format!("  {k}"), show_s(x), "->".into(), show_s(y)])
-                .collect(),
+            report.outputs.iter().map(|(k, x, y)| vec![format!("  {k}"), show_s(x), "->".into(), show_s(y)]).collect(),
         ),
         (
             "metrics",
-            report
-                .metrics
-                .iter()
-                .map(|(k, x, y)| vec![format!("  {k}"), show(x), "->".into(), show(y)])
-                .collect(),
+            report.metrics.iter().map(|(k, x, y)| vec![format!("  {k}"), show(x), "->".into(), show(y)]).collect(),
         ),
     ] {
         if !rows.is_empty() {
@@ -383,10 +313,8 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
             print!("{}", table(&rows));
         }
     }
-    for (title, names) in [
-        ("only in the first run", &report.only_in_a),
-        ("only in the second run", &report.only_in_b),
-    ] {
+    for (title, names) in [("only in the first run", &report.only_in_a), ("only in the second run", &report.only_in_b)]
+    {
         if !names.is_empty() {
             nothing = false;
             println!("{title}: {}", names.join(", "));

@@ -30,16 +30,10 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(message: impl Into<String>) -> CliError {
-        CliError {
-            code: 2,
-            message: message.into(),
-        }
+        CliError { code: 2, message: message.into() }
     }
     pub fn failure(message: impl Into<String>) -> CliError {
-        CliError {
-            code: 1,
-            message: message.into(),
-        }
+        CliError { code: 1, message: message.into() }
     }
 }
 
@@ -55,10 +49,7 @@ impl From<anyhow::Error> for CliError {
 
 impl From<Diagnostics> for CliError {
     fn from(diagnostics: Diagnostics) -> CliError {
-        CliError {
-            code: 2,
-            message: diagnostics.render(),
-        }
+        CliError { code: 2, message: diagnostics.render() }
     }
 }
 
@@ -132,13 +123,9 @@ fn existing_store(flag: Option<PathBuf>) -> Result<Store, CliError> {
     if let Some(dir) = flag {
         return Ok(Store::open_existing(&dir)?);
     }
-    let cwd = std::env::current_dir()
-        .map_err(|e| CliError::failure(format!("cannot read the current directory: {e}")))?;
-    match cwd
-        .ancestors()
-        .map(|dir| dir.join(".pipeline"))
-        .find(|dir| dir.join("VERSION").is_file())
-    {
+    let cwd =
+        std::env::current_dir().map_err(|e| CliError::failure(format!("cannot read the current directory: {e}")))?;
+    match cwd.ancestors().map(|dir| dir.join(".pipeline")).find(|dir| dir.join("VERSION").is_file()) {
         Some(dir) => Ok(Store::open_existing(&dir)?),
         None => Err(CliError::usage(
             "no pipeline store found in this directory or above\nhint: run a pipeline first, or pass `--store DIR` (or set PIPELINE_STORE)",
@@ -147,8 +134,7 @@ fn existing_store(flag: Option<PathBuf>) -> Result<Store, CliError> {
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::failure(format!("this is a bug: {e}")))?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::failure(format!("this is a bug: {e}")))?;
     println!("{text}");
     Ok(())
 }
@@ -167,13 +153,7 @@ fn format_duration(ms: u64) -> String {
 fn table(rows: &[Vec<String>]) -> String {
     let n_cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..n_cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {

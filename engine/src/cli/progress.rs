@@ -33,26 +33,15 @@ impl Progress {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = multi.add(ProgressBar::new(total as u64));
             overall.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} stages {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} stages {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             overall.enable_steady_tick(Duration::from_millis(120));
-            Some(TtyBars {
-                multi,
-                overall,
-                stages: Mutex::new(HashMap::new()),
-            })
+            Some(TtyBars { multi, overall, stages: Mutex::new(HashMap::new()) })
         } else {
             None
         };
-        Progress {
-            total,
-            finished: AtomicUsize::new(0),
-            tty,
-            rows: Mutex::new(HashMap::new()),
-        }
+        Progress { total, finished: AtomicUsize::new(0), tty, rows: Mutex::new(HashMap::new()) }
     }
 
     fn line(&self, text: &str) {
@@ -77,10 +66,8 @@ impl Reporter for Progress {
             if let Some(total) = total {
                 bar.set_length(total);
                 bar.set_style(
-                    ProgressStyle::with_template(
-                        "  {spinner} {prefix:24} {bar:20} {pos}/{len} {msg}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template("  {spinner} {prefix:24} {bar:20} {pos}/{len} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
             }
             bar.set_position(done);
@@ -131,19 +118,13 @@ impl RunObserver for Progress {
             map.insert(record.name.clone(), rows);
         }
         if let Some(bars) = &self.tty {
-            if let Some(bar) = bars
-                .stages
-                .lock()
-                .ok()
-                .and_then(|mut m| m.remove(&record.name))
-            {
+            if let Some(bar) = bars.stages.lock().ok().and_then(|mut m| m.remove(&record.name)) {
                 bar.finish_and_clear();
                 bars.multi.remove(&bar);
             }
             bars.overall.set_position(done as u64);
         }
-        let time = if record.outcome == StageOutcome::Ran || record.outcome == StageOutcome::Failed
-        {
+        let time = if record.outcome == StageOutcome::Ran || record.outcome == StageOutcome::Failed {
             format!("{:.2}s", record.duration_ms as f64 / 1000.0)
         } else {
             String::new()
@@ -160,11 +141,7 @@ impl RunObserver for Progress {
         }
         if let Some(error) = &record.error {
             if record.outcome == StageOutcome::Failed {
-                line.push_str(&format!(
-                    "\nerror: stage `{}` failed: {}",
-                    record.name,
-                    indent_rest(error)
-                ));
+                line.push_str(&format!("\nerror: stage `{}` failed: {}", record.name, indent_rest(error)));
             } else {
                 line.push_str(&format!(" ({error})"));
             }

@@ -44,18 +44,9 @@ fn make_plan(
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
 pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> CliResult {
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     // Stages that use rayon share its global pool: size it to the job budget.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .build_global();
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global();
     let graph = load_graph(&args.pipeline, registry)?;
     let store = store_for_file(store_flag, &args.pipeline.file)?;
     let plan = make_plan(&graph, &store, &args.targets, &args.force, args.force_all)?;
@@ -68,9 +59,7 @@ pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> C
         let _ = ctrlc::set_handler(move || {
             if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
                 cancel.store(true, Ordering::SeqCst);
-                eprintln!(
-                    "\ninterrupted: stopping running stages (press Ctrl-C again to quit at once)"
-                );
+                eprintln!("\ninterrupted: stopping running stages (press Ctrl-C again to quit at once)");
             } else {
                 std::process::exit(130);
             }
@@ -78,47 +67,16 @@ pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> C
     }
     let n_selected = plan.selected.iter().filter(|s| **s).count();
     let progress = Progress::new(n_selected, args.plain);
-    let record = execute(
-        &graph,
-        &plan,
-        &store,
-        &RunOptions {
-            jobs,
-            keep_going: args.keep_going,
-        },
-        &progress,
-        &cancel,
-    )?;
+    let record = execute(&graph, &plan, &store, &RunOptions { jobs, keep_going: args.keep_going }, &progress, &cancel)?;
     progress.finish();
 
     // Summary.
-    let ran = record
-        .stages
-        .iter()
-        .filter(|s| s.outcome == StageOutcome::Ran)
-        .count();
-    let hits = record
-        .stages
-        .iter()
-        .filter(|s| s.outcome == StageOutcome::Hit)
-        .count();
-    let failed = record
-        .stages
-        .iter()
-        .filter(|s| s.outcome == StageOutcome::Failed)
-        .count();
-    let skipped = record
-        .stages
-        .iter()
-        .filter(|s| s.outcome == StageOutcome::Skipped)
-        .count();
+    let ran = record.stages.iter().filter(|s| s.outcome == StageOutcome::Ran).count();
+    let hits = record.stages.iter().filter(|s| s.outcome == StageOutcome::Hit).count();
+    let failed = record.stages.iter().filter(|s| s.outcome == StageOutcome::Failed).count();
+    let skipped = record.stages.iter().filter(|s| s.outcome == StageOutcome::Skipped).count();
     let rows = progress.rows.lock().map(|m| m.clone()).unwrap_or_default();
-    let mut lines = vec![vec![
-        "stage".to_string(),
-        "result".into(),
-        "time".into(),
-        "rows out".into(),
-    ]];
+    let mut lines = vec![vec!["stage".to_string(), "result".into(), "time".into(), "rows out".into()]];
     let show_all = record.stages.len() <= 40;
     for stage in &record.stages {
         if !show_all && stage.outcome == StageOutcome::Hit {
@@ -129,16 +87,8 @@ pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> C
         } else {
             "-".into()
         };
-        let rows = rows
-            .get(&stage.name)
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "-".into());
-        lines.push(vec![
-            stage.name.clone(),
-            stage.outcome.as_str().into(),
-            time,
-            rows,
-        ]);
+        let rows = rows.get(&stage.name).map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        lines.push(vec![stage.name.clone(), stage.outcome.as_str().into(), time, rows]);
     }
     eprintln!();
     eprint!("{}", table(&lines));
@@ -201,7 +151,7 @@ struct StatusReport {
 pub fn status(args: StatusArgs, store_flag: Option<PathBuf>, registry: &Registry) -> CliResult {
     let graph = load_graph(&args.pipeline, registry)?;
     let store = store_for_file(store_flag, &args.pipeline.file)?;
-    let plan = make_plan(&graph, &store, &args.targets, &args.force, false)?;
+    let plan = make_plan(&graph, &store, &args.targets, &args.force, args.force_all)?;
     let mut entries = Vec::new();
     for &idx in &graph.order {
         let Some(status) = &plan.statuses[idx] else {
@@ -246,16 +196,8 @@ pub fn status(args: StatusArgs, store_flag: Option<PathBuf>, registry: &Registry
     let mut rows = Vec::new();
     for entry in &report.stages {
         let why: Vec<String> = entry.reasons.iter().map(|r| r.to_string()).collect();
-        let status = if entry.status == "fresh" {
-            "fresh"
-        } else {
-            "run"
-        };
-        rows.push(vec![
-            format!("  {status}"),
-            entry.stage.clone(),
-            why.join("; "),
-        ]);
+        let status = if entry.status == "fresh" { "fresh" } else { "run" };
+        rows.push(vec![format!("  {status}"), entry.stage.clone(), why.join("; ")]);
     }
     print!("{}", table(&rows));
     Ok(ExitCode::SUCCESS)

@@ -14,16 +14,9 @@ pub fn dag(args: DagArgs, registry: &Registry) -> CliResult {
         DagFormat::Text => {
             for &idx in &graph.order {
                 let node = &graph.nodes[idx];
-                let inputs: Vec<String> = node
-                    .inputs
-                    .iter()
-                    .map(|i| format!("{}.{}", graph.nodes[i.producer].name, i.output))
-                    .collect();
-                let outputs: Vec<String> = node
-                    .outputs
-                    .iter()
-                    .map(|o| format!("{}:{}", o.name, o.kind))
-                    .collect();
+                let inputs: Vec<String> =
+                    node.inputs.iter().map(|i| format!("{}.{}", graph.nodes[i.producer].name, i.output)).collect();
+                let outputs: Vec<String> = node.outputs.iter().map(|o| format!("{}:{}", o.name, o.kind)).collect();
                 out.push_str(&format!("{} ({})", node.name, node.task.name()));
                 if !inputs.is_empty() {
                     out.push_str(&format!(" <- {}", inputs.join(", ")));
@@ -32,10 +25,7 @@ pub fn dag(args: DagArgs, registry: &Registry) -> CliResult {
             }
         }
         DagFormat::Dot => {
-            out.push_str(&format!(
-                "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n",
-                graph.spec.name
-            ));
+            out.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n", graph.spec.name));
             for &idx in &graph.order {
                 let node = &graph.nodes[idx];
                 out.push_str(&format!(
@@ -46,10 +36,7 @@ pub fn dag(args: DagArgs, registry: &Registry) -> CliResult {
             }
             for &idx in &graph.order {
                 for input in &graph.nodes[idx].inputs {
-                    out.push_str(&format!(
-                        "  n{} -> n{idx} [label=\"{}\"];\n",
-                        input.producer, input.output
-                    ));
+                    out.push_str(&format!("  n{} -> n{idx} [label=\"{}\"];\n", input.producer, input.output));
                 }
             }
             out.push_str("}\n");
@@ -66,10 +53,7 @@ pub fn dag(args: DagArgs, registry: &Registry) -> CliResult {
             }
             for &idx in &graph.order {
                 for input in &graph.nodes[idx].inputs {
-                    out.push_str(&format!(
-                        "  n{} -->|{}| n{idx}\n",
-                        input.producer, input.output
-                    ));
+                    out.push_str(&format!("  n{} -->|{}| n{idx}\n", input.producer, input.output));
                 }
             }
         }
@@ -90,25 +74,20 @@ fn schema_type(schema: &serde_json::Value, root: &serde_json::Value) -> String {
     if let Some(reference) = schema.get("$ref").and_then(|r| r.as_str()) {
         let name = reference.rsplit('/').next().unwrap_or(reference);
         let target = root.get("$defs").and_then(|d| d.get(name));
-        if let Some(values) = target
-            .and_then(|t| t.get("enum"))
-            .and_then(|e| e.as_array())
-        {
+        if let Some(values) = target.and_then(|t| t.get("enum")).and_then(|e| e.as_array()) {
             let names: Vec<String> = values.iter().map(|v| v.to_string()).collect();
             return names.join(" | ");
         }
-        if let Some(one_of) = target
-            .and_then(|t| t.get("oneOf"))
-            .and_then(|e| e.as_array())
-        {
-            let names: Vec<String> = one_of
-                .iter()
-                .filter_map(|v| {
-                    v.get("const")
-                        .or_else(|| v.get("enum").and_then(|e| e.get(0)))
-                })
-                .map(|v| v.to_string())
-                .collect();
+        if let Some(one_of) = target.and_then(|t| t.get("oneOf")).and_then(|e| e.as_array()) {
+            let mut names: Vec<String> = Vec::new();
+            for variant in one_of {
+                if let Some(value) = variant.get("const") {
+                    names.push(value.to_string());
+                }
+                if let Some(values) = variant.get("enum").and_then(|e| e.as_array()) {
+                    names.extend(values.iter().map(|v| v.to_string()));
+                }
+            }
             if !names.is_empty() {
                 return names.join(" | ");
             }
@@ -121,11 +100,9 @@ fn schema_type(schema: &serde_json::Value, root: &serde_json::Value) -> String {
     }
     let base = match schema.get("type") {
         Some(serde_json::Value::String(t)) => t.clone(),
-        Some(serde_json::Value::Array(types)) => types
-            .iter()
-            .filter_map(|t| t.as_str())
-            .collect::<Vec<_>>()
-            .join(" | "),
+        Some(serde_json::Value::Array(types)) => {
+            types.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(" | ")
+        }
         _ => "any".into(),
     };
     if base == "array"
@@ -162,11 +139,7 @@ pub fn param_docs(task: &dyn Task) -> Vec<ParamDoc> {
                 None if required.contains(&name.as_str()) => "required".into(),
                 None => "-".into(),
             },
-            doc: prop
-                .get("description")
-                .and_then(|d| d.as_str())
-                .unwrap_or("")
-                .replace('\n', " "),
+            doc: prop.get("description").and_then(|d| d.as_str()).unwrap_or("").replace('\n', " "),
         })
         .collect()
 }
@@ -179,33 +152,22 @@ pub fn tasks(args: TasksArgs, registry: &Registry) -> CliResult {
     let mut tasks: Vec<_> = registry.tasks().cloned().collect();
     tasks.sort_by_key(|t| t.name());
     if args.markdown {
-        let mut out = String::from(
-            "# Stage reference\n\nGenerated by `pipeline tasks --markdown`; do not edit by hand.\n\n",
-        );
-        for task in tasks
-            .iter()
-            .filter(|t| args.kind.as_deref().is_none_or(|k| k == t.name()))
-        {
-            out.push_str(&format!(
-                "## `{}` (version {})\n\n{}\n\n",
-                task.name(),
-                task.version(),
-                task.doc().trim()
-            ));
+        let mut out =
+            String::from("# Stage reference\n\nGenerated by `pipeline tasks --markdown`; do not edit by hand.\n\n");
+        for task in tasks.iter().filter(|t| args.kind.as_deref().is_none_or(|k| k == t.name())) {
+            out.push_str(&format!("## `{}` (version {})\n\n{}\n\n", task.name(), task.version(), task.doc().trim()));
             out.push_str("| param | type | default | meaning |\n| --- | --- | --- | --- |\n");
             for p in param_docs(task.as_ref()) {
+                let default = if p.default == "required" { "required".to_string() } else { format!("`{}`", p.default) };
                 out.push_str(&format!(
-                    "| `{}` | {} | `{}` | {} |\n",
+                    "| `{}` | {} | {} | {} |\n",
                     p.name,
                     p.ty.replace('|', "\\|"),
-                    p.default.replace('|', "\\|"),
+                    default.replace('|', "\\|"),
                     p.doc
                 ));
             }
-            out.push_str(&format!(
-                "\nExample:\n\n```toml\n{}\n```\n\n",
-                task.example().trim()
-            ));
+            out.push_str(&format!("\nExample:\n\n```toml\n{}\n```\n\n", task.example().trim()));
         }
         print!("{out}");
         return Ok(ExitCode::SUCCESS);
@@ -214,42 +176,23 @@ pub fn tasks(args: TasksArgs, registry: &Registry) -> CliResult {
         None => {
             let rows: Vec<Vec<String>> = tasks
                 .iter()
-                .map(|t| {
-                    vec![
-                        t.name().to_string(),
-                        format!("v{}", t.version()),
-                        summary(t.doc()).to_string(),
-                    ]
-                })
+                .map(|t| vec![t.name().to_string(), format!("v{}", t.version()), summary(t.doc()).to_string()])
                 .collect();
             print!("{}", table(&rows));
-            println!(
-                "\n`pipeline tasks KIND` documents one kind: its params, types, defaults and an example"
-            );
+            println!("\n`pipeline tasks KIND` documents one kind: its params, types, defaults and an example");
         }
         Some(kind) => {
             let Some(task) = registry.get(&kind) else {
                 let mut message = format!("no task kind `{kind}` in this build");
                 if let Some(reason) = registry.unavailable_reason(&kind) {
-                    message =
-                        format!("task `{kind}` is not available in this build\nhint: {reason}");
+                    message = format!("task `{kind}` is not available in this build\nhint: {reason}");
                 } else if let Some(hint) = did_you_mean(&kind, registry.names()) {
                     message.push_str(&format!("\nhint: {hint}"));
                 }
                 return Err(CliError::usage(message));
             };
-            println!(
-                "{} (version {})\n\n{}\n",
-                task.name(),
-                task.version(),
-                task.doc().trim()
-            );
-            let mut rows = vec![vec![
-                "param".into(),
-                "type".into(),
-                "default".into(),
-                "meaning".into(),
-            ]];
+            println!("{} (version {})\n\n{}\n", task.name(), task.version(), task.doc().trim());
+            let mut rows = vec![vec!["param".into(), "type".into(), "default".into(), "meaning".into()]];
             for p in param_docs(task.as_ref()) {
                 rows.push(vec![p.name, p.ty, p.default, p.doc]);
             }

@@ -12,14 +12,7 @@ pub const DEFAULT_MAX_MATRIX: usize = 64;
 
 const TOP_KEYS: &[&str] = &["pipeline", "params", "stages", "include"];
 const PIPELINE_KEYS: &[&str] = &["name", "description", "max_matrix"];
-const STAGE_KEYS: &[&str] = &[
-    "task",
-    "description",
-    "inputs",
-    "params",
-    "matrix",
-    "exports",
-];
+const STAGE_KEYS: &[&str] = &["task", "description", "inputs", "params", "matrix", "exports"];
 
 struct Loader {
     sources: SourceMap,
@@ -32,6 +25,8 @@ struct Loader {
     stages: Vec<StageSpec>,
     /// Canonical paths currently being loaded, to report include cycles.
     stack: Vec<PathBuf>,
+    /// Every file loaded so far: a file included twice (a diamond) is read once.
+    loaded: Vec<PathBuf>,
 }
 
 /// Loads a pipeline file, its includes and the `--set` overrides.
@@ -46,21 +41,17 @@ pub fn load_spec(path: &Path, overrides: &[String]) -> Result<Spec, Diagnostics>
         params: BTreeMap::new(),
         stages: Vec::new(),
         stack: Vec::new(),
+        loaded: Vec::new(),
     };
     loader.load_file(path, None, true);
     for arg in overrides {
         loader.apply_override(arg);
     }
     let name = loader.name.clone().unwrap_or_else(|| {
-        path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "pipeline".into())
+        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
     });
     if !loader.diagnostics.is_empty() {
-        return Err(Diagnostics {
-            sources: loader.sources,
-            items: loader.diagnostics,
-        });
+        return Err(Diagnostics { sources: loader.sources, items: loader.diagnostics });
     }
     Ok(Spec {
         file: path.to_path_buf(),
@@ -87,19 +78,14 @@ pub(crate) fn to_value(value: &DeValue<'_>) -> Result<toml::Value, String> {
             i64::from_str_radix(i.as_str(), i.radix())
                 .map_err(|_| format!("integer `{}` does not fit in 64 bits", i.as_str()))?,
         ),
-        DeValue::Float(f) => toml::Value::Float(
-            f.as_str()
-                .parse::<f64>()
-                .map_err(|_| format!("`{}` is not a float", f.as_str()))?,
-        ),
+        DeValue::Float(f) => {
+            toml::Value::Float(f.as_str().parse::<f64>().map_err(|_| format!("`{}` is not a float", f.as_str()))?)
+        }
         DeValue::Boolean(b) => toml::Value::Boolean(*b),
         DeValue::Datetime(d) => toml::Value::Datetime(*d),
-        DeValue::Array(items) => toml::Value::Array(
-            items
-                .iter()
-                .map(|v| to_value(v.get_ref()))
-                .collect::<Result<_, _>>()?,
-        ),
+        DeValue::Array(items) => {
+            toml::Value::Array(items.iter().map(|v| to_value(v.get_ref())).collect::<Result<_, _>>()?)
+        }
         DeValue::Table(table) => {
             let mut out = toml::Table::new();
             for (key, value) in table.iter() {
@@ -122,31 +108,24 @@ impl Loader {
     fn load_file(&mut self, path: &Path, included_from: Option<Loc>, is_root: bool) {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if let Some(pos) = self.stack.iter().position(|p| *p == canonical) {
-            let chain: Vec<String> = self.stack[pos..]
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
+            let chain: Vec<String> = self.stack[pos..].iter().map(|p| p.display().to_string()).collect();
             self.error(
                 Diagnostic::error(
-                    format!(
-                        "include cycle: {} -> {}",
-                        chain.join(" -> "),
-                        canonical.display()
-                    ),
+                    format!("include cycle: {} -> {}", chain.join(" -> "), canonical.display()),
                     included_from,
                 )
                 .with_label("included again here"),
             );
             return;
         }
+        if self.loaded.contains(&canonical) {
+            return;
+        }
+        self.loaded.push(canonical.clone());
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(err) => {
-                let what = if is_root {
-                    "pipeline file"
-                } else {
-                    "included file"
-                };
+                let what = if is_root { "pipeline file" } else { "included file" };
                 self.error(
                     Diagnostic::error(format!("cannot read {what} {}: {err}", path.display()), included_from)
                         .with_label("included here")
@@ -173,10 +152,7 @@ impl Loader {
             }
         };
         // Absolute, so that stages resolve relative paths the same from any working directory.
-        let base_dir = canonical
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base_dir = canonical.parent().map(Path::to_path_buf).unwrap_or_default();
         self.stack.push(canonical);
         let table = root.get_ref();
         // Includes first, so that a file's own stages follow the ones it builds on.
@@ -195,14 +171,9 @@ impl Loader {
                 "params" => self.load_params(file, value),
                 "stages" => self.load_stages(file, &base_dir, value),
                 other => {
-                    let mut diagnostic = Diagnostic::error(
-                        format!("unknown top-level key `{other}`"),
-                        Some(key_loc),
-                    )
-                    .with_label("not a pipeline section")
-                    .with_note(
-                        "a pipeline file has [pipeline], [params], [stages.NAME] and `include`",
-                    );
+                    let mut diagnostic = Diagnostic::error(format!("unknown top-level key `{other}`"), Some(key_loc))
+                        .with_label("not a pipeline section")
+                        .with_note("a pipeline file has [pipeline], [params], [stages.NAME] and `include`");
                     if let Some(hint) = did_you_mean(other, TOP_KEYS.iter().copied()) {
                         diagnostic = diagnostic.with_hint(hint);
                     }
@@ -220,10 +191,7 @@ impl Loader {
             other => {
                 self.error(
                     Diagnostic::error(
-                        format!(
-                            "`include` must be a list of file paths, found {}",
-                            type_name(other)
-                        ),
+                        format!("`include` must be a list of file paths, found {}", type_name(other)),
                         Some(loc(file, include.span())),
                     )
                     .with_hint("write include = [\"common.toml\"]"),
@@ -238,10 +206,7 @@ impl Loader {
                     self.load_file(&target, Some(loc(file, item.span())), false);
                 }
                 other => self.error(Diagnostic::error(
-                    format!(
-                        "an include must be a file path string, found {}",
-                        type_name(other)
-                    ),
+                    format!("an include must be a file path string, found {}", type_name(other)),
                     Some(loc(file, item.span())),
                 )),
             }
@@ -266,12 +231,7 @@ impl Loader {
         }
     }
 
-    fn expect_string(
-        &mut self,
-        file: FileId,
-        what: &str,
-        value: &Spanned<DeValue<'_>>,
-    ) -> Option<String> {
+    fn expect_string(&mut self, file: FileId, what: &str, value: &Spanned<DeValue<'_>>) -> Option<String> {
         match value.get_ref() {
             DeValue::String(s) => Some(s.to_string()),
             other => {
@@ -284,20 +244,12 @@ impl Loader {
         }
     }
 
-    fn unknown_key(
-        &mut self,
-        file: FileId,
-        section: &str,
-        key: &Spanned<std::borrow::Cow<'_, str>>,
-        known: &[&str],
-    ) {
+    fn unknown_key(&mut self, file: FileId, section: &str, key: &Spanned<std::borrow::Cow<'_, str>>, known: &[&str]) {
         let name = key.get_ref().as_ref();
-        let mut diagnostic = Diagnostic::error(
-            format!("unknown key `{name}` in {section}"),
-            Some(loc(file, key.span())),
-        )
-        .with_label("unknown key")
-        .with_note(format!("{section} takes: {}", known.join(", ")));
+        let mut diagnostic =
+            Diagnostic::error(format!("unknown key `{name}` in {section}"), Some(loc(file, key.span())))
+                .with_label("unknown key")
+                .with_note(format!("{section} takes: {}", known.join(", ")));
         if let Some(hint) = did_you_mean(name, known.iter().copied()) {
             diagnostic = diagnostic.with_hint(hint);
         }
@@ -312,16 +264,11 @@ impl Loader {
             match key.get_ref().as_ref() {
                 "name" => self.name = self.expect_string(file, "`pipeline.name`", value),
                 "description" => {
-                    self.description = self
-                        .expect_string(file, "`pipeline.description`", value)
-                        .unwrap_or_default()
+                    self.description = self.expect_string(file, "`pipeline.description`", value).unwrap_or_default()
                 }
                 "max_matrix" => match value.get_ref() {
-                    DeValue::Integer(i)
-                        if i64::from_str_radix(i.as_str(), i.radix()).is_ok_and(|n| n > 0) =>
-                    {
-                        self.max_matrix =
-                            i64::from_str_radix(i.as_str(), i.radix()).unwrap_or(1) as usize;
+                    DeValue::Integer(i) if i64::from_str_radix(i.as_str(), i.radix()).is_ok_and(|n| n > 0) => {
+                        self.max_matrix = i64::from_str_radix(i.as_str(), i.radix()).unwrap_or(1) as usize;
                     }
                     _ => self.error(Diagnostic::error(
                         "`pipeline.max_matrix` must be a positive integer",
@@ -341,14 +288,9 @@ impl Loader {
             match to_value(value.get_ref()) {
                 // A later file (the including one) overrides an included file's shared params.
                 Ok(v) => {
-                    self.params.insert(
-                        key.get_ref().to_string(),
-                        (v, loc(file, key.span().start..value.span().end)),
-                    );
+                    self.params.insert(key.get_ref().to_string(), (v, loc(file, key.span().start..value.span().end)));
                 }
-                Err(message) => {
-                    self.error(Diagnostic::error(message, Some(loc(file, value.span()))))
-                }
+                Err(message) => self.error(Diagnostic::error(message, Some(loc(file, value.span())))),
             }
         }
     }
@@ -372,10 +314,7 @@ impl Loader {
         let stage_name = name.get_ref().to_string();
         let name_loc = loc(file, name.span());
         if let Err(why) = check_stage_name(&stage_name) {
-            self.error(Diagnostic::error(
-                format!("invalid stage name `{stage_name}`: {why}"),
-                Some(name_loc.clone()),
-            ));
+            self.error(Diagnostic::error(format!("invalid stage name `{stage_name}`: {why}"), Some(name_loc.clone())));
             return;
         }
         if let Some(existing) = self.stages.iter().find(|s| s.name == stage_name) {
@@ -384,9 +323,7 @@ impl Loader {
                 Diagnostic::error(format!("duplicate stage `{stage_name}`"), Some(name_loc))
                     .with_label("defined again here")
                     .with_secondary(first, "first defined here")
-                    .with_hint(
-                        "stage names must be unique across a pipeline and its includes; rename one",
-                    ),
+                    .with_hint("stage names must be unique across a pipeline and its includes; rename one"),
             );
             return;
         }
@@ -420,9 +357,7 @@ impl Loader {
                     }
                 }
                 "description" => {
-                    stage.description = self
-                        .expect_string(file, "`description`", value)
-                        .unwrap_or_default()
+                    stage.description = self.expect_string(file, "`description`", value).unwrap_or_default()
                 }
                 "inputs" => stage.inputs = self.load_inputs(file, value),
                 "params" => {
@@ -434,8 +369,7 @@ impl Loader {
                         match to_value(value.get_ref()) {
                             Ok(toml::Value::Table(t)) => stage.params = t,
                             Ok(_) => {}
-                            Err(message) => self
-                                .error(Diagnostic::error(message, Some(loc(file, value.span())))),
+                            Err(message) => self.error(Diagnostic::error(message, Some(loc(file, value.span())))),
                         }
                     }
                 }
@@ -449,11 +383,8 @@ impl Loader {
                 return; // already reported: `task` is there but not a string
             }
             self.error(
-                Diagnostic::error(
-                    format!("stage `{stage_name}` has no `task`"),
-                    Some(name_loc),
-                )
-                .with_hint("add task = \"KIND\"; `pipeline tasks` lists the kinds"),
+                Diagnostic::error(format!("stage `{stage_name}` has no `task`"), Some(name_loc))
+                    .with_hint("add task = \"KIND\"; `pipeline tasks` lists the kinds"),
             );
             return;
         }
@@ -484,8 +415,11 @@ impl Loader {
                 }
             }
             other => self.error(
-                Diagnostic::error(format!("`inputs` must be a list or a table, found {}", type_name(other)), Some(loc(file, value.span())))
-                    .with_hint("write inputs = [\"stage\", \"stage.output\"] or inputs = { name = \"stage.output\" }"),
+                Diagnostic::error(
+                    format!("`inputs` must be a list or a table, found {}", type_name(other)),
+                    Some(loc(file, value.span())),
+                )
+                .with_hint("write inputs = [\"stage\", \"stage.output\"] or inputs = { name = \"stage.output\" }"),
             ),
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -512,12 +446,7 @@ impl Loader {
             );
             return None;
         }
-        Some(InputSpec {
-            local,
-            stage,
-            output,
-            loc: item_loc,
-        })
+        Some(InputSpec { local, stage, output, loc: item_loc })
     }
 
     fn load_matrix(&mut self, file: FileId, value: &Spanned<DeValue<'_>>) -> Vec<MatrixAxis> {
@@ -538,23 +467,14 @@ impl Loader {
                 continue;
             };
             if items.is_empty() {
-                self.error(Diagnostic::error(
-                    format!("matrix axis `{}` is empty", key.get_ref()),
-                    Some(axis_loc),
-                ));
+                self.error(Diagnostic::error(format!("matrix axis `{}` is empty", key.get_ref()), Some(axis_loc)));
                 continue;
             }
-            let mut axis = MatrixAxis {
-                param: key.get_ref().to_string(),
-                values: Vec::new(),
-                loc: axis_loc,
-            };
+            let mut axis = MatrixAxis { param: key.get_ref().to_string(), values: Vec::new(), loc: axis_loc };
             for item in items.iter() {
                 match to_value(item.get_ref()) {
                     Ok(v) => axis.values.push((v, loc(file, item.span()))),
-                    Err(message) => {
-                        self.error(Diagnostic::error(message, Some(loc(file, item.span()))))
-                    }
+                    Err(message) => self.error(Diagnostic::error(message, Some(loc(file, item.span())))),
                 }
             }
             axes.push(axis);
@@ -572,10 +492,12 @@ impl Loader {
             let (path, mode) = match target.get_ref() {
                 DeValue::String(path) => (path.to_string(), ExportMode::Copy),
                 DeValue::Table(spec) => {
-                    let path = spec
-                        .get("path")
-                        .and_then(|v| v.get_ref().as_str())
-                        .map(str::to_string);
+                    if let Some((key, _)) = spec.iter().find(|(k, _)| !["path", "mode"].contains(&k.get_ref().as_ref()))
+                    {
+                        self.unknown_key(file, "an export", key, &["path", "mode"]);
+                        continue;
+                    }
+                    let path = spec.get("path").and_then(|v| v.get_ref().as_str()).map(str::to_string);
                     let mode = match spec.get("mode").and_then(|v| v.get_ref().as_str()) {
                         None | Some("copy") => Some(ExportMode::Copy),
                         Some("symlink") | Some("link") => Some(ExportMode::Symlink),
@@ -594,21 +516,13 @@ impl Loader {
                 }
                 other => {
                     self.error(Diagnostic::error(
-                        format!(
-                            "an export must be a path or a table, found {}",
-                            type_name(other)
-                        ),
+                        format!("an export must be a path or a table, found {}", type_name(other)),
                         Some(export_loc),
                     ));
                     continue;
                 }
             };
-            exports.push(ExportSpec {
-                output: output.get_ref().to_string(),
-                path,
-                mode,
-                loc: export_loc,
-            });
+            exports.push(ExportSpec { output: output.get_ref().to_string(), path, mode, loc: export_loc });
         }
         exports
     }
@@ -624,22 +538,26 @@ impl Loader {
                 return;
             }
         };
-        match path
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+        match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             ["params", name] => {
+                if !self.params.contains_key(*name) {
+                    let mut diagnostic = Diagnostic::error(
+                        format!("`--set` names shared param `{name}`, which [params] does not define"),
+                        Some(whole),
+                    );
+                    if let Some(hint) = did_you_mean(name, self.params.keys().map(String::as_str)) {
+                        diagnostic = diagnostic.with_hint(hint);
+                    }
+                    self.error(diagnostic);
+                    return;
+                }
                 self.params.insert(name.to_string(), (value, value_loc));
             }
             ["stages", stage_name, "params", rest @ ..] if !rest.is_empty() => {
                 let Some(stage) = self.stages.iter_mut().find(|s| s.name == *stage_name) else {
                     let names: Vec<String> = self.stages.iter().map(|s| s.name.clone()).collect();
                     let mut diagnostic = Diagnostic::error(
-                        format!(
-                            "`--set` names stage `{stage_name}`, which this pipeline does not have"
-                        ),
+                        format!("`--set` names stage `{stage_name}`, which this pipeline does not have"),
                         Some(whole),
                     );
                     if let Some(hint) = did_you_mean(stage_name, names.iter().map(String::as_str)) {
@@ -650,16 +568,13 @@ impl Loader {
                 };
                 let mut table = &mut stage.params;
                 for segment in &rest[..rest.len() - 1] {
-                    let entry = table
-                        .entry(segment.to_string())
-                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    let entry =
+                        table.entry(segment.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
                     match entry {
                         toml::Value::Table(inner) => table = inner,
                         _ => {
                             self.diagnostics.push(Diagnostic::error(
-                                format!(
-                                    "`--set`: `{segment}` is not a table in stage `{stage_name}`"
-                                ),
+                                format!("`--set`: `{segment}` is not a table in stage `{stage_name}`"),
                                 Some(whole),
                             ));
                             return;
@@ -680,18 +595,9 @@ impl Loader {
     }
 }
 
-fn collect_param_locs(
-    file: FileId,
-    table: &DeTable<'_>,
-    prefix: &str,
-    out: &mut BTreeMap<String, Loc>,
-) {
+fn collect_param_locs(file: FileId, table: &DeTable<'_>, prefix: &str, out: &mut BTreeMap<String, Loc>) {
     for (key, value) in table.iter() {
-        let path = if prefix.is_empty() {
-            key.get_ref().to_string()
-        } else {
-            format!("{prefix}.{}", key.get_ref())
-        };
+        let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
         out.insert(path.clone(), loc(file, key.span().start..value.span().end));
         if let DeValue::Table(inner) = value.get_ref() {
             collect_param_locs(file, inner, &path, out);
@@ -703,10 +609,7 @@ fn check_stage_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("it is empty");
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err("use letters, digits, `_` and `-` only");
     }
     Ok(())
@@ -767,17 +670,11 @@ task = 3
         .unwrap_err();
         let rendered = err.render();
         assert_eq!(err.items.len(), 4, "{rendered}");
-        assert!(
-            rendered.contains("unknown top-level key `pipelin`"),
-            "{rendered}"
-        );
+        assert!(rendered.contains("unknown top-level key `pipelin`"), "{rendered}");
         assert!(rendered.contains("did you mean `pipeline`?"), "{rendered}");
         assert!(rendered.contains("p.toml:2:2"), "{rendered}");
         assert!(rendered.contains("did you mean `task`?"), "{rendered}");
-        assert!(
-            rendered.contains("`task` must be a string, found integer"),
-            "{rendered}"
-        );
+        assert!(rendered.contains("`task` must be a string, found integer"), "{rendered}");
     }
 
     #[test]
