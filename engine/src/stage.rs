@@ -139,10 +139,9 @@ impl<S: Stage> Task for TaskOf<S> {
             // serde reports an unknown field at its parent; point at the field itself.
             if let Some(rest) = message.strip_prefix("unknown field `")
                 && let Some(field) = rest.split('`').next()
+                && path.rsplit('.').next() != Some(field)
             {
-                if path.rsplit('.').next() != Some(field) {
-                    path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
-                }
+                path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
             }
             ParamError { path, message }
         })?;
