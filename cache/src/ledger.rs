@@ -122,7 +122,7 @@ impl Store {
 
     pub fn write_run(&self, run: &RunRecord) -> Result<()> {
         let path = self.dir("runs").join(format!("{}.json", run.id));
-        self.write_atomic(&path, &serde_json::to_vec_pretty(run)?)
+        self.write_advisory(&path, &serde_json::to_vec_pretty(run)?)
     }
 
     /// All run ids, oldest first.

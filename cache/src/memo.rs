@@ -79,7 +79,7 @@ impl Store {
             hashed_at_ns,
         };
         // A memo that cannot be written only costs speed next time.
-        let _ = self.write_atomic(&memo_path, &serde_json::to_vec(&entry)?);
+        let _ = self.write_advisory(&memo_path, &serde_json::to_vec(&entry)?);
         Ok((hash, FileHashOutcome::Hashed))
     }
 }

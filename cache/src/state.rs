@@ -40,7 +40,7 @@ impl Store {
         for (name, key) in keys {
             state.stages.insert(name.clone(), *key);
         }
-        self.write_atomic(&self.state_path(pipeline_file), &serde_json::to_vec_pretty(&state)?)?;
+        self.write_advisory(&self.state_path(pipeline_file), &serde_json::to_vec_pretty(&state)?)?;
         Ok(())
     }
 

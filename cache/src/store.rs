@@ -109,13 +109,26 @@ impl Store {
     }
 
     /// Writes `bytes` to `dest` through a temp file, fsync and rename: readers see the old
-    /// file or the whole new one, never a part.
+    /// file or the whole new one, never a part, even after a power cut.
     pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_replace(dest, bytes, true)
+    }
+
+    /// Like [`Store::write_atomic`] without the fsync, for records that are advisory or can be
+    /// rebuilt (run records, per-pipeline state, the stat memo): still all-or-nothing for
+    /// readers and after `kill -9`, and a no-op run does not pay three disk flushes.
+    pub fn write_advisory(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_replace(dest, bytes, false)
+    }
+
+    fn write_replace(&self, dest: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         let tmp = self.tmp_path("write");
         let result = (|| -> Result<()> {
             let mut file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
             file.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-            file.sync_data().with_context(|| format!("cannot sync {}", tmp.display()))?;
+            if sync {
+                file.sync_data().with_context(|| format!("cannot sync {}", tmp.display()))?;
+            }
             drop(file);
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;

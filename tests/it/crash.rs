@@ -98,12 +98,27 @@ fn ctrl_c_stops_running_stages_and_records_an_interrupted_run() {
         "p.toml",
         "[stages.quick]\ntask = \"value\"\nparams = { value = 1 }\n[stages.slow]\ntask = \"value\"\ninputs = [\"quick\"]\nparams = { value = 2, delay_ms = 20000 }\n[stages.after]\ntask = \"value\"\ninputs = [\"slow\"]\n",
     );
-    let child =
+    let mut child =
         ctx.command(&["run", "p.toml", "--plain"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // Wait until the slow stage has started (so the handler is installed and a stage is running).
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "pipeline ended before the slow stage started:\n{seen}");
+        seen.push_str(&line);
+        if line.contains("start") && line.contains("slow") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let output = child.wait_with_output().unwrap();
+    let output = std::process::Output { stderr: rest.into_bytes(), ..output };
     assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(started.elapsed() < Duration::from_secs(5), "the slow stage must stop promptly");
     let run = ctx.last_run();

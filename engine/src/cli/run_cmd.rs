@@ -45,7 +45,13 @@ static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
 pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> CliResult {
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-    // Stages that use rayon share its global pool: size it to the job budget.
+    // Stages that use polars or rayon share their global pools: size both to the job budget
+    // before either starts. (polars reads POLARS_MAX_THREADS once, when its pool starts.)
+    if std::env::var_os("POLARS_MAX_THREADS").is_none() {
+        // SAFETY: no other thread exists yet (the Ctrl-C handler and the pools start below),
+        // so nothing can read the environment concurrently.
+        unsafe { std::env::set_var("POLARS_MAX_THREADS", jobs.to_string()) };
+    }
     let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global();
     let graph = load_graph(&args.pipeline, registry)?;
     let store = store_for_file(store_flag, &args.pipeline.file)?;
