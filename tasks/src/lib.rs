@@ -2,6 +2,7 @@
 //! its doc and its tests; [`registry`] is the one list the binary resolves `task = "..."` with.
 
 pub mod command;
+pub mod market;
 pub mod read_table;
 pub mod select;
 pub mod synth_table;
@@ -14,6 +15,9 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
         .register::<command::Command>()
+        .register::<market::ingest_bars::IngestBars>()
+        .register::<market::align_utc::AlignUtc>()
+        .register::<market::clip_outliers::ClipOutliers>()
         .register::<read_table::ReadTable>()
         .register::<select::Select>()
         .register::<synth_table::SynthTable>()

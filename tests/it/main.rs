@@ -6,4 +6,5 @@ mod command;
 mod crash;
 mod errors;
 mod inspect;
+mod market;
 mod support;

@@ -121,3 +121,34 @@ pub fn touch(path: &Path) {
 pub fn outcomes(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
     pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
+
+impl TestContext {
+    /// The manifest (key material, outputs, metrics) of a stage's newest result.
+    pub fn manifest(&self, stage: &str) -> serde_json::Value {
+        let run = self.run(&["show", stage, "--json"]).ok();
+        serde_json::from_str(&run.stdout).expect("manifest json")
+    }
+
+    /// A stage's newest output table, read with polars.
+    pub fn table(&self, stage: &str, output: &str) -> polars::prelude::DataFrame {
+        let manifest = self.manifest(stage);
+        let hash = manifest["outputs"][output]["hash"].as_str().expect("output hash").to_string();
+        let path = self.store().join("objects").join(&hash[..2]).join(&hash[2..]);
+        pipeline_artifacts::read_table(&path).expect("read table")
+    }
+}
+
+/// The real-data folder, or `None` (with the reason printed) when `PIPELINE_REAL_DATA` is unset.
+pub fn real_data() -> Option<PathBuf> {
+    match std::env::var_os("PIPELINE_REAL_DATA") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            assert!(dir.join("README.md").is_file(), "PIPELINE_REAL_DATA={} holds no README.md", dir.display());
+            Some(dir)
+        }
+        None => {
+            eprintln!("skipped: PIPELINE_REAL_DATA is not set (point it at shared/data to run the real-data tests)");
+            None
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! `align_utc`: sorts bars, drops duplicates, and puts them on a regular UTC grid.
+
+use anyhow::{Result, bail};
+use pipeline_artifacts::{ArtifactKind, read_table, write_table};
+use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::columns::{OPTIONAL_FLOW, OPTIONAL_STATE, numeric_column};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflict {
+    /// Stop with an error naming both rows.
+    Error,
+    /// Keep the row that comes first in the input.
+    First,
+    /// Keep the row that comes last in the input.
+    Last,
+}
+
+/// Puts bars on a regular UTC grid.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlignUtcParams {
+    /// Grid step in seconds.
+    #[serde(default = "default_step")]
+    pub step_seconds: u64,
+    /// What to do with two rows at the same time whose values differ (identical rows are always dropped and counted).
+    #[serde(default = "default_conflict")]
+    pub on_conflict: OnConflict,
+}
+
+fn default_step() -> u64 {
+    60
+}
+fn default_conflict() -> OnConflict {
+    OnConflict::Error
+}
+
+pub struct AlignUtc;
+
+#[derive(Default)]
+struct Stats {
+    exact_duplicates: u64,
+    conflicting_duplicates: u64,
+    off_grid_rows: u64,
+    merged_rows: u64,
+    gaps: u64,
+    filled: u64,
+    longest_gap_steps: u64,
+    out_of_order: u64,
+}
+
+impl Stage for AlignUtc {
+    type Params = AlignUtcParams;
+    const NAME: &'static str = "align_utc";
+    const VERSION: u32 = 1;
+    const DOC: &'static str = "Sort bars by UTC time, drop duplicates, and put them on a regular grid (1 minute by default).\n\n\
+        Identical rows at one time are dropped and counted; rows at one time with different values follow \
+        `on_conflict` (an error by default, naming both source rows). Rows between grid points are merged into \
+        their minute (open first, high max, low min, close last, flows summed, levels last). Missing minutes are \
+        filled: prices carried forward from the last close (open = high = low = close), volume and other flows 0, \
+        book and funding levels carried forward, and `was_filled = true`. Metrics: duplicates, conflicts, gaps, \
+        filled minutes, the longest gap.";
+    const EXAMPLE: &'static str = r#"[stages.bars]
+task = "ingest_bars"
+params = { path = "prices.csv" }
+
+[stages.aligned]
+task = "align_utc"
+inputs = ["bars"]
+params = { on_conflict = "last" }
+"#;
+
+    fn validate(params: &AlignUtcParams) -> Result<(), ParamError> {
+        if params.step_seconds == 0 {
+            return Err(ParamError::new("step_seconds", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn outputs(_params: &AlignUtcParams) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("table", ArtifactKind::Table)]
+    }
+
+    fn check_inputs(_params: &AlignUtcParams, inputs: &[InputInfo]) -> Result<(), String> {
+        super::one_table(inputs, Self::NAME)
+    }
+
+    fn run(params: &AlignUtcParams, ctx: &mut StageContext) -> Result<()> {
+        let input = read_table(&ctx.inputs()[0].path)?;
+        let step = params.step_seconds as i64 * 1000;
+        let n = input.height();
+        if n == 0 {
+            bail!("input `{}` has no rows", ctx.inputs()[0].name);
+        }
+        let ts_col = input.column("timestamp")?.as_materialized_series().to_physical_repr().into_owned();
+        let ts: Vec<i64> = ts_col.i64()?.into_no_null_iter().collect();
+        let value_names: Vec<&str> = ["open", "high", "low", "close", "volume"]
+            .into_iter()
+            .chain(OPTIONAL_FLOW.iter().chain(OPTIONAL_STATE).copied().filter(|c| input.column(c).is_ok()))
+            .collect();
+        let mut values: Vec<Vec<f64>> = Vec::with_capacity(value_names.len());
+        for name in &value_names {
+            values.push(numeric_column(input.column(name)?, "input", name, 1)?);
+        }
+        let origin = |i: usize| -> String {
+            match (input.column("source_file"), input.column("source_row")) {
+                (Ok(file), Ok(row)) => {
+                    let file = file.get(i).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+                    let row = row.get(i).map(|v| v.to_string()).unwrap_or_default();
+                    format!("{file} row {row}")
+                }
+                _ => format!("input row {}", i + 1),
+            }
+        };
+        let mut stats = Stats::default();
+        // Stable sort keeps input order among equal times: `first`/`last` mean input order.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| ts[i]);
+        stats.out_of_order = order.windows(2).filter(|w| w[1] < w[0]).count() as u64;
+
+        // 1. Duplicates at the same instant.
+        let mut kept: Vec<usize> = Vec::with_capacity(n);
+        let same_values = |a: usize, b: usize| values.iter().all(|v| v[a] == v[b] || (v[a].is_nan() && v[b].is_nan()));
+        let mut idx = 0;
+        while idx < order.len() {
+            let mut end = idx + 1;
+            while end < order.len() && ts[order[end]] == ts[order[idx]] {
+                end += 1;
+            }
+            let group = &order[idx..end];
+            let mut distinct: Vec<usize> = Vec::new();
+            for &row in group {
+                if distinct.iter().any(|&d| same_values(d, row)) {
+                    stats.exact_duplicates += 1;
+                } else {
+                    distinct.push(row);
+                }
+            }
+            if distinct.len() > 1 {
+                stats.conflicting_duplicates += distinct.len() as u64 - 1;
+                match params.on_conflict {
+                    OnConflict::Error => {
+                        let when = chrono::DateTime::from_timestamp_millis(ts[distinct[0]])
+                            .map(|t| t.to_string())
+                            .unwrap_or_default();
+                        bail!(
+                            "two rows at {when} disagree: {} and {}\nhint: set params.on_conflict = \"first\" or \"last\" to keep one, or fix the source",
+                            origin(distinct[0]),
+                            origin(distinct[1])
+                        );
+                    }
+                    OnConflict::First => kept.push(distinct[0]),
+                    OnConflict::Last => kept.push(*distinct.last().expect("not empty")),
+                }
+            } else {
+                kept.push(distinct[0]);
+            }
+            idx = end;
+        }
+
+        // 2. Merge rows within one grid step, then fill the grid.
+        let is_flow: Vec<bool> = value_names.iter().map(|n| *n == "volume" || OPTIONAL_FLOW.contains(n)).collect();
+        let pos = |name: &str| value_names.iter().position(|n| *n == name).expect("core column");
+        let (open, high, low, close) = (pos("open"), pos("high"), pos("low"), pos("close"));
+        let first_slot = ts[kept[0]].div_euclid(step) * step;
+        let last_slot = ts[*kept.last().expect("not empty")].div_euclid(step) * step;
+        let n_slots = ((last_slot - first_slot) / step + 1) as usize;
+        let mut out_ts: Vec<i64> = Vec::with_capacity(n_slots);
+        let mut out: Vec<Vec<f64>> = vec![Vec::with_capacity(n_slots); value_names.len()];
+        let mut filled: Vec<bool> = Vec::with_capacity(n_slots);
+        let mut k = 0;
+        for slot_idx in 0..n_slots {
+            let slot = first_slot + slot_idx as i64 * step;
+            let start = k;
+            while k < kept.len() && ts[kept[k]].div_euclid(step) * step == slot {
+                if ts[kept[k]] != slot {
+                    stats.off_grid_rows += 1;
+                }
+                k += 1;
+            }
+            let rows = &kept[start..k];
+            out_ts.push(slot);
+            if rows.is_empty() {
+                // A missing minute: no trade happened, the price is the last close.
+                let prev_close = out[close][out_ts.len() - 2];
+                for (c, column) in out.iter_mut().enumerate() {
+                    let previous = column[column.len() - 1];
+                    column.push(if is_flow[c] {
+                        0.0
+                    } else if c == open || c == high || c == low || c == close {
+                        prev_close
+                    } else {
+                        previous
+                    });
+                }
+                filled.push(true);
+                stats.filled += 1;
+                if slot_idx > 0 && !filled[slot_idx - 1] {
+                    stats.gaps += 1;
+                }
+                continue;
+            }
+            if rows.len() > 1 {
+                stats.merged_rows += rows.len() as u64 - 1;
+            }
+            for (c, column) in out.iter_mut().enumerate() {
+                let series = &values[c];
+                let value = if c == open {
+                    series[rows[0]]
+                } else if c == high {
+                    rows.iter().map(|&r| series[r]).fold(f64::NEG_INFINITY, f64::max)
+                } else if c == low {
+                    rows.iter().map(|&r| series[r]).fold(f64::INFINITY, f64::min)
+                } else if is_flow[c] {
+                    rows.iter().map(|&r| series[r]).sum()
+                } else {
+                    series[*rows.last().expect("not empty")]
+                };
+                column.push(value);
+            }
+            filled.push(false);
+        }
+        let mut run = 0u64;
+        for &f in &filled {
+            run = if f { run + 1 } else { 0 };
+            stats.longest_gap_steps = stats.longest_gap_steps.max(run);
+        }
+
+        let mut columns: Vec<Column> = vec![
+            Series::new("timestamp".into(), out_ts)
+                .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))?
+                .into(),
+        ];
+        for (name, column) in value_names.iter().zip(out) {
+            columns.push(Series::new((*name).into(), column).into());
+        }
+        columns.push(Series::new("was_filled".into(), filled).into());
+        let mut df = DataFrame::new(n_slots, columns)?;
+        ctx.metric("rows_in", n as u64);
+        ctx.metric("rows_out", n_slots as u64);
+        ctx.metric("rows_out_of_order", stats.out_of_order);
+        ctx.metric("exact_duplicates_dropped", stats.exact_duplicates);
+        ctx.metric("conflicting_duplicates", stats.conflicting_duplicates);
+        ctx.metric("rows_merged_into_a_step", stats.merged_rows);
+        ctx.metric("off_grid_rows", stats.off_grid_rows);
+        ctx.metric("gaps", stats.gaps);
+        ctx.metric("filled_steps", stats.filled);
+        ctx.metric("longest_gap_steps", stats.longest_gap_steps);
+        write_table(&mut df, &ctx.output_path("table")?)
+    }
+}
