@@ -5,6 +5,7 @@
 //! files plus an [`ArtifactKind`]; the cache names them by the blake3 hash of their bytes, which is
 //! why every writer here is deterministic (no timestamps, fixed compression and row-group size).
 
+mod audit;
 mod describe;
 mod json;
 mod table;
@@ -14,6 +15,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use audit::{Mismatch, compare_until, table_times, truncate_table};
 pub use describe::{Description, describe};
 pub use json::{read_json, write_json};
 pub use table::{read_table, table_rows, write_table};

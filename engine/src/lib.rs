@@ -4,6 +4,7 @@
 //! [`plan::plan`] and [`run::execute`] for everything else. The engine knows stages only through
 //! the [`stage::Stage`] trait; it knows no data format beyond what `pipeline-artifacts` offers.
 
+pub mod audit;
 pub mod cli;
 pub mod diag;
 pub mod exports;

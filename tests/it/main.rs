@@ -5,6 +5,7 @@ mod cache;
 mod command;
 mod crash;
 mod errors;
+mod features;
 mod inspect;
 mod market;
 mod support;

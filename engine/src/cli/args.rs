@@ -51,6 +51,9 @@ pub enum Command {
     Pin(PinArgs),
     /// Let `gc` collect a pinned run again.
     Unpin(PinArgs),
+    /// Audits: `pipeline audit leakage FILE STAGE` proves a stage never looks ahead.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Developer tools.
     #[command(hide = true, subcommand)]
     Debug(DebugCommand),
@@ -173,4 +176,30 @@ pub struct PinArgs {
 pub enum DebugCommand {
     /// Hash a file the way the store does (blake3, mmap + threads); prints hash, bytes, GB/s.
     Hash { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute a stage on inputs cut at random times and check that every output value at or
+    /// before each cut is unchanged; names the offending columns with an example. Exit 1 on a leak.
+    Leakage(LeakageArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LeakageArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The stage to audit (its inputs must be tables with a time column).
+    pub stage: String,
+    /// Number of random cut times.
+    #[arg(long, default_value_t = 12)]
+    pub cuts: usize,
+    /// Seed of the cut times.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Time column of the inputs and outputs.
+    #[arg(long, default_value = "timestamp")]
+    pub time_column: String,
+    #[arg(long)]
+    pub json: bool,
 }

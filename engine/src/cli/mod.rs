@@ -3,6 +3,7 @@
 //! 2 bad usage or a bad pipeline file, 130 interrupted.
 
 mod args;
+mod audit_cmd;
 mod inspect;
 mod maintain;
 mod progress;
@@ -89,6 +90,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> CliResult {
         Command::Pin(args) => maintain::pin(args, existing_store(store_flag)?, true),
         Command::Unpin(args) => maintain::pin(args, existing_store(store_flag)?, false),
         Command::Debug(args::DebugCommand::Hash { file }) => maintain::debug_hash(&file),
+        Command::Audit(args::AuditCommand::Leakage(args)) => audit_cmd::leakage(args, store_flag, registry),
     }
 }
 

@@ -3,7 +3,10 @@
 pub mod align_utc;
 pub mod clip_outliers;
 pub mod columns;
+pub mod features;
 pub mod ingest_bars;
+pub mod labels;
+pub mod synth;
 pub mod time;
 
 use pipeline_artifacts::ArtifactKind;

@@ -1,0 +1,641 @@
+//! `features`: the Stage 1 feature set, computed from data up to each minute only.
+//!
+//! Rolling statistics, returns and ratios are polars lazy expressions. Three families are plain
+//! loops because no column expression says them: VPIN (equal-volume buckets cut across minutes),
+//! the event clock (a calendar lookup in America/New_York), and the cyclic time encodings (this
+//! build of polars leaves out its trigonometry feature to keep compile times down).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use chrono::{Datelike, TimeZone as _, Timelike};
+use chrono_tz::America::New_York;
+use pipeline_artifacts::{ArtifactKind, read_table, write_table};
+use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::labels::LABEL_PREFIX;
+
+/// Windows (in minutes unless said otherwise) of the feature families.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesParams {
+    /// Log-return horizons: `ret_K` = ln(close[t] / close[t-K]).
+    #[serde(default = "default_returns")]
+    pub return_windows: Vec<usize>,
+    /// Realized volatility windows: `rv_W` = sqrt(sum of squared 1-minute log returns).
+    #[serde(default = "default_rv")]
+    pub rv_windows: Vec<usize>,
+    /// ATR period (Wilder smoothing); `atr_N` is ATR / close.
+    #[serde(default = "default_atr")]
+    pub atr_window: usize,
+    /// Window of the volume z-score `volume_z_W`, VWAP deviation `vwap_dev_W`, whale and spread averages.
+    #[serde(default = "default_volume_window")]
+    pub volume_window: usize,
+    /// Window of the volume slope `volume_slope_W` (OLS slope / mean volume).
+    #[serde(default = "default_slope")]
+    pub slope_window: usize,
+    /// Lag of the order-book-imbalance velocity `obi_vel_K`.
+    #[serde(default = "default_obi_lag")]
+    pub obi_velocity_lag: usize,
+    /// VPIN: buckets per day of average volume (bucket size = first day's volume / this).
+    #[serde(default = "default_vpin_buckets")]
+    pub vpin_buckets_per_day: usize,
+    /// VPIN: number of most recent buckets averaged.
+    #[serde(default = "default_vpin_window")]
+    pub vpin_window: usize,
+    /// Window of the whale-flow sign flip `whale_flip_W`.
+    #[serde(default = "default_flip")]
+    pub whale_flip_window: usize,
+    /// Window of the liquidation pressure `liq_pressure_W`.
+    #[serde(default = "default_liq")]
+    pub liquidation_window: usize,
+    /// Window of the funding-rate z-score `funding_z_W`.
+    #[serde(default = "default_funding")]
+    pub funding_window: usize,
+    /// Window of the open-interest change `oi_change_W`.
+    #[serde(default = "default_oi")]
+    pub oi_window: usize,
+    /// Scheduled events (RFC 3339, e.g. FOMC statements) for `minutes_to_event`, `minutes_since_event`, `in_event_window`.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Half-width of `in_event_window`, minutes.
+    #[serde(default = "default_event_window")]
+    pub event_window_minutes: i64,
+    /// Adds `canary_future_ret_5`, a deliberately leaky column, to prove that `pipeline audit leakage` catches leaks. Never for research.
+    #[serde(default)]
+    pub leaky_canary: bool,
+}
+
+fn default_returns() -> Vec<usize> {
+    vec![1, 5, 15, 60, 240]
+}
+fn default_rv() -> Vec<usize> {
+    vec![15, 60]
+}
+fn default_atr() -> usize {
+    14
+}
+fn default_volume_window() -> usize {
+    60
+}
+fn default_slope() -> usize {
+    15
+}
+fn default_obi_lag() -> usize {
+    5
+}
+fn default_vpin_buckets() -> usize {
+    50
+}
+fn default_vpin_window() -> usize {
+    50
+}
+fn default_flip() -> usize {
+    15
+}
+fn default_liq() -> usize {
+    15
+}
+fn default_funding() -> usize {
+    1440
+}
+fn default_oi() -> usize {
+    60
+}
+fn default_event_window() -> i64 {
+    60
+}
+
+pub struct Features;
+
+/// Where each feature family came from on this input.
+#[derive(Default)]
+struct Provenance(BTreeMap<&'static str, String>);
+
+impl Provenance {
+    fn set(&mut self, family: &'static str, how: impl Into<String>) {
+        self.0.insert(family, how.into());
+    }
+}
+
+fn window(size: usize) -> RollingOptionsFixedWindow {
+    RollingOptionsFixedWindow { window_size: size, min_periods: size, ..Default::default() }
+}
+
+fn ln(e: Expr) -> Expr {
+    e.log(lit(std::f64::consts::E))
+}
+
+fn sign(e: Expr) -> Expr {
+    when(e.clone().gt(lit(0.0))).then(lit(1.0)).when(e.lt(lit(0.0))).then(lit(-1.0)).otherwise(lit(0.0))
+}
+
+/// `a / b`, null where `b` is 0.
+fn ratio(a: Expr, b: Expr) -> Expr {
+    when(b.clone().eq(lit(0.0))).then(lit(NULL).cast(DataType::Float64)).otherwise(a / b)
+}
+
+fn f(name: &str) -> Expr {
+    col(name).cast(DataType::Float64)
+}
+
+impl Stage for Features {
+    type Params = FeaturesParams;
+    const NAME: &'static str = "features";
+    const VERSION: u32 = 1;
+    const DOC: &'static str = "The Stage 1 feature set (docs/features.md), each value computed from data at or before its minute.\n\n\
+        Input: one aligned bar table. Output `table`: `timestamp` plus multi-scale log returns, realized volatility, \
+        ATR, high-low range, volume z-score and slope, VWAP deviation, signed volume, order-book imbalance (OBI) \
+        and its velocity, VPIN, spread/depth/thinness, whale share/net/persistence/flip, liquidation pressure, \
+        funding z-score, open-interest change, hour/day-of-week cycles, and the event clock (minutes to/from the \
+        09:30 New York open, DST-aware, and to/from listed events). Where a microstructure input is absent, the \
+        documented proxy is used and its column says so (`obi_proxy`, `spread_cs_proxy`, `vpin_bvc`, \
+        `signed_volume_proxy`, `whale_proxy_vpt_z_W`); families with neither are left out. The stage's metrics \
+        list, per family, `real`, `proxy: ...` or `unavailable: ...`. Warm-up rows are null. Columns named \
+        `label_*` in the input are refused.";
+    const EXAMPLE: &'static str = r#"[stages.market]
+task = "synth_market"
+params = { days = 3 }
+
+[stages.features]
+task = "features"
+inputs = ["market"]
+params = { events = ["2024-01-02T19:00:00Z"] }
+"#;
+
+    fn validate(params: &FeaturesParams) -> Result<(), ParamError> {
+        for (name, value) in [
+            ("atr_window", params.atr_window),
+            ("volume_window", params.volume_window),
+            ("slope_window", params.slope_window),
+            ("obi_velocity_lag", params.obi_velocity_lag),
+            ("vpin_buckets_per_day", params.vpin_buckets_per_day),
+            ("vpin_window", params.vpin_window),
+            ("whale_flip_window", params.whale_flip_window),
+            ("liquidation_window", params.liquidation_window),
+            ("funding_window", params.funding_window),
+            ("oi_window", params.oi_window),
+        ] {
+            if value < 2 && name != "obi_velocity_lag" || value == 0 {
+                return Err(ParamError::new(name, "too small: use at least 2 (1 for obi_velocity_lag)"));
+            }
+        }
+        if params.return_windows.contains(&0) || params.rv_windows.iter().any(|w| *w < 2) {
+            return Err(ParamError::new("return_windows", "return windows must be >= 1, rv windows >= 2"));
+        }
+        for (i, event) in params.events.iter().enumerate() {
+            chrono::DateTime::parse_from_rfc3339(event).map_err(|e| {
+                ParamError::new(format!("events.{i}"), format!("`{event}` is not an RFC 3339 time: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn outputs(_params: &FeaturesParams) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("table", ArtifactKind::Table)]
+    }
+
+    fn check_inputs(_params: &FeaturesParams, inputs: &[InputInfo]) -> Result<(), String> {
+        super::one_table(inputs, Self::NAME)
+    }
+
+    fn run(params: &FeaturesParams, ctx: &mut StageContext) -> Result<()> {
+        let input = read_table(&ctx.inputs()[0].path)?;
+        let (mut out, provenance) = compute(&input, params)?;
+        ctx.metric("rows", out.height() as u64);
+        ctx.metric("features", (out.width() - 1) as u64);
+        ctx.metric(
+            "sources",
+            serde_json::Value::Object(provenance.0.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect()),
+        );
+        write_table(&mut out, &ctx.output_path("table")?)
+    }
+}
+
+/// Computes the features of a bar table (public for the benchmark and tests).
+fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Provenance)> {
+    let names: Vec<String> = input.get_column_names().iter().map(|s| s.to_string()).collect();
+    if let Some(label) = names.iter().find(|n| n.starts_with(LABEL_PREFIX)) {
+        bail!(
+            "input column `{label}` is a label; features must never see labels (feed `features` the bar table, not the labels)"
+        );
+    }
+    for needed in ["timestamp", "open", "high", "low", "close", "volume"] {
+        if !names.iter().any(|n| n == needed) {
+            bail!(
+                "input has no `{needed}` column (columns: {})\nhint: feed the output of ingest_bars/align_utc",
+                names.join(", ")
+            );
+        }
+    }
+    let has = |c: &str| names.iter().any(|n| n == c);
+    let mut prov = Provenance::default();
+    let (close, high, low, open, volume) = (f("close"), f("high"), f("low"), f("open"), f("volume"));
+    let log_close = ln(close.clone());
+    let r1 = log_close.clone() - log_close.clone().shift(lit(1));
+    let mut exprs: Vec<Expr> = vec![col("timestamp")];
+
+    // Returns, volatility, ranges.
+    for &k in &params.return_windows {
+        exprs.push((log_close.clone() - log_close.clone().shift(lit(k as i64))).alias(format!("ret_{k}")));
+    }
+    for &w in &params.rv_windows {
+        exprs.push((r1.clone() * r1.clone()).rolling_sum(window(w)).sqrt().alias(format!("rv_{w}")));
+    }
+    let prev_close = close.clone().shift(lit(1));
+    let greater = |a: Expr, b: Expr| when(a.clone().gt(b.clone())).then(a).otherwise(b);
+    let true_range = greater(
+        greater(high.clone() - low.clone(), (high.clone() - prev_close.clone()).abs()),
+        (low.clone() - prev_close).abs(),
+    );
+    let n = params.atr_window;
+    let atr = true_range.ewm_mean(EWMOptions {
+        alpha: 1.0 / n as f64,
+        adjust: false,
+        bias: false,
+        min_periods: n,
+        ignore_nulls: true,
+    });
+    exprs.push((atr / close.clone()).alias(format!("atr_{n}")));
+    exprs.push(((high.clone() - low.clone()) / close.clone()).alias("hl_range"));
+    prov.set("returns_volatility", "real");
+
+    // Volume.
+    let vw = params.volume_window;
+    let v_mean = volume.clone().rolling_mean(window(vw));
+    let v_std = volume.clone().rolling_std(window(vw));
+    exprs.push(ratio(volume.clone() - v_mean.clone(), v_std).alias(format!("volume_z_{vw}")));
+    let sw = params.slope_window;
+    let idx = col("__row");
+    let mean_iv = (idx.clone() * volume.clone()).rolling_mean(window(sw));
+    let mean_i = idx.rolling_mean(window(sw));
+    let mean_v = volume.clone().rolling_mean(window(sw));
+    let var_i = ((sw * sw) as f64 - 1.0) / 12.0;
+    let slope = (mean_iv - mean_i * mean_v.clone()) / lit(var_i);
+    exprs.push(ratio(slope, mean_v).alias(format!("volume_slope_{sw}")));
+    let typical = (high.clone() + low.clone() + close.clone()) / lit(3.0);
+    let vwap = ratio((typical * volume.clone()).rolling_sum(window(vw)), volume.clone().rolling_sum(window(vw)));
+    exprs.push((close.clone() / vwap - lit(1.0)).alias(format!("vwap_dev_{vw}")));
+    prov.set("volume", "real");
+
+    // Signed volume and order-book imbalance.
+    let signed = if has("taker_buy_volume") {
+        prov.set("signed_volume", "real: 2 x taker_buy_volume - volume");
+        (lit(2.0) * f("taker_buy_volume") - volume.clone(), "signed_volume")
+    } else {
+        prov.set("signed_volume", "proxy: tick rule, sign(close - open) x volume");
+        (sign(close.clone() - open.clone()) * volume.clone(), "signed_volume_proxy")
+    };
+    exprs.push(signed.0.clone().alias(signed.1));
+    let lag = params.obi_velocity_lag as i64;
+    let (obi, obi_name) = if has("bid_size") && has("ask_size") {
+        prov.set("obi", "real: L0 (bid_size - ask_size) / (bid_size + ask_size)");
+        (ratio(f("bid_size") - f("ask_size"), f("bid_size") + f("ask_size")), "obi")
+    } else {
+        prov.set("obi", "proxy: trade imbalance signed_volume / volume");
+        (ratio(signed.0.clone(), volume.clone()).fill_null(lit(0.0)), "obi_proxy")
+    };
+    exprs.push(obi.clone().alias(obi_name));
+    exprs.push((obi.clone() - obi.shift(lit(lag))).alias(format!("{obi_name}_vel_{lag}")));
+
+    // Spread, depth, thinness.
+    if has("bid") && has("ask") {
+        prov.set("spread", "real: (ask - bid) / mid");
+        let mid = (f("bid") + f("ask")) / lit(2.0);
+        exprs.push(ratio(f("ask") - f("bid"), mid).alias("spread"));
+    } else {
+        prov.set("spread", "proxy: Corwin-Schultz high-low estimator");
+        exprs.push(corwin_schultz(vw).alias(format!("spread_cs_proxy_{vw}")));
+    }
+    if has("bid_size") && has("ask_size") {
+        prov.set("depth", "real");
+        let depth = f("bid_size") + f("ask_size");
+        exprs.push(depth.clone().alias("depth"));
+        let thin = when(f("bid_size").lt(f("ask_size"))).then(f("bid_size")).otherwise(f("ask_size"));
+        exprs.push(ratio(thin, depth).alias("thin_side_share"));
+    } else {
+        prov.set("depth", "unavailable: no bid_size/ask_size");
+    }
+
+    // Whales.
+    if has("large_buy_volume") && has("large_sell_volume") {
+        prov.set("whale", "real: large-trade volume");
+        let (lb, ls) = (f("large_buy_volume"), f("large_sell_volume"));
+        let net = lb.clone() - ls.clone();
+        exprs.push(
+            ratio((lb.clone() + ls.clone()).rolling_sum(window(vw)), volume.clone().rolling_sum(window(vw)))
+                .alias(format!("whale_share_{vw}")),
+        );
+        exprs.push(ratio(net.clone(), lb + ls).fill_null(lit(0.0)).alias("whale_net"));
+        exprs.push(sign(net.clone()).rolling_mean(window(vw)).alias(format!("whale_persistence_{vw}")));
+        let fw = params.whale_flip_window;
+        let flow = sign(net.rolling_sum(window(fw)));
+        let flip = (flow.clone() * flow.shift(lit(1))).lt(lit(0.0)).cast(DataType::Float64);
+        exprs.push(flip.alias(format!("whale_flip_{fw}")));
+    } else if has("trades") {
+        prov.set("whale", "proxy: volume-per-trade z-score");
+        let vpt = ratio(volume.clone(), f("trades"));
+        let z = ratio(vpt.clone() - vpt.clone().rolling_mean(window(vw)), vpt.rolling_std(window(vw)));
+        exprs.push(z.alias(format!("whale_proxy_vpt_z_{vw}")));
+    } else {
+        prov.set("whale", "unavailable: no large-trade volume or trade counts");
+    }
+
+    // Liquidations, funding, open interest.
+    if has("long_liquidations") && has("short_liquidations") {
+        prov.set("liquidations", "real");
+        let lw = params.liquidation_window;
+        let long = f("long_liquidations").rolling_sum(window(lw));
+        let short = f("short_liquidations").rolling_sum(window(lw));
+        // +1% of the window's volume keeps the log finite when one side had none.
+        let eps = volume.clone().rolling_sum(window(lw)) * lit(0.01) + lit(1e-9);
+        exprs.push(ln((long + eps.clone()) / (short + eps)).alias(format!("liq_pressure_{lw}")));
+    } else {
+        prov.set("liquidations", "unavailable: no liquidation data");
+    }
+    if has("funding_rate") {
+        prov.set("funding", "real");
+        let w = params.funding_window;
+        let fr = f("funding_rate");
+        exprs.push(
+            ratio(fr.clone() - fr.clone().rolling_mean(window(w)), fr.rolling_std(window(w)))
+                .alias(format!("funding_z_{w}")),
+        );
+    } else {
+        prov.set("funding", "unavailable: no funding_rate");
+    }
+    if has("open_interest") {
+        prov.set("open_interest", "real");
+        let w = params.oi_window as i64;
+        exprs.push(ln(f("open_interest") / f("open_interest").shift(lit(w))).alias(format!("oi_change_{w}")));
+    } else {
+        prov.set("open_interest", "unavailable: no open_interest");
+    }
+    if params.leaky_canary {
+        exprs.push((log_close.clone().shift(lit(-5)) - log_close).alias("canary_future_ret_5"));
+    }
+
+    let mut indexed = input.clone();
+    indexed
+        .with_column(Series::new("__row".into(), (0..input.height()).map(|i| i as f64).collect::<Vec<f64>>()).into())?;
+    let mut out = indexed.lazy().select(exprs).collect()?;
+
+    // Hand-written families: VPIN, time cycles, event clock.
+    let timestamps: Vec<i64> = out
+        .column("timestamp")?
+        .as_materialized_series()
+        .to_physical_repr()
+        .i64()?
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect();
+    let closes = column_f64(input, "close")?;
+    let volumes = column_f64(input, "volume")?;
+    let buys = if has("taker_buy_volume") { Some(column_f64(input, "taker_buy_volume")?) } else { None };
+    let (vpin_values, vpin_name) = vpin(&closes, &volumes, buys.as_deref(), params);
+    prov.set(
+        "vpin",
+        if buys.is_some() {
+            "real: buy/sell split from taker volume"
+        } else {
+            "proxy: bulk volume classification (normal CDF of standardized price change)"
+        },
+    );
+    let mut extra: Vec<Column> = vec![Series::new(vpin_name.into(), vpin_values).into()];
+    extra.extend(time_features(&timestamps, params)?);
+    prov.set("time", "real");
+    prov.set(
+        "event_clock",
+        if params.events.is_empty() { "real: US equity open only" } else { "real: US equity open and listed events" },
+    );
+    for column in extra {
+        out.with_column(column)?;
+    }
+    // Infinite values (a zero price or volume somewhere) become nulls, never features.
+    let float_columns: Vec<String> =
+        out.columns().iter().filter(|c| c.dtype() == &DataType::Float64).map(|c| c.name().to_string()).collect();
+    let mut lazy = out.lazy();
+    for name in float_columns {
+        let c = col(name.as_str());
+        lazy = lazy.with_column(
+            when(c.clone().is_infinite()).then(lit(NULL).cast(DataType::Float64)).otherwise(c).alias(name.as_str()),
+        );
+    }
+    Ok((lazy.collect()?, prov))
+}
+
+fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let series = df.column(name)?.as_materialized_series().cast(&DataType::Float64)?;
+    Ok(series.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+/// Corwin and Schultz (2012) bid-ask spread from two consecutive bars' high-low ranges,
+/// negative estimates set to 0, averaged over `w` minutes.
+fn corwin_schultz(w: usize) -> Expr {
+    let (h, l) = (f("high"), f("low"));
+    let (h1, l1) = (h.clone().shift(lit(1)), l.clone().shift(lit(1)));
+    let hl = ln(h.clone() / l.clone());
+    let hl1 = ln(h1.clone() / l1.clone());
+    let beta = hl.clone() * hl + hl1.clone() * hl1;
+    let hmax = when(h.clone().gt(h1.clone())).then(h).otherwise(h1);
+    let lmin = when(l.clone().lt(l1.clone())).then(l).otherwise(l1);
+    let g = ln(hmax / lmin);
+    let gamma = g.clone() * g;
+    let k = 3.0 - 2.0 * std::f64::consts::SQRT_2;
+    let alpha = ((lit(2.0) * beta.clone()).sqrt() - beta.sqrt()) / lit(k) - (gamma / lit(k)).sqrt();
+    let spread = lit(2.0) * (alpha.clone().exp() - lit(1.0)) / (lit(1.0) + alpha.exp());
+    when(spread.clone().lt(lit(0.0))).then(lit(0.0)).otherwise(spread).rolling_mean(window(w))
+}
+
+/// Standard normal CDF (Abramowitz-Stegun 7.1.26 erf, |error| < 1.5e-7).
+fn normal_cdf(x: f64) -> f64 {
+    let z = x.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-z * z).exp();
+    if x >= 0.0 { 0.5 * (1.0 + erf) } else { 0.5 * (1.0 - erf) }
+}
+
+/// VPIN (Easley, Lopez de Prado, O'Hara 2012). Minutes fill equal-volume buckets in order (a
+/// minute's volume may spill into the next bucket, split pro rata). A bucket's order imbalance is
+/// |V_buy - V_sell| / V_bucket; VPIN at a minute is the mean over the last `vpin_window` buckets
+/// completed at or before that minute, null until that many exist. The bucket size is the first
+/// 1440 minutes' volume / `vpin_buckets_per_day`, and no bucket is cut before minute 1440, so no
+/// value depends on a later minute.
+fn vpin(
+    close: &[f64],
+    volume: &[f64],
+    taker_buy: Option<&[f64]>,
+    params: &FeaturesParams,
+) -> (Vec<Option<f64>>, String) {
+    let n = close.len();
+    let name = format!("vpin_{}{}", params.vpin_window, if taker_buy.is_some() { "" } else { "_bvc" });
+    let mut out = vec![None; n];
+    let warmup = 1440.min(n);
+    let first_day: f64 = volume[..warmup].iter().filter(|v| v.is_finite()).sum();
+    if n <= warmup || first_day <= 0.0 {
+        return (out, name);
+    }
+    let bucket = first_day / params.vpin_buckets_per_day as f64;
+    // Trailing std of 1-minute price changes for BVC (window 60, past only).
+    let mut changes: std::collections::VecDeque<f64> = Default::default();
+    let (mut sum, mut sum_sq) = (0.0, 0.0);
+    let mut filled = 0.0;
+    let mut buy_in_bucket = 0.0;
+    let mut imbalances: std::collections::VecDeque<f64> = Default::default();
+    let mut imbalance_sum = 0.0;
+    for t in 1..n {
+        let dp = close[t] - close[t - 1];
+        let sigma = if changes.len() >= 2 {
+            let m = sum / changes.len() as f64;
+            (sum_sq / changes.len() as f64 - m * m).max(0.0).sqrt()
+        } else {
+            0.0
+        };
+        if dp.is_finite() {
+            changes.push_back(dp);
+            sum += dp;
+            sum_sq += dp * dp;
+            if changes.len() > 60 {
+                let old = changes.pop_front().unwrap_or(0.0);
+                sum -= old;
+                sum_sq -= old * old;
+            }
+        }
+        if t >= warmup {
+            let v = if volume[t].is_finite() { volume[t] } else { 0.0 };
+            let buy_share = match taker_buy {
+                Some(b) if v > 0.0 => (b[t] / v).clamp(0.0, 1.0),
+                Some(_) => 0.5,
+                None if sigma > 0.0 && dp.is_finite() => normal_cdf(dp / sigma),
+                None => 0.5,
+            };
+            let mut remaining = v;
+            while remaining > 0.0 {
+                let take = remaining.min(bucket - filled);
+                filled += take;
+                buy_in_bucket += take * buy_share;
+                remaining -= take;
+                if filled >= bucket * (1.0 - 1e-12) {
+                    let imbalance = (2.0 * buy_in_bucket - bucket).abs() / bucket;
+                    imbalances.push_back(imbalance);
+                    imbalance_sum += imbalance;
+                    if imbalances.len() > params.vpin_window {
+                        imbalance_sum -= imbalances.pop_front().unwrap_or(0.0);
+                    }
+                    filled = 0.0;
+                    buy_in_bucket = 0.0;
+                }
+            }
+        }
+        if imbalances.len() == params.vpin_window {
+            out[t] = Some(imbalance_sum / params.vpin_window as f64);
+        }
+    }
+    (out, name)
+}
+
+/// Hour-of-day and day-of-week cycles (UTC), the US equity open clock, and listed events.
+fn time_features(timestamps: &[i64], params: &FeaturesParams) -> Result<Vec<Column>> {
+    let n = timestamps.len();
+    let two_pi = std::f64::consts::TAU;
+    let (mut hour_sin, mut hour_cos, mut dow_sin, mut dow_cos) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for &ts in timestamps {
+        let t = chrono::Utc.timestamp_millis_opt(ts).single().ok_or_else(|| anyhow::anyhow!("bad timestamp {ts}"))?;
+        let minute_of_day = (t.hour() * 60 + t.minute()) as f64 / 1440.0;
+        let day = t.weekday().num_days_from_monday() as f64 / 7.0;
+        hour_sin.push((two_pi * minute_of_day).sin());
+        hour_cos.push((two_pi * minute_of_day).cos());
+        dow_sin.push((two_pi * day).sin());
+        dow_cos.push((two_pi * day).cos());
+    }
+    // US equity opens (09:30 New York, weekdays) covering the range, in UTC ms.
+    let mut opens: Vec<i64> = Vec::new();
+    if let (Some(&first), Some(&last)) = (timestamps.first(), timestamps.last()) {
+        let start = chrono::Utc.timestamp_millis_opt(first).single().map(|t| t.date_naive()).unwrap_or_default()
+            - chrono::Days::new(4);
+        let end = chrono::Utc.timestamp_millis_opt(last).single().map(|t| t.date_naive()).unwrap_or_default()
+            + chrono::Days::new(4);
+        let mut day = start;
+        while day <= end {
+            if day.weekday().num_days_from_monday() < 5
+                && let Some(local) = day.and_hms_opt(9, 30, 0)
+                && let Some(open) = New_York.from_local_datetime(&local).single()
+            {
+                opens.push(open.timestamp_millis());
+            }
+            day = day + chrono::Days::new(1);
+        }
+    }
+    let mut events: Vec<i64> = params
+        .events
+        .iter()
+        .filter_map(|e| chrono::DateTime::parse_from_rfc3339(e).ok().map(|t| t.timestamp_millis()))
+        .collect();
+    events.sort_unstable();
+    let clock = |instants: &[i64]| -> (Vec<Option<f64>>, Vec<Option<f64>>) {
+        let (mut to, mut since) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut next = 0usize;
+        for &ts in timestamps {
+            while next < instants.len() && instants[next] < ts {
+                next += 1;
+            }
+            // Scheduled instants are public in advance: knowing the next one is not a leak.
+            to.push(instants.get(next).map(|&e| (e - ts) as f64 / 60_000.0));
+            let previous = if next < instants.len() && instants[next] == ts {
+                Some(ts)
+            } else if next > 0 {
+                Some(instants[next - 1])
+            } else {
+                None
+            };
+            since.push(previous.map(|p| (ts - p) as f64 / 60_000.0));
+        }
+        (to, since)
+    };
+    let (to_open, since_open) = clock(&opens);
+    let mut columns: Vec<Column> = vec![
+        Series::new("hour_sin".into(), hour_sin).into(),
+        Series::new("hour_cos".into(), hour_cos).into(),
+        Series::new("dow_sin".into(), dow_sin).into(),
+        Series::new("dow_cos".into(), dow_cos).into(),
+        Series::new("minutes_to_us_open".into(), to_open).into(),
+        Series::new("minutes_since_us_open".into(), since_open).into(),
+    ];
+    if !events.is_empty() {
+        let (to_event, since_event) = clock(&events);
+        let half = params.event_window_minutes as f64;
+        let inside: Vec<f64> = to_event
+            .iter()
+            .zip(&since_event)
+            .map(|(to, since)| (to.is_some_and(|m| m <= half) || since.is_some_and(|m| m <= half)) as u8 as f64)
+            .collect();
+        columns.push(Series::new("minutes_to_event".into(), to_event).into());
+        columns.push(Series::new("minutes_since_event".into(), since_event).into());
+        columns.push(Series::new("in_event_window".into(), inside).into());
+    }
+    Ok(columns)
+}
+
+/// The features of a frame, for callers outside the pipeline (benchmarks, tests).
+pub fn features_frame(input: &DataFrame, params: &FeaturesParams) -> Result<DataFrame> {
+    compute(input, params).map(|(df, _)| df)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_cdf_matches_reference_values() {
+        // Reference values: Phi(0) = 0.5, Phi(1) = 0.841344746, Phi(-1.96) = 0.024997895.
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-9);
+        assert!((normal_cdf(1.0) - 0.841_344_746).abs() < 2e-7);
+        assert!((normal_cdf(-1.96) - 0.024_997_895).abs() < 2e-7);
+    }
+}
