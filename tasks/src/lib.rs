@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod market;
+pub mod news;
 pub mod read_table;
 pub mod select;
 pub mod synth_table;
@@ -21,6 +22,8 @@ pub fn registry() -> Registry {
         .register::<market::synth::SynthMarket>()
         .register::<market::features::Features>()
         .register::<market::labels::Labels>()
+        .register::<news::ingest_news::IngestNews>()
+        .register::<news::synth_news::SynthNews>()
         .register::<read_table::ReadTable>()
         .register::<select::Select>()
         .register::<synth_table::SynthTable>()

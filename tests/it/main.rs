@@ -8,4 +8,5 @@ mod errors;
 mod features;
 mod inspect;
 mod market;
+mod news;
 mod support;

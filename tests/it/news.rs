@@ -1,0 +1,101 @@
+//! News stages: the synthetic source and ingest of news files.
+
+use crate::support::TestContext;
+
+#[test]
+fn synthetic_news_matches_the_market_it_belongs_to() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "p.toml",
+        r#"
+[params]
+seed = 4
+days = 10
+
+[stages.market]
+task = "synth_market"
+params = { seed = "${params.seed}", days = "${params.days}" }
+
+[stages.news]
+task = "synth_news"
+params = { seed = "${params.seed}", days = "${params.days}" }
+"#,
+    );
+    ctx.run(&["run", "p.toml"]).ok();
+    let planted = &ctx.manifest("market")["metrics"]["news_events"];
+    let items = &ctx.manifest("news")["metrics"]["items"];
+    assert_eq!(planted, items);
+    let news = ctx.table("news", "table");
+    let date = news.column("date").unwrap().as_materialized_series().to_physical_repr().i64().unwrap().clone();
+    let scraped = news.column("scraped_at").unwrap().as_materialized_series().to_physical_repr().i64().unwrap().clone();
+    assert!(date.iter().zip(scraped.iter()).all(|(d, s)| s.unwrap() > d.unwrap()), "scraped after published");
+}
+
+#[test]
+fn ingest_news_reads_the_formats_in_the_wild_and_counts_what_it_drops() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "a.json",
+        r#"[{"title": "BTC rallies", "content": "x", "date": "2023-03-10T12:00:00Z", "source": "A", "scraped_at": "2023-03-10T13:00:00Z"},
+            {"title": "No date here", "content": "y", "date": "", "source": "A"}]"#,
+    );
+    ctx.write("b.ndjson", "{\"title\": \"Epoch item\", \"date\": 1678449600}\n");
+    ctx.write(
+        "c.tsv",
+        "title\tdate\nRFC 2822 item\tFri, 10 Mar 2023 06:00:00 -0500\nNaive New York item\t2023-03-10 05:00:00\nBad date\tsoon\n",
+    );
+    ctx.write(
+        "p.toml",
+        r#"
+[stages.json]
+task = "ingest_news"
+params = { path = "a.json" }
+
+[stages.ndjson]
+task = "ingest_news"
+params = { path = "b.ndjson" }
+
+[stages.tsv]
+task = "ingest_news"
+params = { path = "c.tsv", separator = "\t", timezone = "America/New_York" }
+"#,
+    );
+    ctx.run(&["run", "p.toml"]).ok();
+    let json = &ctx.manifest("json")["metrics"];
+    assert_eq!((json["items"].as_u64(), json["dropped_no_date"].as_u64()), (Some(1), Some(1)), "{json:#}");
+    assert_eq!(ctx.manifest("ndjson")["metrics"]["items"], 1);
+    let tsv = &ctx.manifest("tsv")["metrics"];
+    assert_eq!(tsv["dropped_no_date"], 1, "{tsv:#}");
+    assert!(tsv["first_dropped_example"].as_str().unwrap().contains("c.tsv: row 4, field `date`"), "{tsv:#}");
+    let table = ctx.table("tsv", "table");
+    let dates = table.column("date").unwrap().as_materialized_series().to_physical_repr().i64().unwrap().clone();
+    // 05:00 New York (EST) = 10:00 UTC comes before 11:00 UTC: sorted by date.
+    assert_eq!(dates.iter().map(|d| d.unwrap()).collect::<Vec<_>>(), [1_678_442_400_000, 1_678_446_000_000]);
+}
+
+#[test]
+fn joining_news_on_the_scrape_time_is_refused() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "a.ndjson",
+        "{\"title\": \"x\", \"date\": \"2023-03-10T12:00:00Z\", \"scraped_at\": \"2023-03-10T13:00:00Z\"}\n",
+    );
+    ctx.write(
+        "p.toml",
+        "[stages.news]\ntask = \"ingest_news\"\nparams = { path = \"a.ndjson\", fields = { date = \"scraped_at\" } }\n",
+    );
+    let err = ctx.run(&["validate", "p.toml"]).code(2).stderr;
+    assert!(err.contains("invalid param `fields.date`"), "{err}");
+    assert!(err.contains("never when it was scraped"), "{err}");
+    assert!(err.contains("p.toml:3:"), "{err}");
+}
+
+#[test]
+fn a_news_file_without_a_date_field_is_a_located_error() {
+    let ctx = TestContext::new();
+    ctx.write("a.ndjson", "{\"title\": \"x\", \"published\": \"2023-03-10T12:00:00Z\"}\n");
+    ctx.write("p.toml", "[stages.news]\ntask = \"ingest_news\"\nparams = { path = \"a.ndjson\" }\n");
+    let err = ctx.run(&["run", "p.toml"]).code(1).stderr;
+    assert!(err.contains("a.ndjson: no field `date` for the news date (fields: title, published)"), "{err}");
+    assert!(err.contains("hint: map it with params.fields.date"), "{err}");
+}
