@@ -129,3 +129,17 @@ fn real_bars_go_through_the_shipped_pipeline_and_pass_the_audit() {
     // The Kraken branch: gaps filled, the same feature set.
     assert_eq!(ctx.table("kraken_features", "table").height(), 90 * 1440);
 }
+
+#[test]
+fn shipped_synthetic_pipeline_runs_then_is_all_cache_hits() {
+    let ctx = TestContext::new();
+    let pipeline =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/synthetic_features.toml")).unwrap();
+    ctx.write("pipelines/p.toml", &pipeline);
+    ctx.run(&["run", "pipelines/p.toml", "--set", "params.days=20"]).ok();
+    assert!(ctx.last_outcomes().values().all(|o| o == "ran"));
+    assert!(ctx.path("out/synthetic_features/features.parquet").is_file());
+    ctx.run(&["run", "pipelines/p.toml", "--set", "params.days=20"]).ok();
+    assert!(ctx.last_outcomes().values().all(|o| o == "hit"), "{:?}", ctx.last_outcomes());
+    assert_eq!(ctx.table("features", "table").height(), 20 * 1440);
+}

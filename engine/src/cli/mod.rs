@@ -101,17 +101,23 @@ pub fn load_graph(args: &args::PipelineArgs, registry: &Registry) -> Result<Grap
 }
 
 /// The store for a pipeline file: `--store`/`PIPELINE_STORE`, else `.pipeline/` in the
-/// workspace (nearest folder above the file holding `.pipeline/` or `.git/`, else its folder).
+/// workspace: the nearest folder above the file holding `.pipeline/` or `.git/`, else the current
+/// directory if the file is below it, else the file's folder.
 pub fn store_for_file(flag: Option<PathBuf>, file: &Path) -> Result<Store, CliError> {
     let root = match flag {
         Some(dir) => dir,
         None => {
             let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
             let start = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            // The nearest folder above the file that is a workspace already; else the current
+            // directory when the file lies below it (`pipeline run pipelines/x.toml` from the
+            // project root); else the file's own folder.
+            let cwd = std::env::current_dir().ok().and_then(|d| d.canonicalize().ok());
             let workspace = start
                 .ancestors()
                 .find(|dir| dir.join(".pipeline").is_dir() || dir.join(".git").exists())
                 .map(Path::to_path_buf)
+                .or_else(|| cwd.filter(|cwd| start.starts_with(cwd)))
                 .unwrap_or(start);
             workspace.join(".pipeline")
         }

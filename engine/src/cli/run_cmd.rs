@@ -122,7 +122,7 @@ pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> C
                         "exported {}.{} -> {}",
                         node.name,
                         export.output,
-                        node.base_dir.join(&export.path).display()
+                        crate::exports::normalize(&node.base_dir.join(&export.path)).display()
                     );
                 }
             }
