@@ -42,7 +42,8 @@ pub struct ClipOutliers;
 impl Stage for ClipOutliers {
     type Params = ClipOutliersParams;
     const NAME: &'static str = "clip_outliers";
-    const VERSION: u32 = 1;
+    // 2: quantiles from one rank tree instead of polars' rolling quantiles (same definition).
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Clip outliers per column to median +/- k x IQR (default 5) of a trailing window.\n\n\
         The median and quartiles at a row come from the `window` rows up to and including it, never from later \
         rows: a full-sample quantile would let the future decide how the past is clipped. Where the window's IQR \
@@ -93,48 +94,175 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
                 .map(str::to_string)
                 .collect(),
         };
-        let window = RollingOptionsFixedWindow {
-            window_size: params.window,
-            min_periods: params.min_periods,
-            ..Default::default()
-        };
-        let mut lazy = df.lazy();
-        let mut counts = Vec::new();
+        let mut inputs: Vec<(String, Vec<f64>)> = Vec::with_capacity(columns.len());
         for c in &columns {
-            let x = col(c.as_str()).cast(DataType::Float64);
-            let q1 = x.clone().rolling_quantile(QuantileMethod::Linear, 0.25, window.clone());
-            let q3 = x.clone().rolling_quantile(QuantileMethod::Linear, 0.75, window.clone());
-            let median = x.clone().rolling_median(window.clone());
-            let iqr = q3 - q1;
-            let lo = median.clone() - lit(params.k) * iqr.clone();
-            let hi = median + lit(params.k) * iqr.clone();
-            let active = iqr.gt(lit(0.0));
-            let low_name = format!("__low_{c}");
-            let high_name = format!("__high_{c}");
-            lazy = lazy
-                .with_columns([
-                    active.clone().and(x.clone().lt(lo.clone())).fill_null(lit(false)).alias(low_name.as_str()),
-                    active.and(x.clone().gt(hi.clone())).fill_null(lit(false)).alias(high_name.as_str()),
-                ])
-                .with_columns([when(col(low_name.as_str()))
-                    .then(lo)
-                    .when(col(high_name.as_str()))
-                    .then(hi)
-                    .otherwise(x)
-                    .alias(c.as_str())]);
-            counts.push((c.clone(), low_name, high_name));
+            let series = df.column(c)?.as_materialized_series().cast(&DataType::Float64)?;
+            inputs.push((c.clone(), series.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect()));
         }
-        let mut out = lazy.collect()?;
+        // Columns are independent: clip them on all threads (each result is the same whatever the order).
+        use rayon::prelude::*;
+        let results: Vec<(String, (Vec<f64>, u64, u64))> = inputs
+            .into_par_iter()
+            .map(|(c, values)| {
+                let r = clip_trailing(&values, params);
+                (c, r)
+            })
+            .collect();
+        let mut out = df;
         let mut clipped = serde_json::Map::new();
-        for (c, low_name, high_name) in &counts {
-            let low = out.column(low_name)?.as_materialized_series().sum::<u64>().unwrap_or(0);
-            let high = out.column(high_name)?.as_materialized_series().sum::<u64>().unwrap_or(0);
+        for (c, (values, low, high)) in results {
             clipped.insert(c.clone(), serde_json::json!({ "low": low, "high": high }));
-            out = out.drop_many([low_name.as_str(), high_name.as_str()]);
+            out.with_column(Column::from(Series::new(c.as_str().into(), values)))?;
         }
         ctx.metric("clipped", serde_json::Value::Object(clipped));
         ctx.metric("k", params.k);
         ctx.metric("window", params.window as u64);
         write_table(&mut out, &ctx.output_path("table")?)
+    }
+}
+
+/// Counts of values by rank: insert, remove, and the k-th smallest, each O(log n).
+struct Fenwick {
+    tree: Vec<u32>,
+}
+
+impl Fenwick {
+    fn new(n: usize) -> Fenwick {
+        Fenwick { tree: vec![0; n + 1] }
+    }
+
+    fn add(&mut self, rank: usize, delta: i32) {
+        let mut i = rank + 1;
+        while i < self.tree.len() {
+            self.tree[i] = (self.tree[i] as i32 + delta) as u32;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Rank of the k-th smallest value present (k from 0).
+    fn kth(&self, k: u32) -> usize {
+        let mut pos = 0;
+        let mut remaining = k + 1;
+        let mut step = (self.tree.len() - 1).next_power_of_two();
+        while step > 0 {
+            let next = pos + step;
+            if next < self.tree.len() && self.tree[next] < remaining {
+                pos = next;
+                remaining -= self.tree[next];
+            }
+            step >>= 1;
+        }
+        pos
+    }
+}
+
+/// Clips each value to median +/- k x IQR of the trailing window ending at it.
+///
+/// Written by hand: polars keeps one window structure per rolling quantile, and three quantiles
+/// of a 10,080-row window over seven columns took 9.6 s on 1M rows. Ranking the values once and
+/// keeping a Fenwick tree of the window's ranks answers all three quantiles in O(log n). Ranks
+/// are only an index: a window's quantiles depend on its own values alone, so nothing leaks from
+/// later rows. Quantiles interpolate linearly between order statistics (numpy's "linear").
+pub fn clip_trailing(values: &[f64], params: &ClipOutliersParams) -> (Vec<f64>, u64, u64) {
+    let n = values.len();
+    let mut order: Vec<usize> = (0..n).filter(|&i| !values[i].is_nan()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
+    let mut rank = vec![usize::MAX; n];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r;
+    }
+    let sorted: Vec<f64> = order.iter().map(|&i| values[i]).collect();
+    let mut tree = Fenwick::new(order.len());
+    let mut count: u32 = 0;
+    let (mut low, mut high) = (0u64, 0u64);
+    let mut out = values.to_vec();
+    let quantile = |tree: &Fenwick, count: u32, p: f64| -> f64 {
+        let pos = (count - 1) as f64 * p;
+        let (lo, hi) = (pos.floor() as u32, pos.ceil() as u32);
+        let (v_lo, v_hi) = (sorted[tree.kth(lo)], sorted[tree.kth(hi)]);
+        v_lo + (pos - lo as f64) * (v_hi - v_lo)
+    };
+    for t in 0..n {
+        if rank[t] != usize::MAX {
+            tree.add(rank[t], 1);
+            count += 1;
+        }
+        if t >= params.window && rank[t - params.window] != usize::MAX {
+            tree.add(rank[t - params.window], -1);
+            count -= 1;
+        }
+        if values[t].is_nan() || (count as usize) < params.min_periods {
+            continue;
+        }
+        let q1 = quantile(&tree, count, 0.25);
+        let q3 = quantile(&tree, count, 0.75);
+        let iqr = q3 - q1;
+        if iqr <= 0.0 {
+            continue;
+        }
+        let median = quantile(&tree, count, 0.5);
+        let (lo, hi) = (median - params.k * iqr, median + params.k * iqr);
+        if values[t] < lo {
+            out[t] = lo;
+            low += 1;
+        } else if values[t] > hi {
+            out[t] = hi;
+            high += 1;
+        }
+    }
+    (out, low, high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same clipping computed the slow, obvious way: sort each window.
+    fn naive(values: &[f64], params: &ClipOutliersParams) -> Vec<f64> {
+        let q = |w: &[f64], p: f64| {
+            let pos = (w.len() - 1) as f64 * p;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            w[lo] + (pos - lo as f64) * (w[hi] - w[lo])
+        };
+        (0..values.len())
+            .map(|t| {
+                let start = (t + 1).saturating_sub(params.window);
+                let mut w: Vec<f64> = values[start..=t].iter().copied().filter(|v| !v.is_nan()).collect();
+                w.sort_by(f64::total_cmp);
+                if values[t].is_nan() || w.len() < params.min_periods {
+                    return values[t];
+                }
+                let iqr = q(&w, 0.75) - q(&w, 0.25);
+                if iqr <= 0.0 {
+                    return values[t];
+                }
+                let m = q(&w, 0.5);
+                values[t].clamp(m - params.k * iqr, m + params.k * iqr)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_obvious_computation() {
+        let mut rng = crate::synth_table::SplitMix64::new(9);
+        let values: Vec<f64> = (0..3000)
+            .map(|i| {
+                let x = rng.next_normal();
+                if i % 97 == 0 {
+                    f64::NAN
+                } else if i % 211 == 0 {
+                    x * 40.0
+                } else {
+                    (x * 4.0).round()
+                }
+            })
+            .collect();
+        let params = ClipOutliersParams { columns: None, k: 1.5, window: 120, min_periods: 10 };
+        let (fast, low, high) = clip_trailing(&values, &params);
+        let slow = naive(&values, &params);
+        for (a, b) in fast.iter().zip(&slow) {
+            assert!((a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        assert!(low + high > 0);
     }
 }
