@@ -101,7 +101,7 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
         }
         // Columns are independent: clip them on all threads (each result is the same whatever the order).
         use rayon::prelude::*;
-        let results: Vec<(String, (Vec<f64>, u64, u64))> = inputs
+        let results: Vec<(String, Clipped)> = inputs
             .into_par_iter()
             .map(|(c, values)| {
                 let r = clip_trailing(&values, params);
@@ -120,6 +120,9 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
         write_table(&mut out, &ctx.output_path("table")?)
     }
 }
+
+/// Clipped values, how many were clipped low, how many high.
+pub type Clipped = (Vec<f64>, u64, u64);
 
 /// Counts of values by rank: insert, remove, and the k-th smallest, each O(log n).
 struct Fenwick {
@@ -163,7 +166,7 @@ impl Fenwick {
 /// keeping a Fenwick tree of the window's ranks answers all three quantiles in O(log n). Ranks
 /// are only an index: a window's quantiles depend on its own values alone, so nothing leaks from
 /// later rows. Quantiles interpolate linearly between order statistics (numpy's "linear").
-pub fn clip_trailing(values: &[f64], params: &ClipOutliersParams) -> (Vec<f64>, u64, u64) {
+pub fn clip_trailing(values: &[f64], params: &ClipOutliersParams) -> Clipped {
     let n = values.len();
     let mut order: Vec<usize> = (0..n).filter(|&i| !values[i].is_nan()).collect();
     order.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
