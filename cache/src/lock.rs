@@ -1,8 +1,10 @@
 //! Advisory file locks (`flock`), released by the kernel when a process dies, so a `kill -9`
 //! never leaves a lock behind.
 //!
-//! - The store lock: every run and reader holds it shared; `gc` takes it exclusive, so it never
-//!   deletes an object a running pipeline is about to use.
+//! - The store lock: every run (and `verify`, when it cannot have the store alone) holds it
+//!   shared; `gc` takes it exclusive, so it never deletes an object a running pipeline is about
+//!   to use. Read-only commands (`status`, `show`, `runs`, `diff`) take no lock: every file they
+//!   read is replaced atomically, so they see a whole old or a whole new version.
 //! - Key locks: a process computing a cache key holds that key's lock; a second process wanting
 //!   the same key waits, then finds the manifest and takes the result as a hit. So concurrent
 //!   runs on one store compute each key once.
