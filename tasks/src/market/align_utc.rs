@@ -56,7 +56,8 @@ struct Stats {
 impl Stage for AlignUtc {
     type Params = AlignUtcParams;
     const NAME: &'static str = "align_utc";
-    const VERSION: u32 = 1;
+    // 2: any input time unit, a cap on the grid size, `rows_out_of_order` counts rows.
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Sort bars by UTC time, drop duplicates, and put them on a regular grid (1 minute by default).\n\n\
         Identical rows at one time are dropped and counted; rows at one time with different values follow \
         `on_conflict` (an error by default, naming both source rows). Rows between grid points are merged into \
@@ -96,8 +97,19 @@ params = { on_conflict = "last" }
         if n == 0 {
             bail!("input `{}` has no rows", ctx.inputs()[0].name);
         }
-        let ts_col = input.column("timestamp")?.as_materialized_series().to_physical_repr().into_owned();
-        let ts: Vec<i64> = ts_col.i64()?.into_no_null_iter().collect();
+        // Any time unit in, milliseconds here: the grid is in ms.
+        let ts_series = input.column("timestamp")?.as_materialized_series();
+        let ts_ms = match ts_series.dtype() {
+            DataType::Datetime(_, tz) => ts_series.cast(&DataType::Datetime(TimeUnit::Milliseconds, tz.clone()))?,
+            other => bail!("input column `timestamp` has type {other}; feed the output of ingest_bars"),
+        };
+        let ts_physical = ts_ms.to_physical_repr();
+        let ts_values = ts_physical.i64()?;
+        if ts_values.null_count() > 0 {
+            let row = ts_values.iter().position(|v| v.is_none()).unwrap_or(0);
+            bail!("input row {} has no timestamp", row + 1);
+        }
+        let ts: Vec<i64> = ts_values.iter().map(|v| v.unwrap_or(0)).collect();
         let value_names: Vec<&str> = ["open", "high", "low", "close", "volume"]
             .into_iter()
             .chain(OPTIONAL_FLOW.iter().chain(OPTIONAL_STATE).copied().filter(|c| input.column(c).is_ok()))
@@ -120,7 +132,14 @@ params = { on_conflict = "last" }
         // Stable sort keeps input order among equal times: `first`/`last` mean input order.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| ts[i]);
-        stats.out_of_order = order.windows(2).filter(|w| w[1] < w[0]).count() as u64;
+        // Rows that come after a later time in the input.
+        let mut latest = i64::MIN;
+        for &t in &ts {
+            if t < latest {
+                stats.out_of_order += 1;
+            }
+            latest = latest.max(t);
+        }
 
         // 1. Duplicates at the same instant.
         let mut kept: Vec<usize> = Vec::with_capacity(n);
@@ -169,6 +188,18 @@ params = { on_conflict = "last" }
         let first_slot = ts[kept[0]].div_euclid(step) * step;
         let last_slot = ts[*kept.last().expect("not empty")].div_euclid(step) * step;
         let n_slots = ((last_slot - first_slot) / step + 1) as usize;
+        // A stray timestamp (epoch 0, a unit mix-up) would ask for decades of minutes.
+        const MAX_SLOTS: usize = 50_000_000;
+        if n_slots > MAX_SLOTS {
+            let show = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_string()).unwrap_or_default();
+            bail!(
+                "the times span {} .. {} ({n_slots} grid steps, more than {MAX_SLOTS}): first {}, last {}\nhint: look for a stray or mis-scaled timestamp (declare params.timestamp_unit in ingest_bars)",
+                show(first_slot),
+                show(last_slot),
+                origin(kept[0]),
+                origin(*kept.last().expect("not empty"))
+            );
+        }
         let mut out_ts: Vec<i64> = Vec::with_capacity(n_slots);
         let mut out: Vec<Vec<f64>> = vec![Vec::with_capacity(n_slots); value_names.len()];
         let mut filled: Vec<bool> = Vec::with_capacity(n_slots);

@@ -25,6 +25,14 @@ pub struct ClipOutliersParams {
     /// Rows needed before clipping starts; earlier values are left alone.
     #[serde(default = "default_min_periods")]
     pub min_periods: usize,
+    /// Treat 0 as "nothing traded": zeros stay out of the window statistics and are never clipped
+    /// (otherwise a thin market's many empty minutes shrink the band until real trades get cut).
+    #[serde(default = "default_true")]
+    pub ignore_zeros: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_k() -> f64 {
@@ -43,11 +51,13 @@ impl Stage for ClipOutliers {
     type Params = ClipOutliersParams;
     const NAME: &'static str = "clip_outliers";
     // 2: quantiles from one rank tree instead of polars' rolling quantiles (same definition).
-    const VERSION: u32 = 2;
+    // 3: filled minutes and zeros stay out of the statistics.
+    const VERSION: u32 = 3;
     const DOC: &'static str = "Clip outliers per column to median +/- k x IQR (default 5) of a trailing window.\n\n\
         The median and quartiles at a row come from the `window` rows up to and including it, never from later \
-        rows: a full-sample quantile would let the future decide how the past is clipped. Where the window's IQR \
-        is 0 (e.g. a thin market with mostly zero volume) values are left alone. Metrics: per column, how many \
+        rows: a full-sample quantile would let the future decide how the past is clipped. Minutes that \
+        `align_utc` filled (`was_filled`) and, by default, zeros (minutes without trades) are left out of the \
+        statistics and never clipped. Where the window's IQR is 0 values are left alone. Metrics: per column, how many \
         values were clipped low and high.";
     const EXAMPLE: &'static str = r#"[stages.bars]
 task = "synth_table"
@@ -94,18 +104,35 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
                 .map(str::to_string)
                 .collect(),
         };
+        let filled: Vec<bool> = match df.column("was_filled") {
+            Ok(column) => column.as_materialized_series().bool()?.iter().map(|v| v.unwrap_or(false)).collect(),
+            Err(_) => vec![false; df.height()],
+        };
         let mut inputs: Vec<(String, Vec<f64>)> = Vec::with_capacity(columns.len());
         for c in &columns {
             let series = df.column(c)?.as_materialized_series().cast(&DataType::Float64)?;
-            inputs.push((c.clone(), series.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect()));
+            let values: Vec<f64> = series.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+            inputs.push((c.clone(), values));
         }
+        // Rows the statistics skip and clipping leaves alone.
+        let skip: Vec<Vec<bool>> = inputs
+            .iter()
+            .map(|(_, values)| {
+                values
+                    .iter()
+                    .zip(&filled)
+                    .map(|(v, f)| *f || v.is_nan() || (params.ignore_zeros && *v == 0.0))
+                    .collect()
+            })
+            .collect();
         // Columns are independent: clip them on all threads (each result is the same whatever the order).
         use rayon::prelude::*;
         let results: Vec<(String, Clipped)> = inputs
             .into_par_iter()
-            .map(|(c, values)| {
-                let r = clip_trailing(&values, params);
-                (c, r)
+            .zip(skip)
+            .map(|((c, values), skip)| {
+                let clipped = clip_trailing(&values, &skip, params);
+                (c, clipped)
             })
             .collect();
         let mut out = df;
@@ -166,9 +193,9 @@ impl Fenwick {
 /// keeping a Fenwick tree of the window's ranks answers all three quantiles in O(log n). Ranks
 /// are only an index: a window's quantiles depend on its own values alone, so nothing leaks from
 /// later rows. Quantiles interpolate linearly between order statistics (numpy's "linear").
-pub fn clip_trailing(values: &[f64], params: &ClipOutliersParams) -> Clipped {
+pub fn clip_trailing(values: &[f64], skip: &[bool], params: &ClipOutliersParams) -> Clipped {
     let n = values.len();
-    let mut order: Vec<usize> = (0..n).filter(|&i| !values[i].is_nan()).collect();
+    let mut order: Vec<usize> = (0..n).filter(|&i| !skip[i] && !values[i].is_nan()).collect();
     order.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
     let mut rank = vec![usize::MAX; n];
     for (r, &i) in order.iter().enumerate() {
@@ -194,7 +221,7 @@ pub fn clip_trailing(values: &[f64], params: &ClipOutliersParams) -> Clipped {
             tree.add(rank[t - params.window], -1);
             count -= 1;
         }
-        if values[t].is_nan() || (count as usize) < params.min_periods {
+        if rank[t] == usize::MAX || (count as usize) < params.min_periods {
             continue;
         }
         let q1 = quantile(&tree, count, 0.25);
@@ -260,8 +287,9 @@ mod tests {
                 }
             })
             .collect();
-        let params = ClipOutliersParams { columns: None, k: 1.5, window: 120, min_periods: 10 };
-        let (fast, low, high) = clip_trailing(&values, &params);
+        let params = ClipOutliersParams { columns: None, k: 1.5, window: 120, min_periods: 10, ignore_zeros: false };
+        let skip: Vec<bool> = values.iter().map(|v| v.is_nan()).collect();
+        let (fast, low, high) = clip_trailing(&values, &skip, &params);
         let slow = naive(&values, &params);
         for (a, b) in fast.iter().zip(&slow) {
             assert!((a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-12, "{a} vs {b}");

@@ -129,8 +129,20 @@ fn ln(e: Expr) -> Expr {
     e.log(lit(std::f64::consts::E))
 }
 
+/// -1, 0 or 1; null stays null (so a window still warming up stays null).
 fn sign(e: Expr) -> Expr {
-    when(e.clone().gt(lit(0.0))).then(lit(1.0)).when(e.lt(lit(0.0))).then(lit(-1.0)).otherwise(lit(0.0))
+    when(e.clone().is_null())
+        .then(lit(NULL).cast(DataType::Float64))
+        .when(e.clone().gt(lit(0.0)))
+        .then(lit(1.0))
+        .when(e.lt(lit(0.0)))
+        .then(lit(-1.0))
+        .otherwise(lit(0.0))
+}
+
+/// A window that yields a value once `min_periods` of its rows are non-null.
+fn window_min(size: usize, min_periods: usize) -> RollingOptionsFixedWindow {
+    RollingOptionsFixedWindow { window_size: size, min_periods: min_periods.clamp(1, size), ..Default::default() }
 }
 
 /// `a / b`, null where `b` is 0.
@@ -145,15 +157,16 @@ fn f(name: &str) -> Expr {
 impl Stage for Features {
     type Params = FeaturesParams;
     const NAME: &'static str = "features";
-    const VERSION: u32 = 1;
+    // 2: signed-volume proxy by bulk volume classification; nulls kept through warm-ups.
+    const VERSION: u32 = 2;
     const DOC: &'static str = "The Stage 1 feature set (docs/features.md), each value computed from data at or before its minute.\n\n\
         Input: one aligned bar table. Output `table`: `timestamp` plus multi-scale log returns, realized volatility, \
         ATR, high-low range, volume z-score and slope, VWAP deviation, signed volume, order-book imbalance (OBI) \
         and its velocity, VPIN, spread/depth/thinness, whale share/net/persistence/flip, liquidation pressure, \
         funding z-score, open-interest change, hour/day-of-week cycles, and the event clock (minutes to/from the \
         09:30 New York open, DST-aware, and to/from listed events). Where a microstructure input is absent, the \
-        documented proxy is used and its column says so (`obi_proxy`, `spread_cs_proxy`, `vpin_bvc`, \
-        `signed_volume_proxy`, `whale_proxy_vpt_z_W`); families with neither are left out. The stage's metrics \
+        documented proxy is used and its column says so (`signed_volume_proxy`, `obi_proxy`, `obi_proxy_vel_K`, \
+        `spread_cs_proxy_W`, `vpin_N_bvc`, `whale_proxy_vpt_z_W`); families with neither are left out. The stage's metrics \
         list, per family, `real`, `proxy: ...` or `unavailable: ...`. Warm-up rows are null. Columns named \
         `label_*` in the input are refused.";
     const EXAMPLE: &'static str = r#"[stages.market]
@@ -183,8 +196,11 @@ params = { events = ["2024-01-02T19:00:00Z"] }
                 return Err(ParamError::new(name, "too small: use at least 2 (1 for obi_velocity_lag)"));
             }
         }
-        if params.return_windows.contains(&0) || params.rv_windows.iter().any(|w| *w < 2) {
-            return Err(ParamError::new("return_windows", "return windows must be >= 1, rv windows >= 2"));
+        if params.return_windows.contains(&0) {
+            return Err(ParamError::new("return_windows", "return windows must be at least 1"));
+        }
+        if params.rv_windows.iter().any(|w| *w < 2) {
+            return Err(ParamError::new("rv_windows", "realized-volatility windows must be at least 2"));
         }
         for (i, event) in params.events.iter().enumerate() {
             chrono::DateTime::parse_from_rfc3339(event).map_err(|e| {
@@ -215,7 +231,7 @@ params = { events = ["2024-01-02T19:00:00Z"] }
     }
 }
 
-/// Computes the features of a bar table (public for the benchmark and tests).
+/// Computes the features of a bar table, with where each family came from.
 fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Provenance)> {
     let names: Vec<String> = input.get_column_names().iter().map(|s| s.to_string()).collect();
     if let Some(label) = names.iter().find(|n| n.starts_with(LABEL_PREFIX)) {
@@ -233,7 +249,7 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     }
     let has = |c: &str| names.iter().any(|n| n == c);
     let mut prov = Provenance::default();
-    let (close, high, low, open, volume) = (f("close"), f("high"), f("low"), f("open"), f("volume"));
+    let (close, high, low, volume) = (f("close"), f("high"), f("low"), f("volume"));
     let log_close = ln(close.clone());
     let r1 = log_close.clone() - log_close.clone().shift(lit(1));
     let mut exprs: Vec<Expr> = vec![col("timestamp")];
@@ -286,8 +302,8 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         prov.set("signed_volume", "real: 2 x taker_buy_volume - volume");
         (lit(2.0) * f("taker_buy_volume") - volume.clone(), "signed_volume")
     } else {
-        prov.set("signed_volume", "proxy: tick rule, sign(close - open) x volume");
-        (sign(close.clone() - open.clone()) * volume.clone(), "signed_volume_proxy")
+        prov.set("signed_volume", "proxy: bulk volume classification, (2 x Phi(dp / sigma_60) - 1) x volume");
+        ((lit(2.0) * col("__bvc_buy_share") - lit(1.0)) * volume.clone(), "signed_volume_proxy")
     };
     exprs.push(signed.0.clone().alias(signed.1));
     let lag = params.obi_velocity_lag as i64;
@@ -295,7 +311,7 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         prov.set("obi", "real: L0 (bid_size - ask_size) / (bid_size + ask_size)");
         (ratio(f("bid_size") - f("ask_size"), f("bid_size") + f("ask_size")), "obi")
     } else {
-        prov.set("obi", "proxy: trade imbalance signed_volume / volume");
+        prov.set("obi", "proxy: trade imbalance signed_volume_proxy / volume");
         (ratio(signed.0.clone(), volume.clone()).fill_null(lit(0.0)), "obi_proxy")
     };
     exprs.push(obi.clone().alias(obi_name));
@@ -338,7 +354,9 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     } else if has("trades") {
         prov.set("whale", "proxy: volume-per-trade z-score");
         let vpt = ratio(volume.clone(), f("trades"));
-        let z = ratio(vpt.clone() - vpt.clone().rolling_mean(window(vw)), vpt.rolling_std(window(vw)));
+        // Minutes without trades have no trade size: the window needs a quarter of its rows.
+        let w = window_min(vw, vw / 4);
+        let z = ratio(vpt.clone() - vpt.clone().rolling_mean(w.clone()), vpt.rolling_std(w));
         exprs.push(z.alias(format!("whale_proxy_vpt_z_{vw}")));
     } else {
         prov.set("whale", "unavailable: no large-trade volume or trade counts");
@@ -378,10 +396,13 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         exprs.push((log_close.clone().shift(lit(-5)) - log_close).alias("canary_future_ret_5"));
     }
 
+    // Helper columns for the expressions: a row index and the BVC buy share (past-only).
     let mut indexed = input.clone();
     indexed
         .with_column(Series::new("__row".into(), (0..input.height()).map(|i| i as f64).collect::<Vec<f64>>()).into())?;
+    indexed.with_column(Series::new("__bvc_buy_share".into(), bvc_buy_share(&column_f64(input, "close")?)).into())?;
     let mut out = indexed.lazy().select(exprs).collect()?;
+    debug_assert!(out.column("__bvc_buy_share").is_err(), "helper columns never reach the output");
 
     // Hand-written families: VPIN, time cycles, event clock.
     let timestamps: Vec<i64> = out
@@ -460,6 +481,36 @@ fn normal_cdf(x: f64) -> f64 {
     if x >= 0.0 { 0.5 * (1.0 + erf) } else { 0.5 * (1.0 - erf) }
 }
 
+/// Bulk volume classification (Easley, Lopez de Prado, O'Hara 2012): the buy share of a minute's
+/// volume is Phi(dp / sigma), with sigma the standard deviation of the previous 60 one-minute
+/// price changes (past only); 0.5 while there is no sigma yet.
+fn bvc_buy_share(close: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.5; close.len()];
+    let mut changes: std::collections::VecDeque<f64> = Default::default();
+    let (mut sum, mut sum_sq) = (0.0, 0.0);
+    for t in 1..close.len() {
+        let dp = close[t] - close[t - 1];
+        if changes.len() >= 2 {
+            let m = sum / changes.len() as f64;
+            let sigma = (sum_sq / changes.len() as f64 - m * m).max(0.0).sqrt();
+            if sigma > 0.0 && dp.is_finite() {
+                out[t] = normal_cdf(dp / sigma);
+            }
+        }
+        if dp.is_finite() {
+            changes.push_back(dp);
+            sum += dp;
+            sum_sq += dp * dp;
+            if changes.len() > 60 {
+                let old = changes.pop_front().unwrap_or(0.0);
+                sum -= old;
+                sum_sq -= old * old;
+            }
+        }
+    }
+    out
+}
+
 /// VPIN (Easley, Lopez de Prado, O'Hara 2012). Minutes fill equal-volume buckets in order (a
 /// minute's volume may spill into the next bucket, split pro rata). A bucket's order imbalance is
 /// |V_buy - V_sell| / V_bucket; VPIN at a minute is the mean over the last `vpin_window` buckets
@@ -481,38 +532,18 @@ fn vpin(
         return (out, name);
     }
     let bucket = first_day / params.vpin_buckets_per_day as f64;
-    // Trailing std of 1-minute price changes for BVC (window 60, past only).
-    let mut changes: std::collections::VecDeque<f64> = Default::default();
-    let (mut sum, mut sum_sq) = (0.0, 0.0);
+    let bvc = bvc_buy_share(close);
     let mut filled = 0.0;
     let mut buy_in_bucket = 0.0;
     let mut imbalances: std::collections::VecDeque<f64> = Default::default();
     let mut imbalance_sum = 0.0;
     for t in 1..n {
-        let dp = close[t] - close[t - 1];
-        let sigma = if changes.len() >= 2 {
-            let m = sum / changes.len() as f64;
-            (sum_sq / changes.len() as f64 - m * m).max(0.0).sqrt()
-        } else {
-            0.0
-        };
-        if dp.is_finite() {
-            changes.push_back(dp);
-            sum += dp;
-            sum_sq += dp * dp;
-            if changes.len() > 60 {
-                let old = changes.pop_front().unwrap_or(0.0);
-                sum -= old;
-                sum_sq -= old * old;
-            }
-        }
         if t >= warmup {
             let v = if volume[t].is_finite() { volume[t] } else { 0.0 };
             let buy_share = match taker_buy {
                 Some(b) if v > 0.0 => (b[t] / v).clamp(0.0, 1.0),
                 Some(_) => 0.5,
-                None if sigma > 0.0 && dp.is_finite() => normal_cdf(dp / sigma),
-                None => 0.5,
+                None => bvc[t],
             };
             let mut remaining = v;
             while remaining > 0.0 {

@@ -30,7 +30,7 @@ pub struct SynthMarketParams {
     #[serde(default = "default_price")]
     pub start_price: f64,
     /// Strength of the planted order-flow signal: the next minute's return gets
-    /// `flow_signal x sigma x taker imbalance`. 0 turns it off.
+    /// `2 x flow_signal x sigma x imbalance`, imbalance being 2 x taker_buy / volume - 1. 0 turns it off.
     #[serde(default = "default_flow")]
     pub flow_signal: f64,
     /// Drift in basis points, spread over `news_horizon_minutes`, that each news event adds in the
@@ -126,7 +126,10 @@ fn seasonality(ts_ms: i64) -> f64 {
     let ny_minutes = (ny.hour() * 60 + ny.minute()) as f64;
     let us_open = (-((ny_minutes - 570.0) / 60.0).powi(2)).exp();
     let utc_minutes = (utc.hour() * 60 + utc.minute()) as f64;
-    let asia = 0.4 * (-((utc_minutes - 90.0) / 90.0).powi(2)).exp();
+    // Distance to 01:30 UTC around the clock, so that 23:59 and 00:00 are neighbours.
+    let from_asia = (utc_minutes - 90.0).rem_euclid(1440.0);
+    let from_asia = from_asia.min(1440.0 - from_asia);
+    let asia = 0.4 * (-(from_asia / 90.0).powi(2)).exp();
     let weekday = chrono::Datelike::weekday(&ny).num_days_from_monday();
     let weekend = if weekday >= 5 { 0.6 } else { 1.0 };
     weekend * (0.7 + 1.3 * us_open + asia)
@@ -135,7 +138,8 @@ fn seasonality(ts_ms: i64) -> f64 {
 impl Stage for SynthMarket {
     type Params = SynthMarketParams;
     const NAME: &'static str = "synth_market";
-    const VERSION: u32 = 1;
+    // 2: the Asian-session bump wraps around midnight.
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Generate a deterministic BTC-like 1-minute market: the default source when no data is given.\n\n\
         Output `table` in the canonical bar schema plus every optional column: OHLCV, taker buy volume, trades, \
         L0 book (bid/ask price and size), large-trade buy/sell volume, long/short liquidations, funding rate, \
