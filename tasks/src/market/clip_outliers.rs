@@ -29,6 +29,10 @@ pub struct ClipOutliersParams {
     /// (otherwise a thin market's many empty minutes shrink the band until real trades get cut).
     #[serde(default = "default_true")]
     pub ignore_zeros: bool,
+    /// Measure the band on ln(value) (positive values only): for heavy-tailed columns such as
+    /// volume, where 5 x IQR on the raw scale cuts ordinary busy minutes.
+    #[serde(default)]
+    pub log_scale: bool,
 }
 
 fn default_true() -> bool {
@@ -111,7 +115,11 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
         let mut inputs: Vec<(String, Vec<f64>)> = Vec::with_capacity(columns.len());
         for c in &columns {
             let series = df.column(c)?.as_materialized_series().cast(&DataType::Float64)?;
-            let values: Vec<f64> = series.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+            let mut values: Vec<f64> = series.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+            if params.log_scale {
+                // Non-positive values have no log: they are skipped below (NaN) and kept as they are.
+                values.iter_mut().for_each(|v| *v = if *v > 0.0 { v.ln() } else { f64::NAN });
+            }
             inputs.push((c.clone(), values));
         }
         // Rows the statistics skip and clipping leaves alone.
@@ -137,8 +145,16 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
             .collect();
         let mut out = df;
         let mut clipped = serde_json::Map::new();
-        for (c, (values, low, high)) in results {
+        for (c, (mut values, low, high)) in results {
             clipped.insert(c.clone(), serde_json::json!({ "low": low, "high": high }));
+            if params.log_scale {
+                let original = df_values(&out, &c)?;
+                // Unclipped values go back bit for bit (exp(ln(x)) need not be x).
+                for (v, o) in values.iter_mut().zip(original) {
+                    let unchanged = v.is_nan() || (o > 0.0 && *v == o.ln());
+                    *v = if unchanged { o } else { v.exp() };
+                }
+            }
             out.with_column(Column::from(Series::new(c.as_str().into(), values)))?;
         }
         ctx.metric("clipped", serde_json::Value::Object(clipped));
@@ -146,6 +162,11 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
         ctx.metric("window", params.window as u64);
         write_table(&mut out, &ctx.output_path("table")?)
     }
+}
+
+fn df_values(df: &DataFrame, column: &str) -> Result<Vec<f64>> {
+    let series = df.column(column)?.as_materialized_series().cast(&DataType::Float64)?;
+    Ok(series.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 /// Clipped values, how many were clipped low, how many high.
@@ -287,7 +308,14 @@ mod tests {
                 }
             })
             .collect();
-        let params = ClipOutliersParams { columns: None, k: 1.5, window: 120, min_periods: 10, ignore_zeros: false };
+        let params = ClipOutliersParams {
+            columns: None,
+            k: 1.5,
+            window: 120,
+            min_periods: 10,
+            ignore_zeros: false,
+            log_scale: false,
+        };
         let skip: Vec<bool> = values.iter().map(|v| v.is_nan()).collect();
         let (fast, low, high) = clip_trailing(&values, &skip, &params);
         let slow = naive(&values, &params);
