@@ -6,7 +6,20 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use polars::prelude::*;
 
+/// `preferred` if the table has it, else its first datetime column (a news table's `date`).
+fn time_column<'a>(df: &'a DataFrame, preferred: &'a str) -> &'a str {
+    if df.column(preferred).is_ok() {
+        return preferred;
+    }
+    df.columns()
+        .iter()
+        .find(|c| matches!(c.dtype(), DataType::Datetime(_, _)))
+        .map(|c| c.name().as_str())
+        .unwrap_or(preferred)
+}
+
 fn timestamps(df: &DataFrame, column: &str, path: &Path) -> Result<Vec<i64>> {
+    let column = time_column(df, column);
     let series = df
         .column(column)
         .map_err(anyhow::Error::from)
@@ -26,7 +39,8 @@ pub fn table_times(path: &Path, column: &str) -> Result<Vec<i64>> {
     timestamps(&df, column, path)
 }
 
-/// Writes the rows of `input` whose `column` is at or before `cut_ms` to `output`.
+/// Writes the rows of `input` whose `column` (or, when it has none, its first datetime column) is
+/// at or before `cut_ms` to `output`.
 pub fn truncate_table(input: &Path, column: &str, cut_ms: i64, output: &Path) -> Result<()> {
     let df = crate::read_table(input)?;
     let times = timestamps(&df, column, input)?;
@@ -61,9 +75,10 @@ pub fn compare_until(
     let rows_a: Vec<usize> = (0..ta.len()).filter(|&i| ta[i] <= cut_ms).collect();
     let rows_b: Vec<usize> = (0..tb.len()).filter(|&i| tb[i] <= cut_ms).collect();
     let mut out = Vec::new();
+    let time_name = time_column(&a, column).to_string();
     for col_a in a.columns() {
         let name = col_a.name().to_string();
-        if name == column {
+        if name == time_name {
             continue;
         }
         let Ok(col_b) = b.column(&name) else {

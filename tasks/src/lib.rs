@@ -22,6 +22,7 @@ pub fn registry() -> Registry {
         .register::<market::synth::SynthMarket>()
         .register::<market::features::Features>()
         .register::<market::labels::Labels>()
+        .register::<news::embed_news::EmbedNews>()
         .register::<news::ingest_news::IngestNews>()
         .register::<news::synth_news::SynthNews>()
         .register::<read_table::ReadTable>()

@@ -1,0 +1,302 @@
+//! `embed_news`: a sentiment score and a hashed text embedding per news item, then windowed
+//! aggregates on the minute grid, joined on the time each item was known.
+
+use anyhow::{Result, bail};
+use pipeline_artifacts::{ArtifactKind, read_table, write_table};
+use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::lexicon::sentiment;
+use crate::synth_table::SplitMix64;
+
+/// Scores news items and aggregates them onto the bar grid.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedNewsParams {
+    /// Minutes added to an item's `date` before it may be used (processing delay).
+    #[serde(default = "default_lag")]
+    pub lag_minutes: i64,
+    /// Windows (minutes) of the count, mean-sentiment and embedding aggregates.
+    #[serde(default = "default_windows")]
+    pub windows: Vec<i64>,
+    /// Half-life (minutes) of the decayed sentiment `news_sent_decay`.
+    #[serde(default = "default_half_life")]
+    pub half_life_minutes: f64,
+    /// Dimensions of the hashed n-gram vector each item is embedded into.
+    #[serde(default = "default_hash_dims")]
+    pub hash_dims: usize,
+    /// Components the embedding is reduced to (fixed random projection) for the grid features.
+    #[serde(default = "default_components")]
+    pub components: usize,
+    /// Embedding method: "hashed_tfidf" (built in, no download). Other models plug in here.
+    #[serde(default = "default_method")]
+    pub method: String,
+}
+
+fn default_lag() -> i64 {
+    1
+}
+fn default_windows() -> Vec<i64> {
+    vec![60, 240, 1440]
+}
+fn default_half_life() -> f64 {
+    60.0
+}
+fn default_hash_dims() -> usize {
+    256
+}
+fn default_components() -> usize {
+    4
+}
+fn default_method() -> String {
+    "hashed_tfidf".into()
+}
+
+pub struct EmbedNews;
+
+/// Hashed unigram + bigram counts, log(1 + tf) weighted and L2-normalised. No inverse document
+/// frequency: an IDF fitted on all items would let later items shape earlier vectors.
+pub fn embed(text: &str, dims: usize) -> Vec<f64> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 1).collect();
+    let mut counts = vec![0.0f64; dims];
+    let mut add = |token: &str| {
+        let hash = blake3::hash(token.as_bytes());
+        let bytes = hash.as_bytes();
+        let index = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize % dims;
+        // The sign bit keeps collisions from only ever adding up.
+        let sign = if bytes[8] & 1 == 0 { 1.0 } else { -1.0 };
+        counts[index] += sign;
+    };
+    for (i, word) in words.iter().enumerate() {
+        add(word);
+        if let Some(next) = words.get(i + 1) {
+            add(&format!("{word} {next}"));
+        }
+    }
+    let mut vector: Vec<f64> = counts.iter().map(|c| c.signum() * c.abs().ln_1p()).collect();
+    let norm = vector.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|v| *v /= norm);
+    }
+    vector
+}
+
+/// A fixed Gaussian random projection (seeded): the same for every run and every item, fitted on
+/// nothing, so it cannot leak.
+fn projection(dims: usize, components: usize) -> Vec<Vec<f64>> {
+    let mut rng = SplitMix64::new(0x6E65_7773_7072_6F6A);
+    (0..components).map(|_| (0..dims).map(|_| rng.next_normal() / (dims as f64).sqrt()).collect()).collect()
+}
+
+fn times_ms(df: &DataFrame, column: &str, input: &str) -> Result<Vec<i64>> {
+    let series = df
+        .column(column)
+        .map_err(|_| anyhow::anyhow!("input `{input}` has no `{column}` column"))?
+        .as_materialized_series();
+    let ms = match series.dtype() {
+        DataType::Datetime(_, tz) => series.cast(&DataType::Datetime(TimeUnit::Milliseconds, tz.clone()))?,
+        other => bail!("input `{input}` column `{column}` has type {other}, not a time"),
+    };
+    Ok(ms.to_physical_repr().i64()?.iter().map(|v| v.unwrap_or(i64::MIN)).collect())
+}
+
+fn text(df: &DataFrame, column: &str) -> Result<Vec<String>> {
+    match df.column(column) {
+        Ok(c) => Ok(c
+            .as_materialized_series()
+            .cast(&DataType::String)?
+            .str()?
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect()),
+        Err(_) => Ok(vec![String::new(); df.height()]),
+    }
+}
+
+impl Stage for EmbedNews {
+    type Params = EmbedNewsParams;
+    const NAME: &'static str = "embed_news";
+    const VERSION: u32 = 1;
+    const DOC: &'static str = "Score and embed news items, then aggregate them onto the bar grid by the time each was known.\n\n\
+        Inputs: `news` (a news table: `date`, `title`, `content`) and `bars` (any table with the `timestamp` grid). \
+        Per item: a lexicon sentiment in [-1, 1] (tasks/src/news/lexicon.rs, negation-aware) and a hashed \
+        unigram+bigram vector (no model download; no IDF, which would leak later items into earlier vectors). \
+        An item is known at `date + lag_minutes` and counts for the rows at or after that time only. Output \
+        `items`: per item `date`, `known_at`, `sentiment`, `emb_0..` (reduced). Output `table`: `timestamp` and, per \
+        window W, `news_count_W`, `news_sent_mean_W` (null without items), `news_emb_W_0..` (mean reduced \
+        embedding), plus `news_sent_decay` (sentiment summed with exponential decay) and \
+        `news_minutes_since_last`. The reduction is a fixed seeded random projection, fitted on nothing.";
+    const EXAMPLE: &'static str = r#"[stages.market]
+task = "synth_market"
+params = { days = 3 }
+
+[stages.news]
+task = "synth_news"
+params = { days = 3 }
+
+[stages.news_features]
+task = "embed_news"
+inputs = { news = "news", bars = "market" }
+params = { lag_minutes = 1, windows = [60, 240] }
+"#;
+
+    fn validate(params: &EmbedNewsParams) -> Result<(), ParamError> {
+        if params.method != "hashed_tfidf" {
+            return Err(ParamError::new(
+                "method",
+                format!(
+                    "`{}` is not available in this build; use \"hashed_tfidf\" (sentence-embedding models come with the `tch` feature)",
+                    params.method
+                ),
+            ));
+        }
+        if params.lag_minutes < 0 {
+            return Err(ParamError::new(
+                "lag_minutes",
+                "must be zero or positive: news cannot be known before it is published",
+            ));
+        }
+        if params.windows.is_empty() || params.windows.iter().any(|w| *w <= 0) {
+            return Err(ParamError::new("windows", "give one or more positive windows in minutes"));
+        }
+        if params.hash_dims < 8 || params.components == 0 || params.components > params.hash_dims {
+            return Err(ParamError::new("components", "need hash_dims >= 8 and 1 <= components <= hash_dims"));
+        }
+        if params.half_life_minutes.is_nan() || params.half_life_minutes <= 0.0 {
+            return Err(ParamError::new("half_life_minutes", "must be positive"));
+        }
+        Ok(())
+    }
+
+    fn outputs(_params: &EmbedNewsParams) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("table", ArtifactKind::Table), OutputDecl::new("items", ArtifactKind::Table)]
+    }
+
+    fn check_inputs(_params: &EmbedNewsParams, inputs: &[InputInfo]) -> Result<(), String> {
+        for needed in ["news", "bars"] {
+            match inputs.iter().find(|i| i.name == needed) {
+                Some(i) if i.kind == ArtifactKind::Table => {}
+                Some(i) => return Err(format!("input `{needed}` is a {}, `embed_news` needs a table", i.kind)),
+                None => {
+                    return Err(format!(
+                        "`embed_news` needs an input named `{needed}`: write inputs = {{ news = \"...\", bars = \"...\" }}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(params: &EmbedNewsParams, ctx: &mut StageContext) -> Result<()> {
+        let news = read_table(&ctx.input("news")?.path)?;
+        let bars = read_table(&ctx.input("bars")?.path)?;
+        let grid = times_ms(&bars, "timestamp", "bars")?;
+        let dates = times_ms(&news, "date", "news")?;
+        let titles = text(&news, "title")?;
+        let contents = text(&news, "content")?;
+        let lag = params.lag_minutes * 60_000;
+        let proj = projection(params.hash_dims, params.components);
+        // Per item: known-at time, sentiment, reduced embedding; sorted by known-at.
+        let mut items: Vec<(i64, i64, f64, Vec<f64>)> = (0..news.height())
+            .map(|i| {
+                let body = format!("{} {}", titles[i], contents[i]);
+                let vector = embed(&body, params.hash_dims);
+                let reduced: Vec<f64> =
+                    proj.iter().map(|row| row.iter().zip(&vector).map(|(a, b)| a * b).sum()).collect();
+                // Sentiment reads the headline twice as loud as the body.
+                let score = (2.0 * sentiment(&titles[i]) + sentiment(&contents[i])) / 3.0;
+                (dates[i], dates[i].saturating_add(lag), score, reduced)
+            })
+            .collect();
+        items.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        let k = params.components;
+        let n = grid.len();
+        let mut columns: Vec<Column> = vec![bars.column("timestamp")?.clone()];
+        for &w in &params.windows {
+            let span = w * 60_000;
+            let (mut count, mut mean) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let mut emb: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(n); k];
+            // Sliding window over items known in (t - W, t]: two pointers over the sorted items.
+            let (mut lo, mut hi) = (0usize, 0usize);
+            let mut sum_s = 0.0;
+            let mut sum_e = vec![0.0; k];
+            for &t in &grid {
+                while hi < items.len() && items[hi].1 <= t {
+                    sum_s += items[hi].2;
+                    sum_e.iter_mut().zip(&items[hi].3).for_each(|(s, e)| *s += e);
+                    hi += 1;
+                }
+                while lo < hi && items[lo].1 <= t - span {
+                    sum_s -= items[lo].2;
+                    sum_e.iter_mut().zip(&items[lo].3).for_each(|(s, e)| *s -= e);
+                    lo += 1;
+                }
+                let m = (hi - lo) as f64;
+                count.push(m);
+                mean.push(if m > 0.0 { Some(sum_s / m) } else { None });
+                for (c, column) in emb.iter_mut().enumerate() {
+                    column.push(if m > 0.0 { Some(sum_e[c] / m) } else { None });
+                }
+            }
+            columns.push(Series::new(format!("news_count_{w}").into(), count).into());
+            columns.push(Series::new(format!("news_sent_mean_{w}").into(), mean).into());
+            for (c, column) in emb.into_iter().enumerate() {
+                columns.push(Series::new(format!("news_emb_{w}_{c}").into(), column).into());
+            }
+        }
+        // Decayed sentiment and the age of the newest item: a single forward pass.
+        let rate = std::f64::consts::LN_2 / (params.half_life_minutes * 60_000.0);
+        let (mut decay, mut since) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut next, mut level, mut level_at, mut last_known) = (0usize, 0.0f64, i64::MIN, None::<i64>);
+        for &t in &grid {
+            while next < items.len() && items[next].1 <= t {
+                let (known, score) = (items[next].1, items[next].2);
+                level = if level_at == i64::MIN { 0.0 } else { level * (-(rate * (known - level_at) as f64)).exp() };
+                level += score;
+                level_at = known;
+                last_known = Some(known);
+                next += 1;
+            }
+            decay.push(if level_at == i64::MIN { 0.0 } else { level * (-(rate * (t - level_at) as f64)).exp() });
+            since.push(last_known.map(|k| (t - k) as f64 / 60_000.0));
+        }
+        columns.push(Series::new("news_sent_decay".into(), decay).into());
+        columns.push(Series::new("news_minutes_since_last".into(), since).into());
+        let mut table = DataFrame::new(n, columns)?;
+
+        let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));
+        let mut item_columns: Vec<Column> = vec![
+            Series::new("date".into(), items.iter().map(|i| i.0).collect::<Vec<_>>()).cast(&utc)?.into(),
+            Series::new("known_at".into(), items.iter().map(|i| i.1).collect::<Vec<_>>()).cast(&utc)?.into(),
+            Series::new("sentiment".into(), items.iter().map(|i| i.2).collect::<Vec<_>>()).into(),
+        ];
+        for c in 0..k {
+            item_columns
+                .push(Series::new(format!("emb_{c}").into(), items.iter().map(|i| i.3[c]).collect::<Vec<_>>()).into());
+        }
+        let mut item_table = DataFrame::new(items.len(), item_columns)?;
+        ctx.metric("items", items.len() as u64);
+        ctx.metric("items_positive", items.iter().filter(|i| i.2 > 0.0).count() as u64);
+        ctx.metric("items_negative", items.iter().filter(|i| i.2 < 0.0).count() as u64);
+        ctx.metric("rows", n as u64);
+        write_table(&mut table, &ctx.output_path("table")?)?;
+        write_table(&mut item_table, &ctx.output_path("items")?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let a = embed("Bitcoin rallies after strong inflows", 64);
+        assert_eq!(a, embed("Bitcoin rallies after strong inflows", 64));
+        assert!((a.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-12);
+        assert_ne!(a, embed("Bitcoin plunges after a hack", 64));
+        assert!(embed("", 64).iter().all(|v| *v == 0.0));
+    }
+}
