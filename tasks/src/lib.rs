@@ -2,6 +2,7 @@
 //! its doc and its tests; [`registry`] is the one list the binary resolves `task = "..."` with.
 
 pub mod command;
+pub mod evaluate;
 pub mod market;
 pub mod news;
 pub mod read_table;
