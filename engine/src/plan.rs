@@ -133,18 +133,7 @@ pub fn hash_node_files(store: &Store, node: &Node) -> Result<(Vec<(String, Hash)
     let mut out = Vec::new();
     let mut hashed = 0;
     for pattern in &node.files {
-        let full = node.base_dir.join(pattern);
-        let full_text = full.to_string_lossy().into_owned();
-        let mut matches: Vec<std::path::PathBuf> = if pattern.contains(['*', '?', '[']) {
-            glob::glob(&full_text)
-                .with_context(|| format!("stage `{}`: bad file pattern `{pattern}`", node.name))?
-                .filter_map(|p| p.ok())
-                .filter(|p| p.is_file())
-                .collect()
-        } else {
-            vec![full.clone()]
-        };
-        matches.sort();
+        let matches = expand_files(&node.base_dir, pattern).with_context(|| format!("stage `{}`", node.name))?;
         if matches.is_empty() {
             bail!(
                 "stage `{}`: no file matches `{pattern}` (looked in {})\nhint: paths are relative to the pipeline file that declares the stage",
@@ -169,6 +158,24 @@ pub fn hash_node_files(store: &Store, node: &Node) -> Result<(Vec<(String, Hash)
         }
     }
     Ok((out, hashed))
+}
+
+/// The files a path or glob names (relative to `base_dir`), sorted. The planner hashes exactly
+/// these, and stages read them through `StageContext::resolve_files`, so a stage reads the files
+/// its cache key covers.
+pub fn expand_files(base_dir: &Path, pattern: &str) -> Result<Vec<std::path::PathBuf>> {
+    let full = base_dir.join(pattern);
+    let mut matches: Vec<std::path::PathBuf> = if pattern.contains(['*', '?', '[']) {
+        glob::glob(&full.to_string_lossy())
+            .with_context(|| format!("bad file pattern `{pattern}`"))?
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect()
+    } else {
+        vec![full]
+    };
+    matches.sort();
+    Ok(matches)
 }
 
 fn relative_display(base: &Path, path: &Path) -> String {

@@ -323,6 +323,16 @@ impl<'a> StageContext<'a> {
         self.base_dir.join(path)
     }
 
+    /// The files a path or glob from the pipeline file names, sorted: the same expansion the
+    /// planner hashed into the cache key.
+    pub fn resolve_files(&self, pattern: &str) -> Result<Vec<PathBuf>> {
+        let files = crate::plan::expand_files(&self.base_dir, pattern)?;
+        if files.is_empty() {
+            bail!("no file matches `{pattern}` (looked in {})", self.base_dir.display());
+        }
+        Ok(files)
+    }
+
     pub fn base_dir(&self) -> &Path {
         &self.base_dir
     }

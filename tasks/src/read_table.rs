@@ -91,13 +91,7 @@ params = { path = "prices.csv" }
     }
 
     fn run(params: &ReadTableParams, ctx: &mut StageContext) -> anyhow::Result<()> {
-        let pattern = ctx.resolve(&params.path);
-        let mut paths: Vec<std::path::PathBuf> = if params.path.contains(['*', '?', '[']) {
-            glob::glob(&pattern.to_string_lossy())?.filter_map(Result::ok).collect()
-        } else {
-            vec![pattern]
-        };
-        paths.sort();
+        let paths = ctx.resolve_files(&params.path)?;
         let mut frames = Vec::new();
         for path in &paths {
             ctx.check_cancelled()?;

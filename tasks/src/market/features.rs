@@ -145,9 +145,10 @@ fn window_min(size: usize, min_periods: usize) -> RollingOptionsFixedWindow {
     RollingOptionsFixedWindow { window_size: size, min_periods: min_periods.clamp(1, size), ..Default::default() }
 }
 
-/// `a / b`, null where `b` is 0.
+/// `a / b`, null where `b` is 0. "0" includes the residue a rolling sum leaves after its last
+/// non-zero value slides out (about 1e-15 of the sums it held), far below any real volume.
 fn ratio(a: Expr, b: Expr) -> Expr {
-    when(b.clone().eq(lit(0.0))).then(lit(NULL).cast(DataType::Float64)).otherwise(a / b)
+    when(b.clone().abs().lt_eq(lit(1e-9))).then(lit(NULL).cast(DataType::Float64)).otherwise(a / b)
 }
 
 fn f(name: &str) -> Expr {
@@ -158,7 +159,8 @@ impl Stage for Features {
     type Params = FeaturesParams;
     const NAME: &'static str = "features";
     // 2: signed-volume proxy by bulk volume classification; nulls kept through warm-ups.
-    const VERSION: u32 = 2;
+    // 3: ratios over empty windows are null (rolling-sum residue), BVC exactly 0.5 at no change.
+    const VERSION: u32 = 3;
     const DOC: &'static str = "The Stage 1 feature set (docs/features.md), each value computed from data at or before its minute.\n\n\
         Input: one aligned bar table. Output `table`: `timestamp` plus multi-scale log returns, realized volatility, \
         ATR, high-low range, volume z-score and slope, VWAP deviation, signed volume, order-book imbalance (OBI) \
@@ -285,12 +287,26 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     let v_std = volume.clone().rolling_std(window(vw));
     exprs.push(ratio(volume.clone() - v_mean.clone(), v_std).alias(format!("volume_z_{vw}")));
     let sw = params.slope_window;
-    let idx = col("__row");
-    let mean_iv = (idx.clone() * volume.clone()).rolling_mean(window(sw));
-    let mean_i = idx.rolling_mean(window(sw));
-    let mean_v = volume.clone().rolling_mean(window(sw));
-    let var_i = ((sw * sw) as f64 - 1.0) / 12.0;
-    let slope = (mean_iv - mean_i * mean_v.clone()) / lit(var_i);
+    // OLS slope of volume on time within the window: sum((k - mid) * v_k) / (w * var(k)), as a
+    // weighted window sum (each window summed afresh: no sliding-sum residue, which a
+    // global-index formula amplifies into nonsense on sparse grids).
+    let mid = (sw as f64 - 1.0) / 2.0;
+    let weights: Vec<f64> = (0..sw).map(|k| k as f64 - mid).collect();
+    let weighted = volume.clone().rolling_sum(RollingOptionsFixedWindow {
+        window_size: sw,
+        min_periods: sw,
+        weights: Some(weights),
+        ..Default::default()
+    });
+    let fresh_mean = vec![1.0 / sw as f64; sw];
+    let mean_v = volume.clone().rolling_sum(RollingOptionsFixedWindow {
+        window_size: sw,
+        min_periods: sw,
+        weights: Some(fresh_mean),
+        ..Default::default()
+    });
+    let var_k = ((sw * sw) as f64 - 1.0) / 12.0;
+    let slope = weighted / lit(sw as f64 * var_k);
     exprs.push(ratio(slope, mean_v).alias(format!("volume_slope_{sw}")));
     let typical = (high.clone() + low.clone() + close.clone()) / lit(3.0);
     let vwap = ratio((typical * volume.clone()).rolling_sum(window(vw)), volume.clone().rolling_sum(window(vw)));
@@ -396,10 +412,8 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         exprs.push((log_close.clone().shift(lit(-5)) - log_close).alias("canary_future_ret_5"));
     }
 
-    // Helper columns for the expressions: a row index and the BVC buy share (past-only).
+    // Helper column for the expressions: the BVC buy share (past-only).
     let mut indexed = input.clone();
-    indexed
-        .with_column(Series::new("__row".into(), (0..input.height()).map(|i| i as f64).collect::<Vec<f64>>()).into())?;
     indexed.with_column(Series::new("__bvc_buy_share".into(), bvc_buy_share(&column_f64(input, "close")?)).into())?;
     let mut out = indexed.lazy().select(exprs).collect()?;
     debug_assert!(out.column("__bvc_buy_share").is_err(), "helper columns never reach the output");
@@ -473,6 +487,9 @@ fn corwin_schultz(w: usize) -> Expr {
 
 /// Standard normal CDF (Abramowitz-Stegun 7.1.26 erf, |error| < 1.5e-7).
 fn normal_cdf(x: f64) -> f64 {
+    if x == 0.0 {
+        return 0.5; // exactly: no price change is no side
+    }
     let z = x.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
     let poly =
@@ -661,6 +678,34 @@ pub fn features_frame(input: &DataFrame, params: &FeaturesParams) -> Result<Data
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_slope_has_the_sign_and_size_of_the_trend() {
+        let n = 40;
+        let ts: Vec<i64> = (0..n).map(|i| 1_700_000_000_000 + i * 60_000).collect();
+        let volume: Vec<f64> = (0..n).map(|i| 10.0 + i as f64).collect();
+        let price = vec![100.0; n as usize];
+        let df = DataFrame::new(
+            n as usize,
+            vec![
+                Series::new("timestamp".into(), ts)
+                    .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))
+                    .unwrap()
+                    .into(),
+                Series::new("open".into(), price.clone()).into(),
+                Series::new("high".into(), price.clone()).into(),
+                Series::new("low".into(), price.clone()).into(),
+                Series::new("close".into(), price).into(),
+                Series::new("volume".into(), volume.clone()).into(),
+            ],
+        )
+        .unwrap();
+        let params: FeaturesParams = serde_json::from_value(serde_json::json!({})).unwrap();
+        let out = features_frame(&df, &params).unwrap();
+        let slope = out.column("volume_slope_15").unwrap().as_materialized_series().f64().unwrap().get(30).unwrap();
+        // Volume rises by 1 a minute; the window mean at row 30 is 10 + 23 = 33: slope / mean.
+        assert!((slope - 1.0 / 33.0).abs() < 1e-12, "{slope}");
+    }
 
     #[test]
     fn normal_cdf_matches_reference_values() {

@@ -1,7 +1,7 @@
 //! `ingest_bars`: price bars from CSV, Parquet or JSON files into the canonical bar table.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use pipeline_artifacts::{ArtifactKind, write_table};
@@ -296,13 +296,7 @@ params = { path = "prices.csv", columns = { close = "close" }, timezone = "UTC" 
     }
 
     fn run(params: &IngestBarsParams, ctx: &mut StageContext) -> Result<()> {
-        let pattern = ctx.resolve(&params.path);
-        let mut paths: Vec<PathBuf> = if params.path.contains(['*', '?', '[']) {
-            glob::glob(&pattern.to_string_lossy())?.filter_map(Result::ok).filter(|p| p.is_file()).collect()
-        } else {
-            vec![pattern]
-        };
-        paths.sort();
+        let paths = ctx.resolve_files(&params.path)?;
         let mut timestamps: Vec<i64> = Vec::new();
         let mut values: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
         let mut source_file: Vec<String> = Vec::new();

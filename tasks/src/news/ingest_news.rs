@@ -1,7 +1,7 @@
 //! `ingest_news`: news items from JSON, NDJSON or CSV files into the canonical news table.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use pipeline_artifacts::{ArtifactKind, write_table};
@@ -223,13 +223,7 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
     }
 
     fn run(params: &IngestNewsParams, ctx: &mut StageContext) -> Result<()> {
-        let pattern = ctx.resolve(&params.path);
-        let mut paths: Vec<PathBuf> = if params.path.contains(['*', '?', '[']) {
-            glob::glob(&pattern.to_string_lossy())?.filter_map(Result::ok).filter(|p| p.is_file()).collect()
-        } else {
-            vec![pattern]
-        };
-        paths.sort();
+        let paths = ctx.resolve_files(&params.path)?;
         let fields = &params.fields;
         let mut items: Vec<(i64, Option<i64>, String, String, String)> = Vec::new();
         let (mut dropped_no_date, mut dropped_no_title) = (0u64, 0u64);
