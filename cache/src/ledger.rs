@@ -153,7 +153,7 @@ impl Store {
         }
         if let Some(back) = spec.strip_prefix("last~") {
             let back: usize = back.parse().with_context(|| format!("`{spec}`: expected last~N with N a number"))?;
-            return Ok(ids.len().checked_sub(back + 1).map(|idx| ids[idx].clone()));
+            return Ok(back.checked_add(1).and_then(|b| ids.len().checked_sub(b)).map(|idx| ids[idx].clone()));
         }
         let matches: Vec<&RunId> = ids.iter().filter(|id| id.starts_with(spec)).collect();
         match matches.len() {

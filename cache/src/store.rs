@@ -146,6 +146,17 @@ impl Store {
     /// into the object store under the hash of its bytes. The object is made read-only; if an
     /// identical object exists already, the file is simply removed.
     pub fn put_file(&self, path: &Path) -> Result<ObjectInfo> {
+        // Only a regular file with no other name may become an object by rename: a symlink would
+        // dangle or stay mutable, a hard link would let its other name change the object.
+        let meta = fs::symlink_metadata(path).with_context(|| format!("cannot read output {}", path.display()))?;
+        if !meta.file_type().is_file() || std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+            if !path.is_file() {
+                bail!("output {} is not a regular file", path.display());
+            }
+            let copy = self.tmp_path("copy");
+            fs::copy(path, &copy).with_context(|| format!("cannot copy output {}", path.display()))?;
+            return self.put_file(&copy);
+        }
         let file = File::open(path).with_context(|| format!("cannot open output {}", path.display()))?;
         // Data must be on disk before the rename makes it visible under its hash.
         file.sync_data().with_context(|| format!("cannot sync {}", path.display()))?;

@@ -90,6 +90,8 @@ pub fn audit_node(
             );
         }
     }
+    // Held for the whole audit: `gc` and `verify` must not clear tmp/ under it.
+    let _lock = store.lock_shared()?;
     let work = store.tmp_path(&format!("audit-{}", node.name));
     std::fs::create_dir_all(&work)?;
     let result = (|| -> Result<AuditReport> {

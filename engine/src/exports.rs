@@ -34,7 +34,12 @@ pub fn export_all(
             continue;
         };
         for export in &node.exports {
-            let record = &records[&export.output];
+            let record = records.get(&export.output).with_context(|| {
+                format!(
+                    "the result of `{}` has no output `{}`; re-run it with --force {}",
+                    node.name, export.output, node.name
+                )
+            })?;
             let dest = normalize(&node.base_dir.join(&export.path));
             let object = store.object_path(&record.hash);
             export_one(store, &object, &dest, record, export.mode)

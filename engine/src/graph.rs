@@ -305,6 +305,17 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                     continue;
                 }
             };
+            if nodes.iter().any(|n: &Node| n.name == name) {
+                let loc = stage.matrix.first().map(|a| a.loc.clone()).unwrap_or_else(|| stage.name_loc.clone());
+                diagnostics.push(
+                    Diagnostic::error(
+                        format!("matrix of stage `{}` gives two nodes named `{name}`", stage.name),
+                        Some(loc),
+                    )
+                    .with_hint("matrix values must be distinct (1 and \"1\" print the same)"),
+                );
+                continue;
+            }
             nodes_of_spec[spec_index].push(nodes.len());
             nodes.push(Node {
                 name,

@@ -273,7 +273,9 @@ fn explain(
         return reasons;
     };
     let old = &previous.material;
-    if old.task_version != material.task_version || old.task != material.task {
+    if old.task != material.task {
+        reasons.push(Reason::TaskChanged { old: old.task.clone(), new: material.task.clone() });
+    } else if old.task_version != material.task_version {
         reasons.push(Reason::TaskVersionChanged { old: old.task_version, new: material.task_version });
     }
     let changes = diff_params(&old.params, &material.params);

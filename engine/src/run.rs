@@ -109,13 +109,29 @@ pub fn execute(
                     break;
                 };
                 let node = &graph.nodes[node_idx];
-                let inputs: Vec<(String, Hash)> = node
+                // A cached result may lack an output the producer declares now (its outputs
+                // changed without a VERSION bump): then the key is unknown and the stage fails.
+                let inputs: Result<Vec<(String, Hash)>, String> = node
                     .inputs
                     .iter()
                     .map(|i| {
-                        (i.local.clone(), outputs[i.producer].as_ref().expect("producers finish first")[&i.output].hash)
+                        let producer = outputs[i.producer].as_ref().expect("producers finish first");
+                        producer.get(&i.output).map(|o| (i.local.clone(), o.hash)).ok_or_else(|| {
+                            format!(
+                                "the result of `{}` has no output `{}`; re-run it with --force {}",
+                                graph.nodes[i.producer].name, i.output, graph.nodes[i.producer].name
+                            )
+                        })
                     })
                     .collect();
+                let inputs = match inputs {
+                    Ok(inputs) => inputs,
+                    Err(error) => {
+                        ready.remove(&(pos, node_idx));
+                        completed.push_back((node_idx, Finished::Failed { error, duration: Duration::ZERO }));
+                        continue;
+                    }
+                };
                 let material = key_material(node, inputs, plan.files[node_idx].clone());
                 let key = cache_key(&material);
                 keys[node_idx] = Some(key);
@@ -141,7 +157,9 @@ pub fn execute(
                 ready.remove(&(pos, node_idx));
                 running += 1;
                 observer.stage_started(&node.name);
-                let threads = (jobs / running).max(1);
+                // The whole budget, not a share that depends on timing: a stage's output must not
+                // depend on what else happened to be running.
+                let threads = jobs;
                 let tx = tx.clone();
                 let forced = plan.forced[node_idx];
                 scope.spawn(move || {
@@ -372,6 +390,22 @@ fn run_node(
             duration_ms: started.elapsed().as_millis() as u64,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
+        // The files a stage read must be the ones its key hashed: if one changed while it ran,
+        // the result belongs to no key and must not be cached.
+        if !manifest.material.files.is_empty() {
+            let (after, _) = crate::plan::hash_node_files(store, node).map_err(|e| format!("{e:#}"))?;
+            if after != manifest.material.files {
+                let changed: Vec<String> = after
+                    .iter()
+                    .filter(|f| !manifest.material.files.contains(f))
+                    .map(|(path, _)| path.clone())
+                    .collect();
+                return Err(format!(
+                    "input file(s) changed while the stage ran: {}; nothing was cached, run again",
+                    changed.join(", ")
+                ));
+            }
+        }
         store.write_manifest(&manifest).map_err(|e| format!("{e:#}"))?;
         Ok(manifest)
     })();

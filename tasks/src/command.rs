@@ -203,6 +203,16 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
         }
         for (name, output) in &params.outputs {
             output.kind().map_err(|e| ParamError::new(format!("outputs.{name}"), e))?;
+            let path = std::path::Path::new(output.path());
+            if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(ParamError::new(
+                    format!("outputs.{name}"),
+                    format!(
+                        "`{}` must be a file name inside the command's working directory (no absolute path, no `..`); write to `{{out.{name}}}` instead",
+                        output.path()
+                    ),
+                ));
+            }
         }
         Ok(())
     }

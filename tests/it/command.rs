@@ -93,3 +93,24 @@ fn bad_placeholders_are_refused_before_running() {
     let err = ctx.run(&["validate", "p.toml"]).code(2).stderr;
     assert!(err.contains("unknown field `lr`"), "{err}");
 }
+
+#[test]
+fn an_input_file_changed_while_the_stage_runs_is_never_cached() {
+    let ctx = TestContext::new();
+    ctx.write("data.txt", "one\n");
+    ctx.write(
+        "p.toml",
+        "[stages.slow]\ntask = \"command\"\nparams = { cmd = [\"sh\", \"-c\", \"sleep 0.6; cat \\\"$0\\\" > out.txt\", \"data.txt\"], outputs = { out = \"out.txt\" }, deps = [\"data.txt\"] }\n",
+    );
+    let child = ctx.command(&["run", "p.toml", "--plain"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    ctx.write("data.txt", "two\n");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("input file(s) changed while the stage ran: data.txt"), "{stderr}");
+    // Put the old bytes back: nothing was cached for them, so the stage runs.
+    ctx.write("data.txt", "one\n");
+    ctx.run(&["run", "p.toml"]).ok();
+    assert_eq!(ctx.last_outcomes()["slow"], "ran");
+}

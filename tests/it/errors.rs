@@ -179,3 +179,15 @@ fn a_file_included_twice_is_read_once() {
     let err = ctx.run(&["validate", "loop.toml"]).code(2).stderr;
     assert!(err.contains("include cycle"), "{err}");
 }
+
+#[test]
+fn matrix_values_that_print_alike_and_escaping_outputs_are_refused() {
+    let err = invalid("[stages.a]\ntask = \"value\"\nmatrix = { value = [1, \"1\"] }\n");
+    assert!(err.contains("gives two nodes named `a[value=1]`"), "{err}");
+    let err =
+        invalid("[stages.a]\ntask = \"command\"\nparams = { cmd = [\"true\"], outputs = { x = \"/tmp/keep.txt\" } }\n");
+    assert!(err.contains("must be a file name inside the command's working directory"), "{err}");
+    let err =
+        invalid("[stages.a]\ntask = \"command\"\nparams = { cmd = [\"true\"], outputs = { x = \"../x.txt\" } }\n");
+    assert!(err.contains("no `..`"), "{err}");
+}

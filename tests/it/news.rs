@@ -190,3 +190,13 @@ fn news_features_pass_the_leakage_audit_and_carry_the_planted_signal() {
         / (x.iter().map(|a| (a - mx).powi(2)).sum::<f64>() * y.iter().map(|b| (b - my).powi(2)).sum::<f64>()).sqrt();
     assert!(corr > 0.03, "decayed news sentiment should lean the next 30 minutes: corr = {corr:.4}");
 }
+
+#[test]
+fn a_bare_date_is_known_only_at_the_end_of_its_day() {
+    let ctx = TestContext::new();
+    ctx.write("a.ndjson", "{\"title\": \"Day-only item\", \"date\": \"2023-03-10\"}\n");
+    ctx.write("p.toml", "[stages.news]\ntask = \"ingest_news\"\nparams = { path = \"a.ndjson\" }\n");
+    ctx.run(&["run", "p.toml"]).ok();
+    let dates = times(&ctx.table("news", "table"), "date");
+    assert_eq!(dates, [1_678_492_799_999], "2023-03-10 23:59:59.999 UTC");
+}

@@ -145,10 +145,17 @@ fn window_min(size: usize, min_periods: usize) -> RollingOptionsFixedWindow {
     RollingOptionsFixedWindow { window_size: size, min_periods: min_periods.clamp(1, size), ..Default::default() }
 }
 
-/// `a / b`, null where `b` is 0. "0" includes the residue a rolling sum leaves after its last
-/// non-zero value slides out (about 1e-15 of the sums it held), far below any real volume.
+/// `a / b`, null where `b` is 0.
 fn ratio(a: Expr, b: Expr) -> Expr {
-    when(b.clone().abs().lt_eq(lit(1e-9))).then(lit(NULL).cast(DataType::Float64)).otherwise(a / b)
+    when(b.clone().eq(lit(0.0))).then(lit(NULL).cast(DataType::Float64)).otherwise(a / b)
+}
+
+/// `a / b` for a sliding-window sum `b` (of volume): null where `b` is 0 or is the residue a
+/// sliding sum leaves after its last non-zero value slides out (about 1e-15 of the sums it
+/// held), taken as at most 1e-9 of the largest value the column has had so far.
+fn ratio_over_window_sum(a: Expr, b: Expr, column: &str) -> Expr {
+    let scale = f(column).abs().cum_max(false) * lit(1e-9);
+    when(b.clone().abs().lt_eq(scale)).then(lit(NULL).cast(DataType::Float64)).otherwise(a / b)
 }
 
 fn f(name: &str) -> Expr {
@@ -160,7 +167,8 @@ impl Stage for Features {
     const NAME: &'static str = "features";
     // 2: signed-volume proxy by bulk volume classification; nulls kept through warm-ups.
     // 3: ratios over empty windows are null (rolling-sum residue), BVC exactly 0.5 at no change.
-    const VERSION: u32 = 3;
+    // 4: VPIN fills whole buckets of one minute in closed form; residue test scaled to the column.
+    const VERSION: u32 = 4;
     const DOC: &'static str = "The Stage 1 feature set (docs/features.md), each value computed from data at or before its minute.\n\n\
         Input: one aligned bar table. Output `table`: `timestamp` plus multi-scale log returns, realized volatility, \
         ATR, high-low range, volume z-score and slope, VWAP deviation, signed volume, order-book imbalance (OBI) \
@@ -285,7 +293,7 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     let vw = params.volume_window;
     let v_mean = volume.clone().rolling_mean(window(vw));
     let v_std = volume.clone().rolling_std(window(vw));
-    exprs.push(ratio(volume.clone() - v_mean.clone(), v_std).alias(format!("volume_z_{vw}")));
+    exprs.push(ratio_over_window_sum(volume.clone() - v_mean.clone(), v_std, "volume").alias(format!("volume_z_{vw}")));
     let sw = params.slope_window;
     // OLS slope of volume on time within the window: sum((k - mid) * v_k) / (w * var(k)), as a
     // weighted window sum (each window summed afresh: no sliding-sum residue, which a
@@ -309,7 +317,11 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     let slope = weighted / lit(sw as f64 * var_k);
     exprs.push(ratio(slope, mean_v).alias(format!("volume_slope_{sw}")));
     let typical = (high.clone() + low.clone() + close.clone()) / lit(3.0);
-    let vwap = ratio((typical * volume.clone()).rolling_sum(window(vw)), volume.clone().rolling_sum(window(vw)));
+    let vwap = ratio_over_window_sum(
+        (typical * volume.clone()).rolling_sum(window(vw)),
+        volume.clone().rolling_sum(window(vw)),
+        "volume",
+    );
     exprs.push((close.clone() / vwap - lit(1.0)).alias(format!("vwap_dev_{vw}")));
     prov.set("volume", "real");
 
@@ -358,8 +370,12 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         let (lb, ls) = (f("large_buy_volume"), f("large_sell_volume"));
         let net = lb.clone() - ls.clone();
         exprs.push(
-            ratio((lb.clone() + ls.clone()).rolling_sum(window(vw)), volume.clone().rolling_sum(window(vw)))
-                .alias(format!("whale_share_{vw}")),
+            ratio_over_window_sum(
+                (lb.clone() + ls.clone()).rolling_sum(window(vw)),
+                volume.clone().rolling_sum(window(vw)),
+                "volume",
+            )
+            .alias(format!("whale_share_{vw}")),
         );
         exprs.push(ratio(net.clone(), lb + ls).fill_null(lit(0.0)).alias("whale_net"));
         exprs.push(sign(net.clone()).rolling_mean(window(vw)).alias(format!("whale_persistence_{vw}")));
@@ -419,14 +435,15 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     debug_assert!(out.column("__bvc_buy_share").is_err(), "helper columns never reach the output");
 
     // Hand-written families: VPIN, time cycles, event clock.
-    let timestamps: Vec<i64> = out
-        .column("timestamp")?
-        .as_materialized_series()
-        .to_physical_repr()
-        .i64()?
-        .iter()
-        .map(|v| v.unwrap_or(0))
-        .collect();
+    let ts_series = out.column("timestamp")?.as_materialized_series();
+    let ts_ms = match ts_series.dtype() {
+        DataType::Datetime(_, tz) => ts_series.cast(&DataType::Datetime(TimeUnit::Milliseconds, tz.clone()))?,
+        other => bail!("input column `timestamp` has type {other}, not a time"),
+    };
+    if ts_ms.null_count() > 0 {
+        bail!("input column `timestamp` has {} missing values; feed the output of align_utc", ts_ms.null_count());
+    }
+    let timestamps: Vec<i64> = ts_ms.to_physical_repr().i64()?.iter().map(|v| v.unwrap_or(0)).collect();
     let closes = column_f64(input, "close")?;
     let volumes = column_f64(input, "volume")?;
     let buys = if has("taker_buy_volume") { Some(column_f64(input, "taker_buy_volume")?) } else { None };
@@ -562,22 +579,37 @@ fn vpin(
                 Some(_) => 0.5,
                 None => bvc[t],
             };
-            let mut remaining = v;
-            while remaining > 0.0 {
-                let take = remaining.min(bucket - filled);
-                filled += take;
-                buy_in_bucket += take * buy_share;
-                remaining -= take;
-                if filled >= bucket * (1.0 - 1e-12) {
-                    let imbalance = (2.0 * buy_in_bucket - bucket).abs() / bucket;
-                    imbalances.push_back(imbalance);
-                    imbalance_sum += imbalance;
-                    if imbalances.len() > params.vpin_window {
-                        imbalance_sum -= imbalances.pop_front().unwrap_or(0.0);
-                    }
-                    filled = 0.0;
-                    buy_in_bucket = 0.0;
+            let close_bucket = |buy: f64, imbalances: &mut std::collections::VecDeque<f64>, sum: &mut f64| {
+                let imbalance = (2.0 * buy - bucket).abs() / bucket;
+                imbalances.push_back(imbalance);
+                *sum += imbalance;
+                if imbalances.len() > params.vpin_window {
+                    *sum -= imbalances.pop_front().unwrap_or(0.0);
                 }
+            };
+            // Top up the open bucket first.
+            let take = v.min(bucket - filled);
+            filled += take;
+            buy_in_bucket += take * buy_share;
+            let mut remaining = v - take;
+            if filled >= bucket * (1.0 - 1e-12) {
+                close_bucket(buy_in_bucket, &mut imbalances, &mut imbalance_sum);
+                filled = 0.0;
+                buy_in_bucket = 0.0;
+            }
+            // Whole buckets inside one minute all have this minute's buy share: computed in one
+            // step, only the last `vpin_window` matter (a huge minute on a thin first day would
+            // otherwise loop millions of times).
+            if remaining >= bucket {
+                let whole = (remaining / bucket).floor();
+                for _ in 0..(whole as u64).min(params.vpin_window as u64) {
+                    close_bucket(bucket * buy_share, &mut imbalances, &mut imbalance_sum);
+                }
+                remaining -= whole * bucket;
+            }
+            if remaining > 0.0 {
+                filled = remaining;
+                buy_in_bucket = remaining * buy_share;
             }
         }
         if imbalances.len() == params.vpin_window {
@@ -705,6 +737,18 @@ mod tests {
         let slope = out.column("volume_slope_15").unwrap().as_materialized_series().f64().unwrap().get(30).unwrap();
         // Volume rises by 1 a minute; the window mean at row 30 is 10 + 23 = 33: slope / mean.
         assert!((slope - 1.0 / 33.0).abs() < 1e-12, "{slope}");
+    }
+
+    #[test]
+    fn vpin_handles_a_thin_first_day_then_huge_minutes_quickly() {
+        let n = 1440 + 200;
+        let close: Vec<f64> = (0..n).map(|i| 100.0 + (i % 7) as f64 * 0.1).collect();
+        let volume: Vec<f64> = (0..n).map(|i| if i < 1440 { 1e-9 } else { 1e9 }).collect();
+        let params: FeaturesParams = serde_json::from_value(serde_json::json!({})).unwrap();
+        let started = std::time::Instant::now();
+        let (values, _) = vpin(&close, &volume, None, &params);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "closed form, not a loop per bucket");
+        assert!(values[n - 1].is_some_and(|v| (0.0..=1.0).contains(&v)));
     }
 
     #[test]

@@ -100,7 +100,12 @@ fn times_ms(df: &DataFrame, column: &str, input: &str) -> Result<Vec<i64>> {
         DataType::Datetime(_, tz) => series.cast(&DataType::Datetime(TimeUnit::Milliseconds, tz.clone()))?,
         other => bail!("input `{input}` column `{column}` has type {other}, not a time"),
     };
-    Ok(ms.to_physical_repr().i64()?.iter().map(|v| v.unwrap_or(i64::MIN)).collect())
+    let physical = ms.to_physical_repr();
+    let values = physical.i64()?;
+    if let Some(row) = values.iter().position(|v| v.is_none()) {
+        bail!("input `{input}` row {} has no `{column}`", row + 1);
+    }
+    Ok(values.iter().map(|v| v.unwrap_or(0)).collect())
 }
 
 fn text(df: &DataFrame, column: &str) -> Result<Vec<String>> {

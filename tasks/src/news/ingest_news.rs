@@ -177,18 +177,32 @@ fn time_column(df: &DataFrame, name: &str, params: &IngestNewsParams) -> Result<
             .iter()
             .map(|v| v.ok_or_else(|| "no date".to_string()).and_then(|v| epoch_to_ms(v, params.timestamp_unit)))
             .collect(),
-        _ => text_column(df, name)?.iter().map(|text| parse_text_ms(text, zone, params.timestamp_unit)).collect(),
+        _ => text_column(df, name)?
+            .iter()
+            .map(|text| match chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+                // A date without a time says "some time that day": the item is known only when
+                // the day is over, or it would reach minutes before it was published.
+                Ok(day) => crate::market::time::local_to_ms(
+                    (day + chrono::Days::new(1)).and_hms_opt(0, 0, 0).expect("midnight exists"),
+                    zone,
+                )
+                .map(|midnight| midnight - 1),
+                Err(_) => parse_text_ms(text, zone, params.timestamp_unit),
+            })
+            .collect(),
     })
 }
 
 impl Stage for IngestNews {
     type Params = IngestNewsParams;
     const NAME: &'static str = "ingest_news";
-    const VERSION: u32 = 1;
+    // 2: a bare date is known at the end of its day.
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Read news items (JSON array, NDJSON or CSV; one file or a glob) into the canonical news table.\n\n\
         Output `table`: `date` (when the item was published, UTC), `scraped_at` (when it was collected, if \
         given), `title`, `content`, `source`, sorted by `date`. Dates in RFC 3339, RFC 2822, naive form (read in \
-        `timezone`) or epoch numbers. Items without a usable date are dropped and counted (metric \
+        `timezone`) or epoch numbers; a bare date (`2024-01-02`) counts as the end of that day, when the \
+        item is surely known. Items without a usable date are dropped and counted (metric \
         `dropped_no_date`, with the first example); items without a title are dropped and counted too. Mapping \
         `fields.date` to a collection time (`scraped_at`, or any field named like scrape/crawl/collect/fetch) is \
         refused: news must join on the time it was known, never the time it was scraped.";
