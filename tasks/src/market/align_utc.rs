@@ -63,7 +63,9 @@ impl Stage for AlignUtc {
         `on_conflict` (an error by default, naming both source rows). Rows between grid points are merged into \
         their minute (open first, high max, low min, close last, flows summed, levels last). Missing minutes are \
         filled: prices carried forward from the last close (open = high = low = close), volume and other flows 0, \
-        book and funding levels carried forward, and `was_filled = true`. Metrics: duplicates, conflicts, gaps, \
+        book and funding levels carried forward, and `was_filled = true`. A row stamped t is the bar that opens \
+        at t (the exchanges' convention): merged from finer rows, it is complete only at t + step, which the \
+        leakage audit of `align_utc` itself therefore reports; 1-minute input is never merged. Metrics: duplicates, conflicts, gaps, \
         filled minutes, the longest gap.";
     const EXAMPLE: &'static str = r#"[stages.bars]
 task = "ingest_bars"
