@@ -259,6 +259,22 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 continue;
             }
         };
+        for axis in &stage.matrix {
+            if let Some(loc) = stage.param_locs.get(&axis.param)
+                && spec.sources.path(loc.file) == std::path::Path::new("--set")
+            {
+                diagnostics.push(
+                    Diagnostic::error(
+                        format!("`--set` sets `{}`, which is a matrix axis of stage `{}`", axis.param, stage.name),
+                        Some(loc.clone()),
+                    )
+                    .with_secondary(axis.loc.clone(), "the matrix sets it here")
+                    .with_hint(
+                        "edit the matrix in the pipeline file, or run one node as a target (e.g. `STAGE[KEY=VALUE]`)",
+                    ),
+                );
+            }
+        }
         for combo in combinations(stage) {
             let name = node_name(&stage.name, &combo);
             let mut params = toml::Value::Table(stage.params.clone());

@@ -191,3 +191,11 @@ fn matrix_values_that_print_alike_and_escaping_outputs_are_refused() {
         invalid("[stages.a]\ntask = \"command\"\nparams = { cmd = [\"true\"], outputs = { x = \"../x.txt\" } }\n");
     assert!(err.contains("no `..`"), "{err}");
 }
+
+#[test]
+fn set_on_a_matrix_axis_is_refused_not_silently_ignored() {
+    let ctx = TestContext::new();
+    ctx.write("p.toml", "[stages.a]\ntask = \"value\"\nmatrix = { value = [1, 2] }\n");
+    let err = ctx.run(&["validate", "p.toml", "--set", "stages.a.params.value=3"]).code(2).stderr;
+    assert!(err.contains("`--set` sets `value`, which is a matrix axis of stage `a`"), "{err}");
+}

@@ -219,3 +219,18 @@ inputs = ["kraken"]
     assert_eq!(kraken["gaps"], 26_746, "as the data README counts them");
     assert_eq!(kraken["filled_steps"], 90 * 1440 - 56_717);
 }
+
+#[test]
+fn clipping_keeps_taker_volume_a_part_of_volume() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "p.toml",
+        "[stages.market]\ntask = \"synth_market\"\nparams = { days = 10 }\n[stages.clipped]\ntask = \"clip_outliers\"\ninputs = [\"market\"]\nparams = { k = 1.0 }\n",
+    );
+    ctx.run(&["run", "p.toml"]).ok();
+    let df = ctx.table("clipped", "table");
+    let volume = column_f64(&df, "volume");
+    let taker = column_f64(&df, "taker_buy_volume");
+    assert!(volume.iter().zip(&taker).all(|(v, t)| t <= v), "taker buy volume above volume after clipping");
+    assert!(ctx.manifest("clipped")["metrics"]["clipped"]["volume"]["high"].as_u64().unwrap() > 0);
+}

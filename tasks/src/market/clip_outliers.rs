@@ -56,12 +56,14 @@ impl Stage for ClipOutliers {
     const NAME: &'static str = "clip_outliers";
     // 2: quantiles from one rank tree instead of polars' rolling quantiles (same definition).
     // 3: filled minutes and zeros stay out of the statistics.
-    const VERSION: u32 = 3;
+    // 4: taker buy volume capped at the (clipped) volume.
+    const VERSION: u32 = 4;
     const DOC: &'static str = "Clip outliers per column to median +/- k x IQR (default 5) of a trailing window.\n\n\
         The median and quartiles at a row come from the `window` rows up to and including it, never from later \
         rows: a full-sample quantile would let the future decide how the past is clipped. Minutes that \
         `align_utc` filled (`was_filled`) and, by default, zeros (minutes without trades) are left out of the \
-        statistics and never clipped. Where the window's IQR is 0 values are left alone. Metrics: per column, how many \
+        statistics and never clipped. Where the window's IQR is 0 values are left alone. Taker buy volume is \
+        then capped at the clipped volume, so that it stays a part of it. Metrics: per column, how many \
         values were clipped low and high.";
     const EXAMPLE: &'static str = r#"[stages.bars]
 task = "synth_table"
@@ -156,6 +158,23 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
                 }
             }
             out.with_column(Column::from(Series::new(c.as_str().into(), values)))?;
+        }
+        // Clipped separately, taker buy volume could end above total volume; keep it a part.
+        if columns.iter().any(|c| c == "volume" || c == "taker_buy_volume")
+            && out.column("volume").is_ok()
+            && out.column("taker_buy_volume").is_ok()
+        {
+            let capped = out
+                .clone()
+                .lazy()
+                .with_column(
+                    when(col("taker_buy_volume").gt(col("volume")))
+                        .then(col("volume"))
+                        .otherwise(col("taker_buy_volume"))
+                        .alias("taker_buy_volume"),
+                )
+                .collect()?;
+            out = capped;
         }
         ctx.metric("clipped", serde_json::Value::Object(clipped));
         ctx.metric("k", params.k);
