@@ -401,7 +401,7 @@ fn run_node(
                     .map(|(path, _)| path.clone())
                     .collect();
                 return Err(format!(
-                    "input file(s) changed while the stage ran: {}; nothing was cached, run again",
+                    "input file(s) changed while the run was using them: {}; nothing was cached, run again",
                     changed.join(", ")
                 ));
             }

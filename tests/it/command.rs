@@ -108,7 +108,7 @@ fn an_input_file_changed_while_the_stage_runs_is_never_cached() {
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("input file(s) changed while the stage ran: data.txt"), "{stderr}");
+    assert!(stderr.contains("input file(s) changed while the run was using them: data.txt"), "{stderr}");
     // Put the old bytes back: nothing was cached for them, so the stage runs.
     ctx.write("data.txt", "one\n");
     ctx.run(&["run", "p.toml"]).ok();
