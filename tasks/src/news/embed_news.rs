@@ -153,7 +153,7 @@ params = { lag_minutes = 1, windows = [60, 240] }
             return Err(ParamError::new(
                 "method",
                 format!(
-                    "`{}` is not available in this build; use \"hashed_tfidf\" (sentence-embedding models come with the `tch` feature)",
+                    "`{}` is not available in this build; use \"hashed_tfidf\" (the only method in this build; a sentence-embedding model is planned)",
                     params.method
                 ),
             ));
