@@ -5,6 +5,7 @@ pub mod command;
 pub mod evaluate;
 pub mod market;
 pub mod news;
+pub mod read;
 pub mod read_table;
 pub mod select;
 pub mod synth_table;

@@ -125,16 +125,7 @@ fn read_frame(path: &Path, params: &IngestBarsParams) -> Result<(DataFrame, usiz
                 Some(h) => h,
                 None => detect_header(path, separator)?,
             };
-            // Every column as text: numbers and times are parsed below, so that a bad value can
-            // be reported with its row and column instead of silently becoming null.
-            let mut df = CsvReadOptions::default()
-                .with_has_header(has_header)
-                .with_infer_schema_length(Some(0))
-                .with_parse_options(CsvParseOptions::default().with_separator(separator))
-                .try_into_reader_with_file_path(Some(path.to_path_buf()))
-                .and_then(|r| r.finish())
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("cannot read CSV file {shown}"))?;
+            let mut df = crate::read::read_csv_as_text(path, has_header, separator)?;
             let names: Option<Vec<String>> = match (&params.column_names, params.layout, has_header) {
                 (Some(names), _, _) => Some(names.clone()),
                 (None, Layout::BinanceKline, false) => Some(BINANCE_KLINE.iter().map(|s| s.to_string()).collect()),
@@ -153,14 +144,7 @@ fn read_frame(path: &Path, params: &IngestBarsParams) -> Result<(DataFrame, usiz
         }
         BarFormat::Parquet => Ok((pipeline_artifacts::read_table(path)?, 1)),
         format @ (BarFormat::Json | BarFormat::Ndjson) => {
-            let file = std::fs::File::open(path).with_context(|| format!("cannot open {shown}"))?;
-            let json_format = if format == BarFormat::Json { JsonFormat::Json } else { JsonFormat::JsonLines };
-            let df = JsonReader::new(file)
-                .with_json_format(json_format)
-                .finish()
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("cannot read JSON from {shown}"))?;
-            Ok((df, 1))
+            Ok((crate::read::read_json(path, format == BarFormat::Ndjson)?, 1))
         }
         BarFormat::Auto => unreachable!("resolved by format_of"),
     }

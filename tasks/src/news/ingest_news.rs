@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use pipeline_artifacts::{ArtifactKind, write_table};
 use pipeline_engine::{OutputDecl, ParamError, Stage, StageContext};
 use polars::prelude::*;
@@ -136,27 +136,8 @@ fn read_frame(path: &Path, params: &IngestNewsParams) -> Result<(DataFrame, usiz
         bail!("{shown}: the file is empty");
     }
     match format_of(path, params.format)? {
-        NewsFormat::Csv => {
-            let df = CsvReadOptions::default()
-                .with_has_header(true)
-                .with_infer_schema_length(Some(0))
-                .with_parse_options(CsvParseOptions::default().with_separator(params.separator.as_bytes()[0]))
-                .try_into_reader_with_file_path(Some(path.to_path_buf()))
-                .and_then(|r| r.finish())
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("cannot read CSV file {shown}"))?;
-            Ok((df, 2))
-        }
-        format => {
-            let file = std::fs::File::open(path).with_context(|| format!("cannot open {shown}"))?;
-            let json_format = if format == NewsFormat::Json { JsonFormat::Json } else { JsonFormat::JsonLines };
-            let df = JsonReader::new(file)
-                .with_json_format(json_format)
-                .finish()
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("cannot read JSON from {shown}"))?;
-            Ok((df, 1))
-        }
+        NewsFormat::Csv => Ok((crate::read::read_csv_as_text(path, true, params.separator.as_bytes()[0])?, 2)),
+        format => Ok((crate::read::read_json(path, format == NewsFormat::Ndjson)?, 1)),
     }
 }
 
