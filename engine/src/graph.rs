@@ -10,7 +10,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use pipeline_artifacts::ArtifactKind;
 
 use crate::diag::{Diagnostic, Diagnostics, Loc, did_you_mean};
-use crate::spec::{ExportSpec, Spec, StageSpec};
+use crate::spec::{ExportSpec, ShowSpec, Spec, StageSpec};
 use crate::stage::{InputInfo, OutputDecl, PreparedStage, Registry, Task};
 
 /// One node to run: a stage, or one combination of a stage's matrix.
@@ -30,6 +30,7 @@ pub struct Node {
     pub files: Vec<String>,
     pub base_dir: PathBuf,
     pub exports: Vec<ExportSpec>,
+    pub show: Vec<ShowSpec>,
 }
 
 #[derive(Clone, Debug)]
@@ -345,6 +346,7 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 inputs: Vec::new(),
                 base_dir: stage.base_dir.clone(),
                 exports: stage.exports.clone(),
+                show: stage.show.clone(),
             });
         }
     }
@@ -502,6 +504,20 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 let stage = &spec.stages[node.spec_index];
                 let loc = stage.inputs.first().map(|i| i.loc.clone()).unwrap_or_else(|| stage.name_loc.clone());
                 diagnostics.push(Diagnostic::error(format!("stage `{}`: {message}", node.name), Some(loc)));
+            }
+            for show in &node.show {
+                if !node.outputs.iter().any(|o| o.name == show.output) {
+                    let names: Vec<&str> = node.outputs.iter().map(|o| o.name.as_str()).collect();
+                    diagnostics.push(Diagnostic::error(
+                        format!(
+                            "stage `{}` shows `{}`, which is not one of its outputs ({})",
+                            node.name,
+                            show.output,
+                            names.join(", ")
+                        ),
+                        Some(show.loc.clone()),
+                    ));
+                }
             }
             for export in &node.exports {
                 if !node.matrix.is_empty() {

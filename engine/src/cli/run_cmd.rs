@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use pipeline_cache::{RunStatus, StageOutcome};
+use pipeline_cache::{RunRecord, RunStatus, StageOutcome, Store};
 use serde::Serialize;
 
 use super::args::{PipelineArgs, RunArgs, StatusArgs};
@@ -115,6 +115,7 @@ pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> C
     }
     eprintln!("{summary}");
     if record.status == RunStatus::Succeeded {
+        show_outputs(&graph, &plan, &store, &record);
         for (idx, node) in graph.nodes.iter().enumerate() {
             if plan.selected[idx] {
                 for export in &node.exports {
@@ -133,6 +134,28 @@ pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> C
         RunStatus::Interrupted => ExitCode::from(130),
         _ => ExitCode::from(1),
     })
+}
+
+/// Prints the outputs named in `show` (hits included, so a cached run still shows its headline).
+/// They go to stdout, the rest of the run's chatter to stderr, so `pipeline run ... > table.txt`
+/// keeps just the results.
+fn show_outputs(graph: &Graph, plan: &Plan, store: &Store, record: &RunRecord) {
+    for (idx, node) in graph.nodes.iter().enumerate() {
+        if !plan.selected[idx] || node.show.is_empty() {
+            continue;
+        }
+        let Some(stage) = record.stages.iter().find(|s| s.name == node.name) else { continue };
+        for show in &node.show {
+            let Some(output) = stage.outputs.get(&show.output) else { continue };
+            match std::fs::read(store.object_path(&output.hash)) {
+                Ok(bytes) => {
+                    println!();
+                    print!("{}", String::from_utf8_lossy(&bytes));
+                }
+                Err(err) => eprintln!("warning: cannot show {}.{}: {err}", node.name, show.output),
+            }
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::{ExportMode, ExportSpec, InputSpec, MatrixAxis, Spec, StageSpec};
+use super::{ExportMode, ExportSpec, InputSpec, MatrixAxis, ShowSpec, Spec, StageSpec};
 use crate::diag::{Diagnostic, Diagnostics, FileId, Loc, SourceMap, did_you_mean};
 
 /// Default largest matrix expansion of one stage; `[pipeline] max_matrix` raises it.
@@ -12,7 +12,7 @@ pub const DEFAULT_MAX_MATRIX: usize = 64;
 
 const TOP_KEYS: &[&str] = &["pipeline", "params", "stages", "include"];
 const PIPELINE_KEYS: &[&str] = &["name", "description", "max_matrix"];
-const STAGE_KEYS: &[&str] = &["task", "description", "inputs", "params", "matrix", "exports"];
+const STAGE_KEYS: &[&str] = &["task", "description", "inputs", "params", "matrix", "exports", "show"];
 
 struct Loader {
     sources: SourceMap,
@@ -343,6 +343,7 @@ impl Loader {
             params_loc: name_loc.clone(),
             matrix: Vec::new(),
             exports: Vec::new(),
+            show: Vec::new(),
         };
         let mut has_task = false;
         let mut saw_task = false;
@@ -375,6 +376,7 @@ impl Loader {
                 }
                 "matrix" => stage.matrix = self.load_matrix(file, value),
                 "exports" => stage.exports = self.load_exports(file, value),
+                "show" => stage.show = self.load_show(file, value),
                 _ => self.unknown_key(file, &format!("stage `{stage_name}`"), key, STAGE_KEYS),
             }
         }
@@ -480,6 +482,21 @@ impl Loader {
             axes.push(axis);
         }
         axes
+    }
+
+    /// `show = "headline"` or `show = ["headline", "notes"]`: outputs printed after the run.
+    fn load_show(&mut self, file: FileId, value: &Spanned<DeValue<'_>>) -> Vec<ShowSpec> {
+        let items: Vec<&Spanned<DeValue<'_>>> = match value.get_ref() {
+            DeValue::Array(items) => items.iter().collect(),
+            _ => vec![value],
+        };
+        let mut show = Vec::new();
+        for item in items {
+            if let Some(output) = self.expect_string(file, "`show` (an output name)", item) {
+                show.push(ShowSpec { output, loc: loc(file, item.span()) });
+            }
+        }
+        show
     }
 
     fn load_exports(&mut self, file: FileId, value: &Spanned<DeValue<'_>>) -> Vec<ExportSpec> {

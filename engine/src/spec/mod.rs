@@ -50,6 +50,15 @@ pub struct StageSpec {
     pub params_loc: Loc,
     pub matrix: Vec<MatrixAxis>,
     pub exports: Vec<ExportSpec>,
+    /// Outputs whose text is printed after a successful run (`show = "headline"`).
+    pub show: Vec<ShowSpec>,
+}
+
+/// One output named in `show`.
+#[derive(Debug, Clone)]
+pub struct ShowSpec {
+    pub output: String,
+    pub loc: Loc,
 }
 
 /// One entry of `inputs`: `"stage"`, `"stage.output"`, or `local = "stage.output"`.
