@@ -1,0 +1,337 @@
+//! From the stage's input tables to the numbers a model sees: one frame joined on `timestamp`,
+//! the feature columns picked by name patterns, a binary label, and a time split with a purge
+//! gap. Everything that could leak is decided here, so it is tested here.
+
+use anyhow::{Result, anyhow, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use pipeline_artifacts::read_table;
+use polars::prelude::*;
+
+use crate::market::labels::LABEL_PREFIX;
+
+/// Which part of the time split a row belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+    /// Inside a purge gap: its label looks into the next split, so no split may use it.
+    Purged,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+            Split::Purged => "purged",
+        }
+    }
+}
+
+/// The model's view of the data, column-major, nulls as NaN, rows in time order.
+#[derive(Debug)]
+pub struct Dataset {
+    /// Milliseconds since the epoch, UTC, strictly increasing.
+    pub timestamps: Vec<i64>,
+    pub features: Vec<String>,
+    /// One vector per feature, all of `timestamps.len()`.
+    pub columns: Vec<Vec<f64>>,
+    pub label: Vec<bool>,
+    /// The volatility column used for the high-volatility metrics (NaN where unknown).
+    pub vol: Vec<f64>,
+    pub split: Vec<Split>,
+}
+
+impl Dataset {
+    pub fn rows(&self, split: Split) -> Vec<usize> {
+        (0..self.split.len()).filter(|&i| self.split[i] == split).collect()
+    }
+}
+
+/// Reads every input table and joins them on `timestamp`, the first input's rows leading
+/// (left join). A column other than `timestamp` in two inputs is an error, not a silent pick.
+pub fn join_inputs(inputs: &[(String, std::path::PathBuf)]) -> Result<DataFrame> {
+    let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));
+    let mut joined: Option<DataFrame> = None;
+    let mut owner: Vec<(String, String)> = Vec::new();
+    for (name, path) in inputs {
+        let mut frame = read_table(path)?;
+        let ts = frame
+            .column("timestamp")
+            .map_err(|_| anyhow!("input `{name}` ({}) has no `timestamp` column", path.display()))?;
+        if !matches!(ts.dtype(), DataType::Datetime(..)) {
+            bail!("input `{name}` column `timestamp` has type {}, not a datetime", ts.dtype());
+        }
+        let cast = ts.cast(&utc)?;
+        frame.with_column(cast)?;
+        for column in frame.get_column_names() {
+            if column.as_str() == "timestamp" {
+                continue;
+            }
+            if let Some((_, first)) = owner.iter().find(|(c, _)| c == column.as_str()) {
+                bail!(
+                    "column `{column}` is in inputs `{first}` and `{name}`: drop it from one of them (a `select` stage) so that the model reads one of them on purpose"
+                );
+            }
+            owner.push((column.to_string(), name.clone()));
+        }
+        joined = Some(match joined {
+            None => frame,
+            Some(left) => left
+                .lazy()
+                .join(frame.lazy(), [col("timestamp")], [col("timestamp")], JoinArgs::new(JoinType::Left))
+                .collect()?,
+        });
+    }
+    let joined = joined.ok_or_else(|| anyhow!("`train` needs at least one input table"))?;
+    Ok(joined.sort(["timestamp"], SortMultipleOptions::default())?)
+}
+
+/// Picks feature columns: numeric columns matching any `include` pattern and no `exclude`
+/// pattern, in the frame's column order. `timestamp`, the label, and every `label_*` column
+/// are never features; a pattern without wildcards that names one is an error.
+pub fn select_features(
+    frame: &DataFrame,
+    include: &[String],
+    exclude: &[String],
+    label: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let compile = |patterns: &[String], what: &str| -> Result<Vec<glob::Pattern>> {
+        patterns
+            .iter()
+            .map(|p| glob::Pattern::new(p).map_err(|e| anyhow!("{what} pattern `{p}` is not a valid glob: {e}")))
+            .collect()
+    };
+    let includes = compile(include, "features")?;
+    let excludes = compile(exclude, "exclude")?;
+    for pattern in include {
+        let literal = !pattern.contains(['*', '?', '[']);
+        if literal && (pattern.starts_with(LABEL_PREFIX) || pattern == label) {
+            bail!(
+                "`{pattern}` is a label column and cannot be a feature: labels look into the future. Remove it from `features`"
+            );
+        }
+        if literal && frame.column(pattern).is_err() {
+            bail!("feature `{pattern}` is not a column of the inputs (columns: {})", column_list(frame));
+        }
+    }
+    let mut chosen = Vec::new();
+    let mut skipped = Vec::new();
+    for column in frame.columns() {
+        let name = column.name().as_str();
+        if name == "timestamp" || name == label || name.starts_with(LABEL_PREFIX) {
+            continue;
+        }
+        if !includes.iter().any(|p| p.matches(name)) || excludes.iter().any(|p| p.matches(name)) {
+            continue;
+        }
+        if column.dtype().is_primitive_numeric() || column.dtype() == &DataType::Boolean {
+            chosen.push(name.to_string());
+        } else {
+            skipped.push(name.to_string());
+        }
+    }
+    Ok((chosen, skipped))
+}
+
+fn column_list(frame: &DataFrame) -> String {
+    let names: Vec<String> = frame.get_column_names().iter().map(|c| c.to_string()).collect();
+    if names.len() > 12 {
+        format!("{}, ... ({} in all)", names[..12].join(", "), names.len())
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A column as f64 with nulls (and non-finite values) as NaN.
+pub fn column_f64(frame: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let series = frame.column(name)?.as_materialized_series().cast(&DataType::Float64)?;
+    Ok(series.f64()?.iter().map(|v| v.filter(|x| x.is_finite()).unwrap_or(f64::NAN)).collect())
+}
+
+/// The label as booleans; `None` where it is null. Anything but 0/1 is refused.
+pub fn binary_label(frame: &DataFrame, label: &str) -> Result<Vec<Option<bool>>> {
+    let column = frame.column(label).map_err(|_| {
+        let labels: Vec<String> =
+            frame.get_column_names().iter().filter(|c| c.starts_with(LABEL_PREFIX)).map(|c| c.to_string()).collect();
+        anyhow!(
+            "label `{label}` is not a column of the inputs (label columns: {}); wire a `labels` stage in",
+            if labels.is_empty() { "none".to_string() } else { labels.join(", ") }
+        )
+    })?;
+    let values = column.as_materialized_series().cast(&DataType::Float64)?;
+    let mut out = Vec::with_capacity(values.len());
+    for (row, value) in values.f64()?.iter().enumerate() {
+        out.push(match value {
+            None => None,
+            Some(0.0) => Some(false),
+            Some(1.0) => Some(true),
+            Some(v) => {
+                bail!("label `{label}` row {} is {v}: `train` needs a binary 0/1 label such as `label_dir_15`", row + 1)
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// The horizon in minutes from a label named like `label_dir_15`.
+pub fn horizon_from_label(label: &str) -> Option<i64> {
+    label.rsplit('_').next()?.parse().ok().filter(|h| *h > 0)
+}
+
+/// Parses a split boundary: RFC 3339 or a bare `YYYY-MM-DD` (midnight UTC).
+pub fn parse_boundary(text: &str) -> Result<i64, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis());
+    }
+    Err(format!("`{text}` is not a date: write 2024-03-01 or 2024-03-01T00:00:00Z"))
+}
+
+pub fn format_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Where train ends and test begins: given dates, or fractions of the labelled time span rounded
+/// down to a UTC day boundary (to the hour when the span is under a week).
+pub fn boundaries(
+    first: i64,
+    last: i64,
+    train_until: Option<&str>,
+    valid_until: Option<&str>,
+    fractions: (f64, f64),
+) -> Result<(i64, i64)> {
+    let span = last - first;
+    let unit: i64 = if span >= 7 * 86_400_000 { 86_400_000 } else { 3_600_000 };
+    let at = |f: f64| first + ((span as f64 * f) as i64 - (first + (span as f64 * f) as i64).rem_euclid(unit));
+    let train = match train_until {
+        Some(t) => parse_boundary(t).map_err(|e| anyhow!("train_until: {e}"))?,
+        None => at(fractions.0),
+    };
+    let valid = match valid_until {
+        Some(t) => parse_boundary(t).map_err(|e| anyhow!("valid_until: {e}"))?,
+        None => at(fractions.0 + fractions.1),
+    };
+    if !(first < train && train < valid && valid <= last) {
+        bail!(
+            "the split does not fit the data: rows run {} .. {}, train until {}, validation until {}; move the boundaries inside the data and in order",
+            format_ms(first),
+            format_ms(last),
+            format_ms(train),
+            format_ms(valid)
+        );
+    }
+    Ok((train, valid))
+}
+
+/// Assigns each row to a split. A row at `t` whose label window `(t, t + purge]` reaches past a
+/// boundary is purged: with `purge >= horizon` no training label sees validation or test prices.
+pub fn assign_splits(timestamps: &[i64], train_until: i64, valid_until: i64, purge_ms: i64) -> Vec<Split> {
+    timestamps
+        .iter()
+        .map(|&t| {
+            if t < train_until {
+                if t + purge_ms < train_until { Split::Train } else { Split::Purged }
+            } else if t < valid_until {
+                if t + purge_ms < valid_until { Split::Valid } else { Split::Purged }
+            } else {
+                Split::Test
+            }
+        })
+        .collect()
+}
+
+/// Timestamps of a frame's `timestamp` column in ms.
+pub fn timestamps_ms(frame: &DataFrame) -> Result<Vec<i64>> {
+    let ts = frame.column("timestamp")?.as_materialized_series().to_physical_repr().into_owned();
+    ts.i64()?.iter().enumerate().map(|(row, v)| v.ok_or_else(|| anyhow!("row {} has no timestamp", row + 1))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> DataFrame {
+        let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));
+        df!(
+            "timestamp" => [0i64, 60_000, 120_000],
+            "ret_1" => [0.1, 0.2, 0.3],
+            "news_count_60" => [1.0, 2.0, 3.0],
+            "symbol" => ["a", "b", "c"],
+            "label_dir_15" => [1i8, 0, 1],
+            "label_ret_15" => [0.1, -0.1, 0.2],
+        )
+        .unwrap()
+        .lazy()
+        .with_column(col("timestamp").cast(utc))
+        .collect()
+        .unwrap()
+    }
+
+    #[test]
+    fn patterns_pick_numeric_columns_and_never_labels() {
+        let f = frame();
+        let all = ["*".to_string()];
+        let (chosen, skipped) = select_features(&f, &all, &[], "label_dir_15").unwrap();
+        assert_eq!(chosen, ["ret_1", "news_count_60"]);
+        assert_eq!(skipped, ["symbol"]);
+        let (price_only, _) = select_features(&f, &all, &["news_*".to_string()], "label_dir_15").unwrap();
+        assert_eq!(price_only, ["ret_1"]);
+        let err = select_features(&f, &["label_ret_15".to_string()], &[], "label_dir_15").unwrap_err();
+        assert!(err.to_string().contains("label column"), "{err}");
+        let err = select_features(&f, &["ret_2".to_string()], &[], "label_dir_15").unwrap_err();
+        assert!(err.to_string().contains("not a column"), "{err}");
+    }
+
+    #[test]
+    fn labels_must_be_binary() {
+        let f = frame();
+        assert_eq!(binary_label(&f, "label_dir_15").unwrap(), [Some(true), Some(false), Some(true)]);
+        let err = binary_label(&f, "label_ret_15").unwrap_err();
+        assert!(err.to_string().contains("binary"), "{err}");
+        let err = binary_label(&f, "label_dir_5").unwrap_err();
+        assert!(err.to_string().contains("label_dir_15"), "{err}");
+    }
+
+    /// No training row's label window reaches the validation split, and none of validation's
+    /// reaches test: the purge is at least the horizon.
+    #[test]
+    fn purge_keeps_label_windows_inside_their_split() {
+        let minute = 60_000;
+        let times: Vec<i64> = (0..1000).map(|i| i * minute).collect();
+        let (train_until, valid_until) = (600 * minute, 800 * minute);
+        for horizon in [1, 5, 15, 60] {
+            let split = assign_splits(&times, train_until, valid_until, horizon * minute);
+            for (i, s) in split.iter().enumerate() {
+                let label_end = times[i] + horizon * minute;
+                match s {
+                    Split::Train => assert!(label_end < train_until),
+                    Split::Valid => assert!(times[i] >= train_until && label_end < valid_until),
+                    Split::Test => assert!(times[i] >= valid_until),
+                    Split::Purged => {}
+                }
+            }
+            let purged = split.iter().filter(|s| **s == Split::Purged).count() as i64;
+            assert_eq!(purged, 2 * horizon, "horizon {horizon}");
+        }
+    }
+
+    #[test]
+    fn fractions_round_to_day_boundaries() {
+        let day = 86_400_000;
+        let start = parse_boundary("2024-01-01").unwrap();
+        let (train, valid) = boundaries(start, start + 90 * day - 60_000, None, None, (0.6, 0.2)).unwrap();
+        assert_eq!(format_ms(train), "2024-02-23T00:00:00Z");
+        assert_eq!(format_ms(valid), "2024-03-12T00:00:00Z");
+        let err = boundaries(start, start + 10 * day, Some("2024-02-01"), None, (0.6, 0.2)).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+        assert_eq!(horizon_from_label("label_dir_15"), Some(15));
+        assert_eq!(horizon_from_label("label_up"), None);
+    }
+}
