@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod evaluate;
+pub mod learn;
 pub mod market;
 pub mod news;
 pub mod read;
@@ -25,6 +26,9 @@ pub fn registry() -> Registry {
         .register::<market::features::Features>()
         .register::<market::labels::Labels>()
         .register::<news::embed_news::EmbedNews>()
+        .register::<learn::train::Train>()
+        .register::<evaluate::compare::Compare>()
+        .register::<evaluate::report::Report>()
         .register::<news::ingest_news::IngestNews>()
         .register::<news::synth_news::SynthNews>()
         .register::<read_table::ReadTable>()

@@ -1,4 +1,6 @@
-//! Evaluation shared by the training and comparison stages: classification metrics and
-//! bootstrap confidence intervals.
+//! Evaluation: classification metrics and bootstrap intervals (`metrics`), the ablation
+//! comparison of trained variants (`compare`), and its HTML report (`report`).
 
+pub mod compare;
 pub mod metrics;
+pub mod report;

@@ -1,0 +1,666 @@
+//! `compare`: the ablation of Stage 1. Gathers the `train` variants, pairs each treatment
+//! feature set with its baseline on the same model and label, and puts a paired block-bootstrap
+//! confidence interval on every difference, so that noise is not read as signal.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, anyhow, bail};
+use pipeline_artifacts::{ArtifactKind, read_json, read_table, write_json, write_table};
+use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::metrics::{auc, block_bootstrap_interval, brier, log_loss};
+use crate::synth_table::SplitMix64;
+
+/// Which feature sets to compare, on which split, with what interval.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompareParams {
+    /// The feature set under test (e.g. `with_news`).
+    #[serde(default = "default_treatment")]
+    pub treatment: String,
+    /// The feature set it is measured against (e.g. `price_only`).
+    #[serde(default = "default_baseline")]
+    pub baseline: String,
+    /// Split the comparison is made on: `test` or `valid`.
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// Bootstrap resamples.
+    #[serde(default = "default_draws")]
+    pub bootstrap_draws: usize,
+    /// Rows per bootstrap block (minutes on a 1-minute grid): keeps serial dependence inside blocks.
+    #[serde(default = "default_block")]
+    pub block_rows: usize,
+    /// Confidence level of the intervals.
+    #[serde(default = "default_level")]
+    pub level: f64,
+    /// Seed of the resampling.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_treatment() -> String {
+    "with_news".into()
+}
+fn default_baseline() -> String {
+    "price_only".into()
+}
+fn default_split() -> String {
+    "test".into()
+}
+fn default_draws() -> usize {
+    500
+}
+fn default_block() -> usize {
+    120
+}
+fn default_level() -> f64 {
+    0.95
+}
+
+/// Treatment and baseline of one model and label, as far as they were found.
+type Pair<'a> = (Option<&'a Variant>, Option<&'a Variant>);
+
+/// One `train` node's results as read back.
+struct Variant {
+    key: String,
+    metrics: Value,
+    timestamps: Vec<i64>,
+    labels: Vec<bool>,
+    scores: Vec<f64>,
+    high_vol: Vec<bool>,
+    vol_decile: Vec<Option<i32>>,
+    importance: Vec<(String, f64, Option<f64>)>,
+}
+
+impl Variant {
+    fn text(&self, key: &str) -> String {
+        self.metrics[key].as_str().unwrap_or("").to_string()
+    }
+}
+
+pub struct Compare;
+
+impl Stage for Compare {
+    type Params = CompareParams;
+    const NAME: &'static str = "compare";
+    const VERSION: u32 = 1;
+    const DOC: &'static str = "The ablation table: every `train` variant's out-of-sample metrics, and treatment minus baseline with paired block-bootstrap confidence intervals.\n\n\
+        Inputs: the `metrics` and `predictions` outputs of `train` nodes (a matrix fans in as `metrics[...]`, \
+        `predictions[...]`), optionally `importance`; they are paired by their matrix suffix. Variants are grouped \
+        by model and label; within a group the `treatment` feature set is compared with the `baseline` on the same \
+        rows of `split`. Each difference (AUC, hit rate, log loss, Brier; overall and in high-volatility rows) gets \
+        a percentile interval from `bootstrap_draws` moving-block resamples of `block_rows` rows, the same rows for \
+        both variants. A treatment whose metrics say `degraded` (e.g. no news source) is reported as unavailable, \
+        never as a zero difference. Outputs: `table` (one row per variant), `ablation` (one row per model and \
+        label), `summary` (JSON: both tables plus ROC, calibration, volatility-decile and importance data for \
+        `report`) and `headline` (the text table; `show = \"headline\"` prints it after the run).";
+    const EXAMPLE: &'static str = r#"[stages.market]
+task = "synth_market"
+params = { days = 20 }
+
+[stages.features]
+task = "features"
+inputs = ["market"]
+
+[stages.labels]
+task = "labels"
+inputs = ["market"]
+
+[stages.train]
+task = "train"
+inputs = ["features", "labels"]
+params = { label = "label_dir_15", model = "logistic" }
+matrix = { feature_set = ["all", "price_only"] }
+
+[stages.compare]
+task = "compare"
+inputs = { metrics = "train.metrics", predictions = "train.predictions" }
+params = { treatment = "all", baseline = "price_only" }
+show = "headline"
+"#;
+
+    fn validate(params: &CompareParams) -> Result<(), ParamError> {
+        if !["test", "valid"].contains(&params.split.as_str()) {
+            return Err(ParamError::new("split", "use \"test\" or \"valid\""));
+        }
+        if params.treatment == params.baseline {
+            return Err(ParamError::new("baseline", "treatment and baseline must be different feature sets"));
+        }
+        if params.bootstrap_draws < 50 {
+            return Err(ParamError::new("bootstrap_draws", "use at least 50 resamples (500 or more for reporting)"));
+        }
+        if params.block_rows == 0 {
+            return Err(ParamError::new("block_rows", "must be positive"));
+        }
+        if !(params.level > 0.5 && params.level < 1.0) {
+            return Err(ParamError::new("level", "must be between 0.5 and 1, e.g. 0.95"));
+        }
+        Ok(())
+    }
+
+    fn outputs(_params: &CompareParams) -> Vec<OutputDecl> {
+        vec![
+            OutputDecl::new("table", ArtifactKind::Table),
+            OutputDecl::new("ablation", ArtifactKind::Table),
+            OutputDecl::new("summary", ArtifactKind::Json),
+            OutputDecl::new("headline", ArtifactKind::File),
+        ]
+    }
+
+    fn check_inputs(_params: &CompareParams, inputs: &[InputInfo]) -> Result<(), String> {
+        let base = |name: &str| name.split('[').next().unwrap_or(name).to_string();
+        for (needed, kind) in [("metrics", ArtifactKind::Json), ("predictions", ArtifactKind::Table)] {
+            let found: Vec<&InputInfo> = inputs.iter().filter(|i| base(&i.name) == needed).collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "`compare` needs `{needed}` inputs from `train`: inputs = {{ metrics = \"train.metrics\", predictions = \"train.predictions\" }}"
+                ));
+            }
+            if let Some(bad) = found.iter().find(|i| i.kind != kind) {
+                return Err(format!("input `{}` is a {}, expected a {kind}", bad.name, bad.kind));
+            }
+        }
+        Ok(())
+    }
+
+    fn run(params: &CompareParams, ctx: &mut StageContext) -> Result<()> {
+        let variants = read_variants(ctx, &params.split)?;
+        let mut rows = Vec::new();
+        for v in &variants {
+            let m = &v.metrics["splits"][&params.split];
+            rows.push(json!({
+                "model": v.text("model"),
+                "label": v.text("label"),
+                "horizon_minutes": v.metrics["horizon_minutes"],
+                "feature_set": v.text("feature_set"),
+                "status": v.text("status"),
+                "features": v.metrics["features"].as_array().map_or(0, |a| a.len()),
+                "rows": m["rows"],
+                "base_rate": m["base_rate"],
+                "auc": m["auc"],
+                "accuracy": m["accuracy"],
+                "log_loss": m["log_loss"],
+                "brier": m["brier"],
+                "high_vol_rows": m["high_vol"]["rows"],
+                "high_vol_auc": m["high_vol"]["auc"],
+                "high_vol_accuracy": m["high_vol"]["accuracy"],
+                "auc_interval": interval_json(auc_interval(v, params)),
+            }));
+        }
+
+        // Pair treatment with baseline per (model, label).
+        // Ordered by model, then horizon (5 before 15), then label.
+        let mut groups: BTreeMap<(String, i64, String), Pair> = BTreeMap::new();
+        for v in &variants {
+            let horizon = v.metrics["horizon_minutes"].as_i64().unwrap_or(0);
+            let entry = groups.entry((v.text("model"), horizon, v.text("label"))).or_default();
+            if v.text("feature_set") == params.treatment {
+                entry.0 = Some(v);
+            } else if v.text("feature_set") == params.baseline {
+                entry.1 = Some(v);
+            }
+        }
+        let mut ablation = Vec::new();
+        for ((model, _, label), (treatment, baseline)) in &groups {
+            let (Some(t), Some(b)) = (treatment, baseline) else {
+                continue;
+            };
+            let horizon = t.metrics["horizon_minutes"].clone();
+            if t.text("status") == "degraded" {
+                ablation.push(json!({
+                    "model": model, "label": label, "horizon_minutes": horizon,
+                    "status": format!("unavailable: {}", t.metrics["degraded"].as_str().unwrap_or("treatment degraded")),
+                    "baseline_auc": b.metrics["splits"][&params.split]["auc"],
+                }));
+                continue;
+            }
+            ablation.push(paired(model, label, horizon, t, b, params)?);
+        }
+        if ablation.is_empty() {
+            ctx.message(&format!(
+                "no model and label has both `{}` and `{}` variants: the ablation table is empty",
+                params.treatment, params.baseline
+            ));
+        }
+
+        let curves: Vec<Value> = variants.iter().map(curves_json).collect();
+        let summary = json!({
+            "treatment": params.treatment,
+            "baseline": params.baseline,
+            "split": params.split,
+            "level": params.level,
+            "bootstrap_draws": params.bootstrap_draws,
+            "block_rows": params.block_rows,
+            "variants": rows,
+            "ablation": ablation,
+            "curves": curves,
+        });
+        let headline = headline(&summary);
+        let mut table = rows_frame(&rows)?;
+        let mut ablation_frame = rows_frame(summary["ablation"].as_array().expect("array"))?;
+        let significant = ablation.iter().filter(|a| a["auc_significant"] == json!(true)).count();
+        ctx.metric("variants", variants.len() as u64);
+        ctx.metric("pairs", ablation.len() as u64);
+        ctx.metric("significant_auc_deltas", significant as u64);
+        write_table(&mut table, &ctx.output_path("table")?)?;
+        write_table(&mut ablation_frame, &ctx.output_path("ablation")?)?;
+        write_json(&summary, &ctx.output_path("summary")?)?;
+        std::fs::write(ctx.output_path("headline")?, headline)?;
+        Ok(())
+    }
+}
+
+fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
+    let suffix = |name: &str| name.find('[').map(|i| name[i..].to_string()).unwrap_or_default();
+    let base = |name: &str| name.split('[').next().unwrap_or(name).to_string();
+    let mut variants = Vec::new();
+    for input in ctx.inputs().iter().filter(|i| base(&i.name) == "metrics") {
+        let key = suffix(&input.name);
+        let find = |what: &str| ctx.inputs().iter().find(|i| base(&i.name) == what && suffix(&i.name) == key);
+        let predictions = find("predictions").ok_or_else(|| {
+            anyhow!(
+                "input `{}` has no matching `predictions{key}`; wire both outputs of the same `train` stage",
+                input.name
+            )
+        })?;
+        let metrics = read_json(&input.path)?;
+        if metrics.get("splits").is_none() || metrics.get("model").is_none() {
+            bail!("input `{}` ({}) is not the metrics of a `train` stage", input.name, input.path.display());
+        }
+        let frame = read_table(&predictions.path)?;
+        let frame = frame
+            .lazy()
+            .filter(col("split").eq(lit(split)))
+            .collect()
+            .map_err(|e| anyhow!("input `{}` is not the predictions of a `train` stage: {e}", predictions.name))?;
+        let ts = crate::learn::dataset::timestamps_ms(&frame)?;
+        let labels = crate::learn::dataset::column_f64(&frame, "label")?.iter().map(|v| *v == 1.0).collect();
+        let scores = crate::learn::dataset::column_f64(&frame, "score")?;
+        let high_vol = frame.column("high_vol")?.bool()?.iter().map(|v| v.unwrap_or(false)).collect();
+        let vol_decile = frame.column("vol_decile")?.as_materialized_series().cast(&DataType::Int32)?;
+        let vol_decile = vol_decile.i32()?.iter().collect();
+        let importance = match find("importance") {
+            Some(i) => {
+                let f = read_table(&i.path)?;
+                let names = f.column("feature")?.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect::<Vec<_>>();
+                let own = crate::learn::dataset::column_f64(&f, "model")?;
+                let perm = crate::learn::dataset::column_f64(&f, "permutation")?;
+                names
+                    .into_iter()
+                    .zip(own)
+                    .zip(perm)
+                    .map(|((n, o), p)| (n, o, Some(p).filter(|x| x.is_finite())))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        variants.push(Variant { key, metrics, timestamps: ts, labels, scores, high_vol, vol_decile, importance });
+    }
+    if variants.is_empty() {
+        bail!(
+            "no `metrics` inputs: wire inputs = {{ metrics = \"train.metrics\", predictions = \"train.predictions\" }}"
+        );
+    }
+    variants.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(variants)
+}
+
+fn auc_interval(v: &Variant, p: &CompareParams) -> Option<(f64, f64)> {
+    let order = sorted_order(&v.scores);
+    let mut counts = vec![0u32; v.scores.len()];
+    block_bootstrap_interval(v.scores.len(), p.block_rows, p.bootstrap_draws, p.seed, p.level, |rows| {
+        counts.iter_mut().for_each(|c| *c = 0);
+        rows.iter().for_each(|&r| counts[r] += 1);
+        weighted_auc(&order, &v.scores, &v.labels, &counts)
+    })
+}
+
+/// Rows ordered by score (ties by row), computed once per variant.
+fn sorted_order(scores: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+    order
+}
+
+/// AUC with row multiplicities (a bootstrap resample) in one pass over the score order: each
+/// positive counts the negatives below it, half the tied ones. Equal to [`auc`] on the
+/// expanded sample; written here because resampling thousands of times must not sort each time.
+fn weighted_auc(order: &[usize], scores: &[f64], labels: &[bool], counts: &[u32]) -> Option<f64> {
+    let (mut negatives_below, mut pairs, mut positives, mut negatives) = (0f64, 0f64, 0f64, 0f64);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        let (mut pos, mut neg) = (0f64, 0f64);
+        while j < order.len() && scores[order[j]] == scores[order[i]] {
+            let w = counts[order[j]] as f64;
+            if labels[order[j]] {
+                pos += w
+            } else {
+                neg += w
+            }
+            j += 1;
+        }
+        pairs += pos * (negatives_below + 0.5 * neg);
+        negatives_below += neg;
+        positives += pos;
+        negatives += neg;
+        i = j;
+    }
+    (positives > 0.0 && negatives > 0.0).then(|| pairs / (positives * negatives))
+}
+
+fn interval_json(interval: Option<(f64, f64)>) -> Value {
+    interval.map_or(Value::Null, |(lo, hi)| json!([lo, hi]))
+}
+
+/// Treatment minus baseline on the rows both scored, with paired intervals.
+fn paired(model: &str, label: &str, horizon: Value, t: &Variant, b: &Variant, p: &CompareParams) -> Result<Value> {
+    // The same label on the same split: the rows should coincide; join on time to be sure.
+    let index: BTreeMap<i64, usize> = b.timestamps.iter().enumerate().map(|(i, ts)| (*ts, i)).collect();
+    let pairs: Vec<(usize, usize)> =
+        t.timestamps.iter().enumerate().filter_map(|(i, ts)| index.get(ts).map(|&j| (i, j))).collect();
+    if pairs.is_empty() {
+        bail!("`{model}` on `{label}`: the {} and {} predictions share no timestamps", p.treatment, p.baseline);
+    }
+    let labels: Vec<bool> = pairs.iter().map(|&(i, _)| t.labels[i]).collect();
+    let ts: Vec<f64> = pairs.iter().map(|&(i, _)| t.scores[i]).collect();
+    let bs: Vec<f64> = pairs.iter().map(|&(_, j)| b.scores[j]).collect();
+    let high: Vec<bool> = pairs.iter().map(|&(i, j)| t.high_vol[i] && b.high_vol[j]).collect();
+    let all: Vec<usize> = (0..pairs.len()).collect();
+    let hv: Vec<usize> = all.iter().copied().filter(|&k| high[k]).collect();
+
+    let measure = |rows: &[usize], seed: u64| -> Value {
+        let y: Vec<bool> = rows.iter().map(|&k| labels[k]).collect();
+        let st: Vec<f64> = rows.iter().map(|&k| ts[k]).collect();
+        let sb: Vec<f64> = rows.iter().map(|&k| bs[k]).collect();
+        if y.is_empty() {
+            return json!({ "rows": 0 });
+        }
+        let hit = |s: &[f64], r: &[usize]| {
+            r.iter().filter(|&&k| (s[k] >= 0.5) == y[k]).count() as f64 / r.len().max(1) as f64
+        };
+        let (ot, obb) = (sorted_order(&st), sorted_order(&sb));
+        let mut counts = vec![0u32; y.len()];
+        let n = y.len();
+        let auc_delta = block_bootstrap_interval(n, p.block_rows, p.bootstrap_draws, seed, p.level, |r| {
+            counts.iter_mut().for_each(|c| *c = 0);
+            r.iter().for_each(|&k| counts[k] += 1);
+            Some(weighted_auc(&ot, &st, &y, &counts)? - weighted_auc(&obb, &sb, &y, &counts)?)
+        });
+        let hit_delta = block_bootstrap_interval(n, p.block_rows, p.bootstrap_draws, seed ^ 1, p.level, |r| {
+            Some(hit(&st, r) - hit(&sb, r))
+        });
+        let ll = |s: &[f64], r: &[usize]| {
+            r.iter()
+                .map(|&k| {
+                    let q = s[k].clamp(1e-15, 1.0 - 1e-15);
+                    if y[k] { -q.ln() } else { -(1.0 - q).ln() }
+                })
+                .sum::<f64>()
+                / r.len().max(1) as f64
+        };
+        let ll_delta = block_bootstrap_interval(n, p.block_rows, p.bootstrap_draws, seed ^ 2, p.level, |r| {
+            Some(ll(&st, r) - ll(&sb, r))
+        });
+        let (auc_t, auc_b) = (auc(&y, &st), auc(&y, &sb));
+        json!({
+            "rows": n,
+            "auc_treatment": auc_t,
+            "auc_baseline": auc_b,
+            "auc_delta": auc_t.zip(auc_b).map(|(a, b)| a - b),
+            "auc_delta_interval": interval_json(auc_delta),
+            "auc_significant": auc_delta.map(|(lo, hi)| lo > 0.0 || hi < 0.0),
+            "hit_rate_treatment": hit(&st, &(0..n).collect::<Vec<_>>()),
+            "hit_rate_baseline": hit(&sb, &(0..n).collect::<Vec<_>>()),
+            "hit_rate_delta_interval": interval_json(hit_delta),
+            "log_loss_treatment": log_loss(&y, &st),
+            "log_loss_baseline": log_loss(&y, &sb),
+            "log_loss_delta_interval": interval_json(ll_delta),
+            "brier_treatment": brier(&y, &st),
+            "brier_baseline": brier(&y, &sb),
+        })
+    };
+    let seed = p.seed ^ SplitMix64::new(blake3_u64(&format!("{model}/{label}"))).next_u64();
+    let overall = measure(&all, seed);
+    let high_vol = measure(&hv, seed ^ 0x6869);
+    let mut row = json!({ "model": model, "label": label, "horizon_minutes": horizon, "status": "ok" });
+    for (key, value) in overall.as_object().expect("object") {
+        row[key] = value.clone();
+    }
+    for (key, value) in high_vol.as_object().expect("object") {
+        row[format!("high_vol_{key}")] = value.clone();
+    }
+    Ok(row)
+}
+
+fn blake3_u64(text: &str) -> u64 {
+    u64::from_le_bytes(blake3::hash(text.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// ROC (about 100 points), calibration (10 bins), hit rate per volatility decile, importance.
+fn curves_json(v: &Variant) -> Value {
+    let order = sorted_order(&v.scores);
+    let (p, n) = (v.labels.iter().filter(|&&y| y).count() as f64, v.labels.iter().filter(|&&y| !y).count() as f64);
+    let mut roc = vec![[1.0, 1.0]];
+    let (mut tp, mut fp) = (p, n);
+    let step = (order.len() / 100).max(1);
+    for (k, &i) in order.iter().enumerate() {
+        if v.labels[i] {
+            tp -= 1.0
+        } else {
+            fp -= 1.0
+        }
+        if (k + 1) % step == 0 || k + 1 == order.len() {
+            roc.push([if n > 0.0 { fp / n } else { 0.0 }, if p > 0.0 { tp / p } else { 0.0 }]);
+        }
+    }
+    let mut bins = vec![(0.0, 0.0, 0u64); 10];
+    for (s, &y) in v.scores.iter().zip(&v.labels) {
+        let b = ((s * 10.0) as usize).min(9);
+        bins[b].0 += s;
+        bins[b].1 += y as u8 as f64;
+        bins[b].2 += 1;
+    }
+    let calibration: Vec<Value> = bins
+        .iter()
+        .filter(|b| b.2 > 0)
+        .map(|b| json!({ "score": b.0 / b.2 as f64, "observed": b.1 / b.2 as f64, "rows": b.2 }))
+        .collect();
+    let mut deciles = [(0u64, 0u64); 10];
+    for ((d, s), &y) in v.vol_decile.iter().zip(&v.scores).zip(&v.labels) {
+        if let Some(d) = d {
+            let d = (*d).clamp(0, 9) as usize;
+            deciles[d].0 += 1;
+            deciles[d].1 += ((*s >= 0.5) == y) as u64;
+        }
+    }
+    let mut importance = v.importance.clone();
+    importance.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    importance.truncate(15);
+    json!({
+        "model": v.text("model"),
+        "label": v.text("label"),
+        "feature_set": v.text("feature_set"),
+        "status": v.text("status"),
+        "roc": roc,
+        "calibration": calibration,
+        "hit_rate_by_vol_decile": deciles.iter().map(|d| if d.0 > 0 { json!(d.1 as f64 / d.0 as f64) } else { Value::Null }).collect::<Vec<_>>(),
+        "importance": importance.iter().map(|(f, o, q)| json!({ "feature": f, "model": o, "permutation": q })).collect::<Vec<_>>(),
+    })
+}
+
+/// One flat table from JSON rows: scalar fields become columns (intervals split in lo/hi).
+fn rows_frame(rows: &[Value]) -> Result<DataFrame> {
+    let mut names: Vec<String> = Vec::new();
+    for row in rows {
+        for (key, value) in row.as_object().expect("object") {
+            let keys: Vec<String> =
+                if value.is_array() { vec![format!("{key}_lo"), format!("{key}_hi")] } else { vec![key.clone()] };
+            for k in keys {
+                if !names.contains(&k) {
+                    names.push(k);
+                }
+            }
+        }
+    }
+    let get = |row: &Value, name: &str| -> Value {
+        if let Some(base) = name.strip_suffix("_lo").filter(|b| row[*b].is_array()) {
+            return row[base][0].clone();
+        }
+        if let Some(base) = name.strip_suffix("_hi").filter(|b| row[*b].is_array()) {
+            return row[base][1].clone();
+        }
+        row[name].clone()
+    };
+    let mut columns: Vec<Column> = Vec::new();
+    for name in &names {
+        let values: Vec<Value> = rows.iter().map(|r| get(r, name)).collect();
+        let series = if values.iter().all(|v| v.is_null() || v.is_string()) {
+            Series::new(name.into(), values.iter().map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>())
+        } else if values.iter().all(|v| v.is_null() || v.is_boolean()) {
+            Series::new(name.into(), values.iter().map(|v| v.as_bool()).collect::<Vec<_>>())
+        } else {
+            Series::new(name.into(), values.iter().map(|v| v.as_f64()).collect::<Vec<_>>())
+        };
+        columns.push(series.into());
+    }
+    Ok(DataFrame::new(rows.len(), columns)?)
+}
+
+fn fmt(value: &Value, digits: usize, signed: bool) -> String {
+    match value.as_f64() {
+        Some(v) if signed => format!("{v:+.digits$}"),
+        Some(v) => format!("{v:.digits$}"),
+        None => "-".into(),
+    }
+}
+
+fn fmt_interval(value: &Value) -> String {
+    match (value[0].as_f64(), value[1].as_f64()) {
+        (Some(lo), Some(hi)) => format!("[{lo:+.3}, {hi:+.3}]"),
+        _ => "-".into(),
+    }
+}
+
+/// The table printed at the end of the run.
+pub fn headline(summary: &Value) -> String {
+    let split = summary["split"].as_str().unwrap_or("test");
+    let mut lines = vec![vec![
+        "model".to_string(),
+        "label".into(),
+        format!("AUC {}", summary["baseline"].as_str().unwrap_or("")),
+        format!("AUC {}", summary["treatment"].as_str().unwrap_or("")),
+        "dAUC".into(),
+        format!("{:.0}% CI", summary["level"].as_f64().unwrap_or(0.95) * 100.0),
+        "d hit rate".into(),
+        "high-vol dAUC".into(),
+        "high-vol CI".into(),
+    ]];
+    let mut notes: Vec<(String, Vec<String>)> = Vec::new();
+    for a in summary["ablation"].as_array().into_iter().flatten() {
+        let (model, label) = (a["model"].as_str().unwrap_or(""), a["label"].as_str().unwrap_or(""));
+        if a["status"] != "ok" {
+            lines.push(vec![
+                model.into(),
+                label.into(),
+                fmt(&a["baseline_auc"], 4, false),
+                "unavailable".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+            let reason = a["status"].as_str().unwrap_or("").to_string();
+            match notes.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, who)) => who.push(format!("{model} {label}")),
+                None => notes.push((reason, vec![format!("{model} {label}")])),
+            }
+            continue;
+        }
+        let star = if a["auc_significant"] == json!(true) { " *" } else { "" };
+        let hit = a["hit_rate_treatment"].as_f64().zip(a["hit_rate_baseline"].as_f64()).map(|(t, b)| t - b);
+        let hv_delta = &a["high_vol_auc_delta"];
+        lines.push(vec![
+            model.into(),
+            label.into(),
+            fmt(&a["auc_baseline"], 4, false),
+            fmt(&a["auc_treatment"], 4, false),
+            format!("{}{star}", fmt(&a["auc_delta"], 4, true)),
+            fmt_interval(&a["auc_delta_interval"]),
+            hit.map_or("-".into(), |h| format!("{h:+.4}")),
+            fmt(hv_delta, 4, true),
+            fmt_interval(&a["high_vol_auc_delta_interval"]),
+        ]);
+    }
+    let widths: Vec<usize> =
+        (0..lines[0].len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = format!(
+        "Stage 1 ablation: {} vs {} on the {split} split ({} block-bootstrap draws of {}-row blocks; * = CI excludes 0)\n",
+        summary["treatment"].as_str().unwrap_or(""),
+        summary["baseline"].as_str().unwrap_or(""),
+        summary["bootstrap_draws"],
+        summary["block_rows"],
+    );
+    for line in &lines {
+        let cells: Vec<String> = line.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    if lines.len() == 1 {
+        out.push_str("(no treatment/baseline pairs)\n");
+    }
+    for (reason, who) in notes {
+        out.push_str(&format!("note: {} {reason}\n", summary["treatment"].as_str().unwrap_or("")));
+        out.push_str(&format!("      ({})\n", who.join(", ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass weighted AUC equals the plain AUC on the sample the weights expand to.
+    #[test]
+    fn weighted_auc_matches_expanded_sample() {
+        let mut rng = SplitMix64::new(3);
+        let n = 200;
+        // Scores on a 0.05 grid, so that ties are common.
+        let scores: Vec<f64> = (0..n).map(|_| (rng.next_f64() * 20.0).floor() / 20.0).collect();
+        let labels: Vec<bool> = (0..n).map(|i| rng.next_f64() < 0.3 + 0.4 * scores[i]).collect();
+        let counts: Vec<u32> = (0..n).map(|_| (rng.next_u64() % 3) as u32).collect();
+        let order = sorted_order(&scores);
+        let (mut es, mut el) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            for _ in 0..counts[i] {
+                es.push(scores[i]);
+                el.push(labels[i]);
+            }
+        }
+        let expected = auc(&el, &es).unwrap();
+        let got = weighted_auc(&order, &scores, &labels, &counts).unwrap();
+        assert!((expected - got).abs() < 1e-12, "{expected} vs {got}");
+        let ones = vec![1u32; n];
+        assert!(
+            (weighted_auc(&order, &scores, &labels, &ones).unwrap() - auc(&labels, &scores).unwrap()).abs() < 1e-12
+        );
+    }
+
+    #[test]
+    fn headline_reports_unavailable_not_zero() {
+        let summary = json!({
+            "treatment": "with_news", "baseline": "price_only", "split": "test", "level": 0.95,
+            "bootstrap_draws": 500, "block_rows": 120,
+            "ablation": [{ "model": "gbdt", "label": "label_dir_15", "status": "unavailable: no feature matches `news_*`", "baseline_auc": 0.5061 }],
+        });
+        let text = headline(&summary);
+        assert!(text.contains("unavailable"), "{text}");
+        assert!(text.contains("0.5061"), "{text}");
+        assert!(!text.contains("+0.0000"), "{text}");
+    }
+}
