@@ -9,4 +9,5 @@ mod features;
 mod inspect;
 mod market;
 mod news;
+mod stage1;
 mod support;
