@@ -87,7 +87,7 @@ pub struct Compare;
 impl Stage for Compare {
     type Params = CompareParams;
     const NAME: &'static str = "compare";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DOC: &'static str = "The ablation table: every `train` variant's out-of-sample metrics, and treatment minus baseline with paired block-bootstrap confidence intervals.\n\n\
         Inputs: the `metrics` and `predictions` outputs of `train` nodes (a matrix fans in as `metrics[...]`, \
         `predictions[...]`), optionally `importance`; they are paired by their matrix suffix. Variants are grouped \
@@ -305,7 +305,11 @@ fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
             "no `metrics` inputs: wire inputs = {{ metrics = \"train.metrics\", predictions = \"train.predictions\" }}"
         );
     }
-    variants.sort_by(|a, b| a.key.cmp(&b.key));
+    // Shortest horizon first, then in matrix order.
+    variants.sort_by(|a, b| {
+        let horizon = |v: &Variant| v.metrics["horizon_minutes"].as_i64().unwrap_or(0);
+        horizon(a).cmp(&horizon(b)).then(a.key.cmp(&b.key))
+    });
     Ok(variants)
 }
 
@@ -465,9 +469,11 @@ fn curves_json(v: &Variant) -> Value {
         bins[b].1 += y as u8 as f64;
         bins[b].2 += 1;
     }
+    // Bins with under 1% of the rows (at least 30) are too noisy to plot.
+    let min_rows = (v.scores.len() as u64 / 100).max(30);
     let calibration: Vec<Value> = bins
         .iter()
-        .filter(|b| b.2 > 0)
+        .filter(|b| b.2 >= min_rows)
         .map(|b| json!({ "score": b.0 / b.2 as f64, "observed": b.1 / b.2 as f64, "rows": b.2 }))
         .collect();
     let mut deciles = [(0u64, 0u64); 10];
@@ -484,6 +490,7 @@ fn curves_json(v: &Variant) -> Value {
     json!({
         "model": v.text("model"),
         "label": v.text("label"),
+        "horizon_minutes": v.metrics["horizon_minutes"],
         "feature_set": v.text("feature_set"),
         "status": v.text("status"),
         "roc": roc,

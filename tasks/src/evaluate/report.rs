@@ -34,7 +34,7 @@ pub struct Report;
 impl Stage for Report {
     type Params = ReportParams;
     const NAME: &'static str = "report";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DOC: &'static str = "A self-contained HTML report of a `compare` summary: the ablation table with confidence intervals, ROC curves, calibration, hit rate by volatility decile, feature importance.\n\n\
         Input: `summary` (the `summary` output of `compare`). Output `html`: one file, inline SVG charts, no \
         scripts or external resources, so it opens anywhere and can be archived with the run. Variants whose \
@@ -309,9 +309,14 @@ th{{background:#f3f3f3}}td.l{{text-align:left}}tr.sig td{{background:#eef7ee}}tr
 
     // Charts per label: every model and feature set of that label together.
     let curves: Vec<&Value> = summary["curves"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-    let mut labels: Vec<&str> = curves.iter().filter_map(|c| c["label"].as_str()).collect();
+    // Shortest horizon first (label_dir_5 before label_dir_15).
+    let mut labels: Vec<(i64, &str)> = curves
+        .iter()
+        .filter_map(|c| Some((c["horizon_minutes"].as_i64().unwrap_or(0), c["label"].as_str()?)))
+        .collect();
     labels.sort();
     labels.dedup();
+    let labels: Vec<&str> = labels.into_iter().map(|(_, l)| l).collect();
     for label in labels {
         let of_label: Vec<&&Value> = curves.iter().filter(|c| c["label"] == label).collect();
         let name =
@@ -351,7 +356,7 @@ th{{background:#f3f3f3}}td.l{{text-align:left}}tr.sig td{{background:#eef7ee}}tr
         ));
         html.push_str(&line_chart(
             "Hit rate by volatility decile",
-            "volatility decile (train edges), low to high",
+            "volatility decile within the split, low to high",
             "hit rate",
             &deciles,
             false,
