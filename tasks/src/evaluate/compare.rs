@@ -198,11 +198,24 @@ show = "headline"
         for v in &variants {
             let horizon = v.metrics["horizon_minutes"].as_i64().unwrap_or(0);
             let entry = groups.entry((v.text("model"), horizon, v.text("label"))).or_default();
-            if v.text("feature_set") == params.treatment {
-                entry.0 = Some(v);
+            let slot = if v.text("feature_set") == params.treatment {
+                &mut entry.0
             } else if v.text("feature_set") == params.baseline {
-                entry.1 = Some(v);
+                &mut entry.1
+            } else {
+                continue;
+            };
+            if let Some(other) = slot {
+                bail!(
+                    "inputs `metrics{}` and `metrics{}` are both `{}` {} on `{}`: `compare` pairs one treatment with one baseline per model and label; compare the other matrix axes in separate `compare` stages",
+                    other.key,
+                    v.key,
+                    v.text("model"),
+                    v.text("feature_set"),
+                    v.text("label")
+                );
             }
+            *slot = Some(v);
         }
         let mut ablation = Vec::new();
         for ((model, _, label), (treatment, baseline)) in &groups {
@@ -370,6 +383,14 @@ fn paired(model: &str, label: &str, horizon: Value, t: &Variant, b: &Variant, p:
     if pairs.is_empty() {
         bail!("`{model}` on `{label}`: the {} and {} predictions share no timestamps", p.treatment, p.baseline);
     }
+    if let Some(&(i, _)) = pairs.iter().find(|&&(i, j)| t.labels[i] != b.labels[j]) {
+        bail!(
+            "`{model}` on `{label}`: the {} and {} variants disagree on the label at {}; they must be trained on the same label table",
+            p.treatment,
+            p.baseline,
+            crate::learn::dataset::format_ms(t.timestamps[i])
+        );
+    }
     let labels: Vec<bool> = pairs.iter().map(|&(i, _)| t.labels[i]).collect();
     let ts: Vec<f64> = pairs.iter().map(|&(i, _)| t.scores[i]).collect();
     let bs: Vec<f64> = pairs.iter().map(|&(_, j)| b.scores[j]).collect();
@@ -385,7 +406,8 @@ fn paired(model: &str, label: &str, horizon: Value, t: &Variant, b: &Variant, p:
             return json!({ "rows": 0 });
         }
         let hit = |s: &[f64], r: &[usize]| {
-            r.iter().filter(|&&k| (s[k] >= 0.5) == y[k]).count() as f64 / r.len().max(1) as f64
+            // The same call as `Confusion::at(.., 0.5)`: up only above 0.5.
+            r.iter().filter(|&&k| (s[k] > 0.5) == y[k]).count() as f64 / r.len().max(1) as f64
         };
         let (ot, obb) = (sorted_order(&st), sorted_order(&sb));
         let mut counts = vec![0u32; y.len()];
@@ -445,7 +467,8 @@ fn blake3_u64(text: &str) -> u64 {
     u64::from_le_bytes(blake3::hash(text.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-/// ROC (about 100 points), calibration (10 bins), hit rate per volatility decile, importance.
+/// ROC (about 100 points), calibration (10 bins), hit rate per volatility decile, importance
+/// (every feature; the report picks the top ones).
 fn curves_json(v: &Variant) -> Value {
     let order = sorted_order(&v.scores);
     let (p, n) = (v.labels.iter().filter(|&&y| y).count() as f64, v.labels.iter().filter(|&&y| !y).count() as f64);
@@ -481,12 +504,11 @@ fn curves_json(v: &Variant) -> Value {
         if let Some(d) = d {
             let d = (*d).clamp(0, 9) as usize;
             deciles[d].0 += 1;
-            deciles[d].1 += ((*s >= 0.5) == y) as u64;
+            deciles[d].1 += ((*s > 0.5) == y) as u64;
         }
     }
     let mut importance = v.importance.clone();
     importance.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    importance.truncate(15);
     json!({
         "model": v.text("model"),
         "label": v.text("label"),

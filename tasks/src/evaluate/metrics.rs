@@ -91,7 +91,12 @@ impl Confusion {
 
 /// A percentile interval from a moving-block bootstrap: rows are resampled in contiguous blocks
 /// of `block` so that the serial dependence of minute data is kept, `draws` times, with a fixed
-/// seed. `statistic` gets the resampled row indices.
+/// seed. `statistic` gets the resampled row indices. `None` when there are fewer than
+/// [`MIN_BLOCKS`] blocks of rows: with so few distinct resamples the interval would be far too
+/// narrow (with one block, a single point), and a difference would look significant when it is not.
+/// The fewest blocks of rows a bootstrap interval is computed from.
+pub const MIN_BLOCKS: usize = 5;
+
 pub fn block_bootstrap_interval(
     n: usize,
     block: usize,
@@ -100,10 +105,10 @@ pub fn block_bootstrap_interval(
     level: f64,
     mut statistic: impl FnMut(&[usize]) -> Option<f64>,
 ) -> Option<(f64, f64)> {
-    if n == 0 || draws == 0 {
+    let block = block.max(1);
+    if n < MIN_BLOCKS * block || draws == 0 {
         return None;
     }
-    let block = block.clamp(1, n);
     let mut rng = crate::synth_table::SplitMix64::new(seed);
     let mut values = Vec::with_capacity(draws);
     let mut rows = Vec::with_capacity(n);
@@ -178,5 +183,8 @@ mod tests {
         let sample_mean = data.iter().sum::<f64>() / data.len() as f64;
         // About 2 x 1.96 x sigma / sqrt(n) = 0.18 wide for independent draws.
         assert!(a.0 < sample_mean && a.1 > sample_mean && a.1 - a.0 > 0.05 && a.1 - a.0 < 0.5, "{a:?}");
+        // Too few blocks: no interval rather than a point that looks significant.
+        assert_eq!(block_bootstrap_interval(99, 20, 400, 7, 0.95, mean), None);
+        assert!(block_bootstrap_interval(100, 20, 400, 7, 0.95, mean).is_some());
     }
 }

@@ -209,13 +209,16 @@ pub fn boundaries(
 ) -> Result<(i64, i64)> {
     let span = last - first;
     let unit: i64 = if span >= 7 * 86_400_000 { 86_400_000 } else { 3_600_000 };
-    let at = |f: f64| first + ((span as f64 * f) as i64 - (first + (span as f64 * f) as i64).rem_euclid(unit));
+    let floor = |t: i64| t - t.rem_euclid(unit);
+    let at = |f: f64| floor(first + (span as f64 * f) as i64);
     let train = match train_until {
         Some(t) => parse_boundary(t).map_err(|e| anyhow!("train_until: {e}"))?,
         None => at(fractions.0),
     };
     let valid = match valid_until {
         Some(t) => parse_boundary(t).map_err(|e| anyhow!("valid_until: {e}"))?,
+        // After a given `train_until`, validation takes its share of the span from there.
+        None if train_until.is_some() => floor(train + (span as f64 * fractions.1) as i64),
         None => at(fractions.0 + fractions.1),
     };
     if !(first < train && train < valid && valid <= last) {
@@ -230,16 +233,25 @@ pub fn boundaries(
     Ok((train, valid))
 }
 
-/// Assigns each row to a split. A row at `t` whose label window `(t, t + purge]` reaches past a
-/// boundary is purged: with `purge >= horizon` no training label sees validation or test prices.
-pub fn assign_splits(timestamps: &[i64], train_until: i64, valid_until: i64, purge_ms: i64) -> Vec<Split> {
+/// Assigns each row to a split. A row at `t` is purged when its label window reaches a boundary:
+/// when `label_end` (the time of the last price its label reads) or `t + purge` is at or past
+/// the next boundary. So no training label sees a validation or test price, whatever the grid.
+pub fn assign_splits(
+    timestamps: &[i64],
+    label_ends: &[i64],
+    train_until: i64,
+    valid_until: i64,
+    purge_ms: i64,
+) -> Vec<Split> {
     timestamps
         .iter()
-        .map(|&t| {
+        .zip(label_ends)
+        .map(|(&t, &end)| {
+            let reach = end.max(t + purge_ms);
             if t < train_until {
-                if t + purge_ms < train_until { Split::Train } else { Split::Purged }
+                if reach < train_until { Split::Train } else { Split::Purged }
             } else if t < valid_until {
-                if t + purge_ms < valid_until { Split::Valid } else { Split::Purged }
+                if reach < valid_until { Split::Valid } else { Split::Purged }
             } else {
                 Split::Test
             }
@@ -307,7 +319,7 @@ mod tests {
         let times: Vec<i64> = (0..1000).map(|i| i * minute).collect();
         let (train_until, valid_until) = (600 * minute, 800 * minute);
         for horizon in [1, 5, 15, 60] {
-            let split = assign_splits(&times, train_until, valid_until, horizon * minute);
+            let split = assign_splits(&times, &times, train_until, valid_until, horizon * minute);
             for (i, s) in split.iter().enumerate() {
                 let label_end = times[i] + horizon * minute;
                 match s {
@@ -320,6 +332,17 @@ mod tests {
             let purged = split.iter().filter(|s| **s == Split::Purged).count() as i64;
             assert_eq!(purged, 2 * horizon, "horizon {horizon}");
         }
+        // A label computed over rows on a coarser grid reads further ahead than its minutes say:
+        // the label end times, not the purge param, decide.
+        let five: Vec<i64> = (0..1000).map(|i| i * 5 * minute).collect();
+        let ends: Vec<i64> = (0..1000).map(|i| five[(i + 15).min(999)]).collect();
+        let split = assign_splits(&five, &ends, 3000 * minute, 4000 * minute, 15 * minute);
+        for (i, s) in split.iter().enumerate() {
+            if *s == Split::Train {
+                assert!(ends[i] < 3000 * minute);
+            }
+        }
+        assert_eq!(split.iter().filter(|s| **s == Split::Purged).count(), 30);
     }
 
     #[test]
@@ -329,6 +352,11 @@ mod tests {
         let (train, valid) = boundaries(start, start + 90 * day - 60_000, None, None, (0.6, 0.2)).unwrap();
         assert_eq!(format_ms(train), "2024-02-23T00:00:00Z");
         assert_eq!(format_ms(valid), "2024-03-12T00:00:00Z");
+        let (train, valid) = boundaries(start, start + 90 * day, Some("2024-02-01"), None, (0.6, 0.2)).unwrap();
+        assert_eq!(
+            (format_ms(train), format_ms(valid)),
+            ("2024-02-01T00:00:00Z".into(), "2024-02-19T00:00:00Z".into())
+        );
         let err = boundaries(start, start + 10 * day, Some("2024-02-01"), None, (0.6, 0.2)).unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
         assert_eq!(horizon_from_label("label_dir_15"), Some(15));

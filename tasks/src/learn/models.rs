@@ -4,7 +4,8 @@
 //!   shared PEERS.md). Native missing-value handling, early stopping on validation log loss.
 //! - `logistic`: smartcore logistic regression (L-BFGS) on standardised features.
 //! - `random_forest`: smartcore random forest; the score is the fraction of trees voting up.
-//! - `decision_tree`: linfa-trees CART; the score is the training class fraction of the leaf.
+//! - `decision_tree`: linfa-trees CART on standardised features (linfa skips split points closer
+//!   than 1e-5, which raw returns are); the score is the training class fraction of the leaf.
 //!
 //! The non-GBDT families cannot read NaN: missing values are filled with the training split's
 //! median, learned on train only and stored with the model.
@@ -215,7 +216,7 @@ impl ModelSpec {
         if !matches!(self, ModelSpec::Gbdt(_)) {
             file.fill = data.train.iter().map(|c| median(c)).collect();
         }
-        if matches!(self, ModelSpec::Logistic(_)) {
+        if matches!(self, ModelSpec::Logistic(_) | ModelSpec::DecisionTree(_)) {
             let filled: Vec<Vec<f64>> = data.train.iter().enumerate().map(|(j, c)| file.fill_column(j, c)).collect();
             file.center = filled.iter().map(|c| c.iter().sum::<f64>() / n as f64).collect();
             file.scale = filled
@@ -243,6 +244,12 @@ impl ModelSpec {
                     .set_min_leaf_weight(p.min_leaf_weight as f32)
                     .set_l2(p.l2 as f32)
                     .set_subsample(p.subsample as f32)
+                    // forust ignores `subsample` unless rows are sampled at random.
+                    .set_sample_method(if p.subsample < 1.0 {
+                        forust_ml::sampler::SampleMethod::Random
+                    } else {
+                        forust_ml::sampler::SampleMethod::None
+                    })
                     .set_colsample_bytree(p.colsample_bytree)
                     .set_seed(data.seed)
                     .set_num_threads(Some(data.threads.max(1)))
@@ -254,7 +261,11 @@ impl ModelSpec {
                 booster
                     .fit(&matrix, &y01, &vec![1.0; n], evaluation)
                     .map_err(|e| anyhow!("gbdt training failed: {e}"))?;
-                file.best_iteration = Some(booster.prediction_iteration.unwrap_or(booster.trees.len()));
+                let kept = booster.prediction_iteration.unwrap_or(booster.trees.len());
+                // Trees past the best iteration are never used to predict: drop them, so that
+                // importance and the stored model describe the model that scores.
+                booster.trees.truncate(kept);
+                file.best_iteration = Some(kept);
                 // The thread count is stored in forust's dump; it must not make the bytes differ.
                 let booster = booster.set_num_threads(None);
                 let gains = booster
@@ -299,9 +310,11 @@ impl ModelSpec {
                 let forest = serde_json::to_value(&forest)?;
                 let trees = forest_trees(&forest)?;
                 let mut importance = vec![0.0; k];
+                // Unnormalised per tree (a tree without a split would divide by zero), normalised
+                // once below.
                 for tree in &trees {
-                    for (j, v) in tree.compute_feature_importances(true).iter().enumerate() {
-                        importance[j] += v / trees.len() as f64;
+                    for (j, v) in tree.compute_feature_importances(false).iter().enumerate() {
+                        importance[j] += v;
                     }
                 }
                 file.fitted = Fitted::RandomForest { forest };
@@ -313,7 +326,14 @@ impl ModelSpec {
                     data.train.iter().enumerate().map(|(j, c)| file.fill_column(j, c)).collect();
                 let records = ndarray::Array2::from_shape_fn((n, k), |(i, j)| filled[j][i]);
                 let targets = ndarray::Array1::from_iter(data.train_label.iter().map(|&b| b as usize));
-                let dataset = linfa::Dataset::new(records, targets);
+                // linfa breaks ties between equally weighted classes by HashMap order (random per
+                // map), and prunes sibling leaves by that majority: a 50/50 leaf would make the
+                // tree differ between runs. Down rows weigh 1 + 2^-20, which makes exact ties
+                // impossible (for fewer than 2^23 rows) and changes nothing else measurably.
+                let weights = ndarray::Array1::from_iter(
+                    data.train_label.iter().map(|&b| if b { 1.0f32 } else { 1.0 + f32::EPSILON * 8.0 }),
+                );
+                let dataset = linfa::Dataset::new(records, targets).with_weights(weights);
                 let tree = linfa_trees::DecisionTree::params()
                     .max_depth(Some(p.max_depth))
                     .min_weight_leaf(p.min_samples_leaf)
@@ -549,6 +569,25 @@ mod tests {
             // Fitting again gives the same bytes: no hidden randomness or thread-order effects.
             let (twice, _) = spec.fit("label_dir_1", &names, &data).unwrap();
             assert_eq!(twice.to_json().unwrap(), bytes, "{} is not deterministic", spec.name());
+        }
+    }
+
+    /// One leaf an exact 50/50 tie next to a leaf that is mostly up: linfa alone picks the tied
+    /// leaf's class by HashMap order, and when it picks "up" it prunes the split away, so the
+    /// tree would differ from fit to fit.
+    #[test]
+    fn decision_tree_is_deterministic_under_exact_ties() {
+        let n = 200;
+        let a: Vec<f64> = (0..n).map(|i| if i < 100 { 0.0 } else { 1.0 }).collect();
+        let label: Vec<bool> = (0..n).map(|i| if i < 100 { i % 2 == 0 } else { i % 5 != 0 }).collect();
+        let columns = vec![a];
+        let names = vec!["a".to_string()];
+        let data =
+            FitData { train: &columns, train_label: &label, valid: &columns, valid_label: &label, seed: 0, threads: 1 };
+        let spec = ModelSpec::DecisionTree(DecisionTreeParams { max_depth: 1, min_samples_leaf: 10.0 });
+        let first = spec.fit("label_dir_1", &names, &data).unwrap().0.to_json().unwrap();
+        for _ in 0..20 {
+            assert_eq!(spec.fit("label_dir_1", &names, &data).unwrap().0.to_json().unwrap(), first);
         }
     }
 

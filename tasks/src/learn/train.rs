@@ -213,6 +213,17 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
         if horizon <= 0 {
             return Err(ParamError::new("horizon_minutes", "must be positive"));
         }
+        if let (Some(given), Some(named)) = (params.horizon_minutes, horizon_from_label(&params.label))
+            && given < named
+        {
+            return Err(ParamError::new(
+                "horizon_minutes",
+                format!(
+                    "{given} is shorter than the horizon in the label's name (`{}`: {named}); the purge would be too short",
+                    params.label
+                ),
+            ));
+        }
         if let Some(purge) = params.purge_minutes
             && purge < horizon
         {
@@ -267,6 +278,10 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
         }
         if params.model == "gbdt" && (params.gbdt.iterations == 0 || params.gbdt.learning_rate <= 0.0) {
             return Err(ParamError::new("gbdt", "iterations and learning_rate must be positive"));
+        }
+        let g = &params.gbdt;
+        if !(g.subsample > 0.0 && g.subsample <= 1.0 && g.colsample_bytree > 0.0 && g.colsample_bytree <= 1.0) {
+            return Err(ParamError::new("gbdt", "subsample and colsample_bytree must be in (0, 1]"));
         }
         if params.model == "random_forest" && params.random_forest.trees == 0 {
             return Err(ParamError::new("random_forest.trees", "must be positive"));
@@ -524,6 +539,10 @@ pub fn build_dataset(frame: &DataFrame, features: &[String], params: &TrainParam
     };
     let horizon = params.horizon().expect("validated");
     let purge = params.purge_minutes.unwrap_or(horizon);
+    // The label at row r reads prices up to row r + h (the `labels` stage shifts by rows), so
+    // its window ends at that row's time, whatever the grid's step or gaps.
+    let label_ends: Vec<i64> =
+        keep.iter().map(|&i| all_times[(i + horizon as usize).min(all_times.len() - 1)]).collect();
     let mut data = Dataset {
         timestamps,
         features: features.to_vec(),
@@ -533,7 +552,7 @@ pub fn build_dataset(frame: &DataFrame, features: &[String], params: &TrainParam
         split: Vec::new(),
     };
     let (train_until, valid_until) = data_boundaries(&data, params)?;
-    data.split = assign_splits(&data.timestamps, train_until, valid_until, purge * 60_000);
+    data.split = assign_splits(&data.timestamps, &label_ends, train_until, valid_until, purge * 60_000);
     Ok(data)
 }
 
