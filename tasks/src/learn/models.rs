@@ -527,7 +527,7 @@ mod tests {
     fn every_family_fits_and_reloads_bit_for_bit() {
         let mut rng = crate::synth_table::SplitMix64::new(7);
         let n = 3000;
-        let mut columns = vec![Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n)];
+        let mut columns = [Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n)];
         let mut label = Vec::with_capacity(n);
         for i in 0..n {
             let (a, b) = (rng.next_normal(), rng.next_normal());
