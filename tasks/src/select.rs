@@ -1,4 +1,4 @@
-//! `select`: keeps some columns (and optionally the first rows) of a table.
+//! `select`: keeps some columns (and optionally the first rows, or a time range) of a table.
 
 use anyhow::{Context, bail};
 use pipeline_artifacts::{ArtifactKind, read_table, write_table};
@@ -10,11 +10,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelectParams {
-    /// Columns to keep, in output order.
-    pub columns: Vec<String>,
+    /// Columns to keep, in output order (every column when unset).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
     /// Keep only the first N rows (all rows when unset).
     #[serde(default)]
     pub head: Option<usize>,
+    /// Keep rows whose `timestamp` is at or after this time (`2023-01-01` or RFC 3339).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Keep rows whose `timestamp` is before this time.
+    #[serde(default)]
+    pub until: Option<String>,
 }
 
 pub struct Select;
@@ -22,8 +29,9 @@ pub struct Select;
 impl Stage for Select {
     type Params = SelectParams;
     const NAME: &'static str = "select";
-    const VERSION: u32 = 1;
-    const DOC: &'static str = "Keep some columns (and optionally the first rows) of a table.\n\n\
+    // 2: time range, all columns by default.
+    const VERSION: u32 = 2;
+    const DOC: &'static str = "Keep some columns (and optionally the first rows, or a `from`/`until` time range of `timestamp`) of a table.\n\n\
         One input table, output `table`. When an upstream change touches only columns this stage drops, \
         its output is byte-identical and everything downstream stays cached (early cutoff).";
     const EXAMPLE: &'static str = r#"[stages.prices]
@@ -37,8 +45,15 @@ params = { columns = ["timestamp", "c0"] }
 "#;
 
     fn validate(params: &SelectParams) -> Result<(), ParamError> {
-        if params.columns.is_empty() {
-            return Err(ParamError::new("columns", "name at least one column"));
+        if params.columns.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(ParamError::new("columns", "name at least one column (or leave it out to keep them all)"));
+        }
+        for (name, value) in [("from", &params.from), ("until", &params.until)] {
+            if let Some(text) = value
+                && let Err(e) = crate::learn::dataset::parse_boundary(text)
+            {
+                return Err(ParamError::new(name, e));
+            }
         }
         Ok(())
     }
@@ -59,15 +74,35 @@ params = { columns = ["timestamp", "c0"] }
         let input = &ctx.inputs()[0];
         let df = read_table(&input.path)?;
         let available: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
-        for column in &params.columns {
+        let columns = params.columns.clone().unwrap_or_else(|| available.clone());
+        for column in &columns {
             if !available.contains(column) {
                 bail!("column `{column}` is not in input `{}` (columns: {})", input.name, available.join(", "));
             }
         }
-        let mut out = df
-            .select(params.columns.iter().map(String::as_str))
-            .map_err(anyhow::Error::from)
-            .context("selecting columns")?;
+        let mut out =
+            df.select(columns.iter().map(String::as_str)).map_err(anyhow::Error::from).context("selecting columns")?;
+        if params.from.is_some() || params.until.is_some() {
+            let times = crate::learn::dataset::timestamps_ms(&out)
+                .map_err(|e| anyhow::anyhow!("`from`/`until` filter on `timestamp` of input `{}`: {e}", input.name))?;
+            let from = params
+                .from
+                .as_deref()
+                .map(crate::learn::dataset::parse_boundary)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let until = params
+                .until
+                .as_deref()
+                .map(crate::learn::dataset::parse_boundary)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let keep: Vec<bool> =
+                times.iter().map(|t| from.is_none_or(|f| *t >= f) && until.is_none_or(|u| *t < u)).collect();
+            let mask =
+                <polars::prelude::Series as polars::prelude::NamedFrom<_, [bool]>>::new("keep".into(), keep.as_slice());
+            out = out.filter(mask.bool()?)?;
+        }
         if let Some(n) = params.head {
             out = out.head(Some(n));
         }

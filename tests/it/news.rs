@@ -39,7 +39,10 @@ fn ingest_news_reads_the_formats_in_the_wild_and_counts_what_it_drops() {
         r#"[{"title": "BTC rallies", "content": "x", "date": "2023-03-10T12:00:00Z", "source": "A", "scraped_at": "2023-03-10T13:00:00Z"},
             {"title": "No date here", "content": "y", "date": "", "source": "A"}]"#,
     );
-    ctx.write("b.ndjson", "{\"title\": \"Epoch item\", \"date\": 1678449600}\n");
+    ctx.write(
+        "b.ndjson",
+        "{\"title\": \"Epoch item\", \"date\": 1678449600}\n{\"title\": \"epoch  ITEM\", \"date\": 1678453200}\n{\"title\": \"Epoch item\", \"date\": 1678539600}\n{\"title\": \"-- ...\", \"date\": 1678449600}\n",
+    );
     ctx.write(
         "c.tsv",
         "title\tdate\nRFC 2822 item\tFri, 10 Mar 2023 06:00:00 -0500\nNaive New York item\t2023-03-10 05:00:00\nBad date\tsoon\n",
@@ -63,7 +66,14 @@ params = { path = "c.tsv", separator = "\t", timezone = "America/New_York" }
     ctx.run(&["run", "p.toml"]).ok();
     let json = &ctx.manifest("json")["metrics"];
     assert_eq!((json["items"].as_u64(), json["dropped_no_date"].as_u64()), (Some(1), Some(1)), "{json:#}");
-    assert_eq!(ctx.manifest("ndjson")["metrics"]["items"], 1);
+    // A repeat an hour later (case and spacing aside) is a duplicate; a day and an hour later it
+    // is news again. A title without letters is near-empty.
+    let ndjson = &ctx.manifest("ndjson")["metrics"];
+    assert_eq!(
+        (&ndjson["items"], &ndjson["dropped_duplicate"], &ndjson["dropped_near_empty"]),
+        (&serde_json::json!(2), &serde_json::json!(1), &serde_json::json!(1)),
+        "{ndjson:#}"
+    );
     let tsv = &ctx.manifest("tsv")["metrics"];
     assert_eq!(tsv["dropped_no_date"], 1, "{tsv:#}");
     assert!(tsv["first_dropped_example"].as_str().unwrap().contains("c.tsv: row 4, field `date`"), "{tsv:#}");

@@ -124,7 +124,8 @@ fn text(df: &DataFrame, column: &str) -> Result<Vec<String>> {
 impl Stage for EmbedNews {
     type Params = EmbedNewsParams;
     const NAME: &'static str = "embed_news";
-    const VERSION: u32 = 1;
+    // 2: `news_new_items`.
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Score and embed news items, then aggregate them onto the bar grid by the time each was known.\n\n\
         Inputs: `news` (a news table: `date`, `title`, `content`) and `bars` (any table with the `timestamp` grid). \
         Per item: a lexicon sentiment in [-1, 1] (tasks/src/news/lexicon.rs, negation-aware) and a hashed \
@@ -133,7 +134,7 @@ impl Stage for EmbedNews {
         `items`: per item `date`, `known_at`, `sentiment`, `emb_0..` (reduced). Output `table`: `timestamp` and, per \
         window W, `news_count_W`, `news_sent_mean_W` (null without items), `news_emb_W_0..` (mean reduced \
         embedding), plus `news_sent_decay` (sentiment summed with exponential decay) and \
-        `news_minutes_since_last`. The reduction is a fixed seeded random projection, fitted on nothing.";
+        `news_minutes_since_last`, and `news_new_items` (items that became known since the previous row). The reduction is a fixed seeded random projection, fitted on nothing.";
     const EXAMPLE: &'static str = r#"[stages.market]
 task = "synth_market"
 params = { days = 3 }
@@ -254,10 +255,15 @@ params = { lag_minutes = 1, windows = [60, 240] }
         }
         // Decayed sentiment and the age of the newest item: a single forward pass.
         let rate = std::f64::consts::LN_2 / (params.half_life_minutes * 60_000.0);
-        let (mut decay, mut since) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut decay, mut since, mut fresh) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut next, mut level, mut level_at, mut last_known) = (0usize, 0.0f64, i64::MIN, None::<i64>);
-        for &t in &grid {
+        let step = if grid.len() > 1 { grid[1] - grid[0] } else { 60_000 };
+        for (row, &t) in grid.iter().enumerate() {
+            // Items that became known since the previous row (the first row: within one step).
+            let since_row = if row == 0 { t - step } else { grid[row - 1] };
+            let mut new_items = 0u32;
             while next < items.len() && items[next].1 <= t {
+                new_items += (items[next].1 > since_row) as u32;
                 let (known, score) = (items[next].1, items[next].2);
                 level = if level_at == i64::MIN { 0.0 } else { level * (-(rate * (known - level_at) as f64)).exp() };
                 level += score;
@@ -267,9 +273,11 @@ params = { lag_minutes = 1, windows = [60, 240] }
             }
             decay.push(if level_at == i64::MIN { 0.0 } else { level * (-(rate * (t - level_at) as f64)).exp() });
             since.push(last_known.map(|k| (t - k) as f64 / 60_000.0));
+            fresh.push(new_items as f64);
         }
         columns.push(Series::new("news_sent_decay".into(), decay).into());
         columns.push(Series::new("news_minutes_since_last".into(), since).into());
+        columns.push(Series::new("news_new_items".into(), fresh).into());
         let mut table = DataFrame::new(n, columns)?;
 
         let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));

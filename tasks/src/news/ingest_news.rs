@@ -22,6 +22,20 @@ pub enum NewsFormat {
     /// One JSON object per line.
     Ndjson,
     Csv,
+    /// One item per file: Markdown with YAML front matter (Jekyll posts); keys are fields, the
+    /// text after the front matter is the field `body`.
+    Markdown,
+}
+
+/// What a source's time field means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeMeaning {
+    /// The item's publication time (e.g. a wire's `published_time`).
+    Published,
+    /// When the item became available to a reader of this source (e.g. an aggregator's
+    /// processing time); the publication was earlier and is not given.
+    Available,
 }
 
 /// Which source field feeds each canonical news field.
@@ -43,6 +57,15 @@ pub struct NewsFields {
     /// Field with the collection time (optional; kept for audits, never joined on).
     #[serde(default = "default_scraped")]
     pub scraped_at: String,
+    /// Field with the article's address (optional).
+    #[serde(default = "default_link")]
+    pub link: String,
+    /// Field with a numeric score, e.g. votes (optional).
+    #[serde(default = "default_score")]
+    pub score: String,
+    /// Field with tags (optional; lists are joined by ", ").
+    #[serde(default = "default_tags")]
+    pub tags: String,
 }
 
 impl Default for NewsFields {
@@ -53,6 +76,9 @@ impl Default for NewsFields {
             content: default_content(),
             source: default_source(),
             scraped_at: default_scraped(),
+            link: default_link(),
+            score: default_score(),
+            tags: default_tags(),
         }
     }
 }
@@ -71,6 +97,15 @@ fn default_source() -> String {
 }
 fn default_scraped() -> String {
     "scraped_at".into()
+}
+fn default_link() -> String {
+    "link".into()
+}
+fn default_score() -> String {
+    "score".into()
+}
+fn default_tags() -> String {
+    "tags".into()
 }
 
 /// Reads news items.
@@ -94,6 +129,29 @@ pub struct IngestNewsParams {
     /// Unit of numeric (epoch) dates.
     #[serde(default = "default_unit")]
     pub timestamp_unit: EpochUnit,
+    /// What `fields.date` means: `published` (publication time) or `available` (when this
+    /// source made the item available). Either way it is when the item could be known; the
+    /// meaning is recorded, and `published_at` is filled only for `published`.
+    #[serde(default = "default_meaning")]
+    pub time_meaning: TimeMeaning,
+    /// An item whose title (case and spacing ignored) was already kept within this many hours
+    /// before is a duplicate: dropped and counted. 0 keeps every repeat.
+    #[serde(default = "default_dedupe")]
+    pub dedupe_window_hours: f64,
+    /// Items with fewer letters and digits than this in title and content together are near
+    /// empty: dropped and counted.
+    #[serde(default = "default_min_chars")]
+    pub min_chars: usize,
+}
+
+fn default_meaning() -> TimeMeaning {
+    TimeMeaning::Published
+}
+fn default_dedupe() -> f64 {
+    24.0
+}
+fn default_min_chars() -> usize {
+    5
 }
 
 fn default_format() -> NewsFormat {
@@ -111,6 +169,40 @@ fn default_unit() -> EpochUnit {
 
 pub struct IngestNews;
 
+struct NewsItem {
+    date: i64,
+    scraped_at: Option<i64>,
+    title: String,
+    content: String,
+    source: String,
+    link: String,
+    score: Option<f64>,
+    tags: String,
+}
+
+/// Drops repeats: an item whose title (lowercase, spacing collapsed) was kept less than
+/// `window_hours` before. Items come sorted by date, so the first of a run of repeats is kept.
+fn drop_repeats(items: Vec<NewsItem>, window_hours: f64) -> (Vec<NewsItem>, u64) {
+    if window_hours <= 0.0 {
+        return (items, 0);
+    }
+    let window = (window_hours * 3_600_000.0) as i64;
+    let mut last_kept: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut kept = Vec::with_capacity(items.len());
+    let mut dropped = 0;
+    for item in items {
+        let key = item.title.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
+        match last_kept.get(&key) {
+            Some(&at) if item.date - at < window => dropped += 1,
+            _ => {
+                last_kept.insert(key, item.date);
+                kept.push(item);
+            }
+        }
+    }
+    (kept, dropped)
+}
+
 /// A field name that says "when we collected it", not "when it was known".
 fn looks_like_collection_time(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -126,6 +218,7 @@ fn format_of(path: &Path, declared: NewsFormat) -> Result<NewsFormat> {
         "json" => NewsFormat::Json,
         "ndjson" | "jsonl" => NewsFormat::Ndjson,
         "csv" | "tsv" | "txt" => NewsFormat::Csv,
+        "md" | "markdown" => NewsFormat::Markdown,
         _ => bail!("{}: cannot tell the format from the extension\nhint: set params.format", path.display()),
     })
 }
@@ -137,6 +230,7 @@ fn read_frame(path: &Path, params: &IngestNewsParams) -> Result<(DataFrame, usiz
     }
     match format_of(path, params.format)? {
         NewsFormat::Csv => Ok((crate::read::read_csv_as_text(path, true, params.separator.as_bytes()[0])?, 2)),
+        NewsFormat::Markdown => Ok((crate::read::read_markdown_item(path)?, 1)),
         format => Ok((crate::read::read_json(path, format == NewsFormat::Ndjson)?, 1)),
     }
 }
@@ -177,16 +271,22 @@ fn time_column(df: &DataFrame, name: &str, params: &IngestNewsParams) -> Result<
 impl Stage for IngestNews {
     type Params = IngestNewsParams;
     const NAME: &'static str = "ingest_news";
-    // 2: a bare date is known at the end of its day.
-    const VERSION: u32 = 2;
-    const DOC: &'static str = "Read news items (JSON array, NDJSON or CSV; one file or a glob) into the canonical news table.\n\n\
-        Output `table`: `date` (when the item was published, UTC), `scraped_at` (when it was collected, if \
-        given), `title`, `content`, `source`, sorted by `date`. Dates in RFC 3339, RFC 2822, naive form (read in \
+    // 2: a bare date is known at the end of its day. 3: Markdown, time meaning, duplicates,
+    // near-empty items, link/score/tags.
+    const VERSION: u32 = 3;
+    const DOC: &'static str = "Read news items (JSON array, NDJSON, delimited text, or one Markdown file with YAML front matter per item; one file or a glob) into the canonical news table.\n\n\
+        Output `table`: `date` (when the item could be known, UTC: its publication time, or with \
+        `time_meaning = \"available\"` the time the source made it available), `published_at` (the same for \
+        `published`, null for `available`), `scraped_at` (when it was collected, if given), `title`, `content`, \
+        `source`, `link`, `score`, `tags`, sorted by `date`. Dates in RFC 3339, RFC 2822, naive form (read in \
         `timezone`) or epoch numbers; a bare date (`2024-01-02`) counts as the end of that day, when the \
-        item is surely known. Items without a usable date are dropped and counted (metric \
-        `dropped_no_date`, with the first example); items without a title are dropped and counted too. Mapping \
-        `fields.date` to a collection time (`scraped_at`, or any field named like scrape/crawl/collect/fetch) is \
-        refused: news must join on the time it was known, never the time it was scraped.";
+        item is surely known. A time with an explicit offset that contradicts the declared `timezone` stops \
+        the stage (the declaration is wrong). Dropped and counted in the metrics: items without a usable \
+        date (`dropped_no_date`, with the first example), without a title, near-empty items (`min_chars`), \
+        and repeats of a title within `dedupe_window_hours` (`dropped_duplicate`). Mapping `fields.date` to a \
+        collection time (`scraped_at`, or any field named like scrape/crawl/collect/fetch) is refused: news \
+        must join on the time it was known, never the time it was scraped. Markdown: front-matter keys are \
+        fields and `body` is the text after it (map `fields.content = \"body\"` or `\"description\"`).";
     const EXAMPLE: &'static str = r#"[stages.news]
 task = "ingest_news"
 params = { path = "news.ndjson", fields = { date = "published", title = "headline" } }
@@ -220,11 +320,14 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
     fn run(params: &IngestNewsParams, ctx: &mut StageContext) -> Result<()> {
         let paths = ctx.resolve_files(&params.path)?;
         let fields = &params.fields;
-        let mut items: Vec<(i64, Option<i64>, String, String, String)> = Vec::new();
-        let (mut dropped_no_date, mut dropped_no_title) = (0u64, 0u64);
+        let mut items: Vec<NewsItem> = Vec::new();
+        let (mut dropped_no_date, mut dropped_no_title, mut dropped_near_empty) = (0u64, 0u64, 0u64);
         let mut first_bad: Option<String> = None;
-        for path in &paths {
+        for (done, path) in paths.iter().enumerate() {
             ctx.check_cancelled()?;
+            if done % 64 == 0 {
+                ctx.progress(done as u64, Some(paths.len() as u64));
+            }
             let shown = path.display().to_string();
             let (df, first_row) = read_frame(path, params)?;
             let present: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
@@ -242,42 +345,55 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
             } else {
                 None
             };
+            let optional = |name: &str| -> Result<Vec<String>> {
+                if present.iter().any(|p| p == name) {
+                    text_column(&df, name)
+                } else {
+                    Ok(vec![String::new(); df.height()])
+                }
+            };
             let titles = text_column(&df, &fields.title)?;
-            let contents = if present.contains(&fields.content) {
-                text_column(&df, &fields.content)?
-            } else {
-                vec![String::new(); df.height()]
-            };
-            let sources = if present.contains(&fields.source) {
-                text_column(&df, &fields.source)?
-            } else {
-                vec![String::new(); df.height()]
-            };
+            let (contents, sources) = (optional(&fields.content)?, optional(&fields.source)?);
+            let (links, scores, tags) = (optional(&fields.link)?, optional(&fields.score)?, optional(&fields.tags)?);
             for row in 0..df.height() {
                 let date = match &dates[row] {
                     Ok(ms) => *ms,
                     Err(why) => {
+                        let place = format!("{shown}: row {}, field `{}`", row + first_row, fields.date);
+                        // A contradicted zone is a wrong declaration, not one bad row: stop.
+                        if why.contains("zone declaration looks wrong") {
+                            bail!(
+                                "{place}: {why}\nhint: fix params.timezone (times with an explicit offset need no zone)"
+                            );
+                        }
                         dropped_no_date += 1;
-                        first_bad.get_or_insert_with(|| {
-                            format!("{shown}: row {}, field `{}`: {why}", row + first_row, fields.date)
-                        });
+                        first_bad.get_or_insert_with(|| format!("{place}: {why}"));
                         continue;
                     }
                 };
-                if titles[row].trim().is_empty() {
+                let title = titles[row].trim().to_string();
+                if title.is_empty() {
                     dropped_no_title += 1;
                     continue;
                 }
-                let scraped_at = scraped.as_ref().and_then(|s| s[row].as_ref().ok().copied());
-                items.push((
+                let letters = title.chars().chain(contents[row].chars()).filter(|c| c.is_alphanumeric()).count();
+                if letters < params.min_chars {
+                    dropped_near_empty += 1;
+                    continue;
+                }
+                items.push(NewsItem {
                     date,
-                    scraped_at,
-                    titles[row].trim().to_string(),
-                    contents[row].clone(),
-                    sources[row].clone(),
-                ));
+                    scraped_at: scraped.as_ref().and_then(|s| s[row].as_ref().ok().copied()),
+                    title,
+                    content: contents[row].trim().to_string(),
+                    source: sources[row].clone(),
+                    link: links[row].trim().to_string(),
+                    score: scores[row].trim().parse::<f64>().ok(),
+                    tags: tags[row].clone(),
+                });
             }
         }
+        ctx.progress(paths.len() as u64, Some(paths.len() as u64));
         if items.is_empty() {
             bail!(
                 "no news item with a usable date in `{}`{}",
@@ -285,23 +401,39 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
                 first_bad.as_ref().map(|b| format!("; first problem: {b}")).unwrap_or_default()
             );
         }
-        items.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
+        items.sort_by(|a, b| a.date.cmp(&b.date).then_with(|| a.title.cmp(&b.title)).then_with(|| a.link.cmp(&b.link)));
+        let (items, dropped_duplicate) = drop_repeats(items, params.dedupe_window_hours);
         let n = items.len();
         let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));
+        let published = params.time_meaning == TimeMeaning::Published;
+        let text = |f: fn(&NewsItem) -> &String| items.iter().map(|i| f(i).clone()).collect::<Vec<_>>();
         let mut df = DataFrame::new(
             n,
             vec![
-                Series::new("date".into(), items.iter().map(|i| i.0).collect::<Vec<_>>()).cast(&utc)?.into(),
-                Series::new("scraped_at".into(), items.iter().map(|i| i.1).collect::<Vec<_>>()).cast(&utc)?.into(),
-                Series::new("title".into(), items.iter().map(|i| i.2.clone()).collect::<Vec<_>>()).into(),
-                Series::new("content".into(), items.iter().map(|i| i.3.clone()).collect::<Vec<_>>()).into(),
-                Series::new("source".into(), items.iter().map(|i| i.4.clone()).collect::<Vec<_>>()).into(),
+                Series::new("date".into(), items.iter().map(|i| i.date).collect::<Vec<_>>()).cast(&utc)?.into(),
+                Series::new(
+                    "published_at".into(),
+                    items.iter().map(|i| published.then_some(i.date)).collect::<Vec<_>>(),
+                )
+                .cast(&utc)?
+                .into(),
+                Series::new("scraped_at".into(), items.iter().map(|i| i.scraped_at).collect::<Vec<_>>())
+                    .cast(&utc)?
+                    .into(),
+                Series::new("title".into(), text(|i| &i.title)).into(),
+                Series::new("content".into(), text(|i| &i.content)).into(),
+                Series::new("source".into(), text(|i| &i.source)).into(),
+                Series::new("link".into(), text(|i| &i.link)).into(),
+                Series::new("score".into(), items.iter().map(|i| i.score).collect::<Vec<_>>()).into(),
+                Series::new("tags".into(), text(|i| &i.tags)).into(),
             ],
         )?;
         let mut metrics = BTreeMap::new();
         metrics.insert("items", n as u64);
         metrics.insert("dropped_no_date", dropped_no_date);
         metrics.insert("dropped_no_title", dropped_no_title);
+        metrics.insert("dropped_near_empty", dropped_near_empty);
+        metrics.insert("dropped_duplicate", dropped_duplicate);
         for (name, value) in metrics {
             ctx.metric(name, value);
         }
@@ -309,6 +441,9 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
             ctx.metric("first_dropped_example", example);
         }
         ctx.metric("files", paths.len() as u64);
+        ctx.metric("time_meaning", if published { "published" } else { "available" });
+        ctx.metric("first_date", crate::learn::dataset::format_ms(items[0].date));
+        ctx.metric("last_date", crate::learn::dataset::format_ms(items[n - 1].date));
         write_table(&mut df, &ctx.output_path("table")?)
     }
 }
