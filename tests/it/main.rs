@@ -9,5 +9,6 @@ mod features;
 mod inspect;
 mod market;
 mod news;
+mod real_news;
 mod stage1;
 mod support;

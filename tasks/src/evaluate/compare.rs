@@ -87,10 +87,13 @@ pub struct Compare;
 impl Stage for Compare {
     type Params = CompareParams;
     const NAME: &'static str = "compare";
-    const VERSION: u32 = 2;
+    // 3: news coverage.
+    const VERSION: u32 = 3;
     const DOC: &'static str = "The ablation table: every `train` variant's out-of-sample metrics, and treatment minus baseline with paired block-bootstrap confidence intervals.\n\n\
         Inputs: the `metrics` and `predictions` outputs of `train` nodes (a matrix fans in as `metrics[...]`, \
-        `predictions[...]`), optionally `importance`; they are paired by their matrix suffix. Variants are grouped \
+        `predictions[...]`), optionally `importance`; they are paired by their matrix suffix. Optional input \
+        `news` (the `embed_news` table) adds the news coverage of the compared window: items per day and the \
+        share of minutes with an item in the last 1/4/24 hours. Variants are grouped \
         by model and label; within a group the `treatment` feature set is compared with the `baseline` on the same \
         rows of `split`. Each difference (AUC, hit rate, log loss, Brier; overall and in high-volatility rows) gets \
         a percentile interval from `bootstrap_draws` moving-block resamples of `block_rows` rows, the same rows for \
@@ -153,6 +156,11 @@ show = "headline"
 
     fn check_inputs(_params: &CompareParams, inputs: &[InputInfo]) -> Result<(), String> {
         let base = |name: &str| name.split('[').next().unwrap_or(name).to_string();
+        if let Some(news) = inputs.iter().find(|i| i.name == "news")
+            && news.kind != ArtifactKind::Table
+        {
+            return Err(format!("input `news` is a {}, expected the `embed_news` table", news.kind));
+        }
         for (needed, kind) in [("metrics", ArtifactKind::Json), ("predictions", ArtifactKind::Table)] {
             let found: Vec<&InputInfo> = inputs.iter().filter(|i| base(&i.name) == needed).collect();
             if found.is_empty() {
@@ -241,6 +249,10 @@ show = "headline"
         }
 
         let curves: Vec<Value> = variants.iter().map(curves_json).collect();
+        let coverage = match ctx.inputs().iter().find(|i| i.name == "news") {
+            Some(input) => news_coverage(&read_table(&input.path)?, &variants[0].timestamps)?,
+            None => Value::Null,
+        };
         let summary = json!({
             "treatment": params.treatment,
             "baseline": params.baseline,
@@ -251,6 +263,7 @@ show = "headline"
             "variants": rows,
             "ablation": ablation,
             "curves": curves,
+            "coverage": coverage,
         });
         let headline = headline(&summary);
         let mut table = rows_frame(&rows)?;
@@ -264,6 +277,83 @@ show = "headline"
         write_json(&summary, &ctx.output_path("summary")?)?;
         std::fs::write(ctx.output_path("headline")?, headline)?;
         Ok(())
+    }
+}
+
+/// How much of the compared window news covers: items per day, and the share of minutes with
+/// an item known in the last hour, 4 hours, day. From the `embed_news` table (`news_new_items`,
+/// `news_minutes_since_last`); a table without them means there is no news source.
+fn news_coverage(news: &DataFrame, times: &[i64]) -> Result<Value> {
+    let has = |c: &str| news.column(c).is_ok();
+    if !has("news_minutes_since_last") || !has("news_new_items") {
+        return Ok(json!({ "source": false }));
+    }
+    let grid = crate::learn::dataset::timestamps_ms(news)?;
+    let since = crate::learn::dataset::column_f64(news, "news_minutes_since_last")?;
+    let fresh = crate::learn::dataset::column_f64(news, "news_new_items")?;
+    let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+        return Ok(json!({ "source": true, "minutes": 0 }));
+    };
+    let day = 86_400_000;
+    let mut per_day: BTreeMap<i64, f64> = BTreeMap::new();
+    let mut d = first - first.rem_euclid(day);
+    while d <= last {
+        per_day.insert(d, 0.0);
+        d += day;
+    }
+    let (mut minutes, mut within) = (0usize, [0usize; 3]);
+    let wanted: std::collections::HashSet<i64> = times.iter().copied().collect();
+    for (i, &t) in grid.iter().enumerate() {
+        if t < first || t > last {
+            continue;
+        }
+        if fresh[i].is_finite() {
+            *per_day.entry(t - t.rem_euclid(day)).or_default() += fresh[i];
+        }
+        if !wanted.contains(&t) {
+            continue;
+        }
+        minutes += 1;
+        for (k, limit) in [60.0, 240.0, 1440.0].iter().enumerate() {
+            within[k] += (since[i].is_finite() && since[i] <= *limit) as usize;
+        }
+    }
+    let items: f64 = per_day.values().sum();
+    let days = per_day.len().max(1) as f64;
+    let share = |k: usize| if minutes > 0 { within[k] as f64 / minutes as f64 } else { 0.0 };
+    Ok(json!({
+        "source": true,
+        "from": crate::learn::dataset::format_ms(first),
+        "until": crate::learn::dataset::format_ms(last),
+        "minutes": minutes,
+        "items": items,
+        "days": per_day.len(),
+        "items_per_day": items / days,
+        "items_by_day": per_day.iter().map(|(d, n)| json!([crate::learn::dataset::format_ms(*d)[..10].to_string(), n])).collect::<Vec<_>>(),
+        "share_within_1h": share(0),
+        "share_within_4h": share(1),
+        "share_within_24h": share(2),
+        "thin": items / days < 2.0 || share(2) < 0.5,
+    }))
+}
+
+/// Words for one ablation row: what the interval allows one to say.
+pub fn verdict(row: &Value) -> String {
+    if row["status"] != "ok" {
+        return row["status"].as_str().unwrap_or("unavailable").to_string();
+    }
+    let delta = row["auc_delta"].as_f64().unwrap_or(f64::NAN);
+    match (row["auc_delta_interval"][0].as_f64(), row["auc_delta_interval"][1].as_f64()) {
+        (Some(lo), Some(hi)) if lo > 0.0 => {
+            format!("news helps: AUC {delta:+.4}, interval [{lo:+.4}, {hi:+.4}] excludes 0")
+        }
+        (Some(lo), Some(hi)) if hi < 0.0 => {
+            format!("news hurts: AUC {delta:+.4}, interval [{lo:+.4}, {hi:+.4}] excludes 0")
+        }
+        (Some(lo), Some(hi)) => {
+            format!("no significant difference: AUC {delta:+.4}, interval [{lo:+.4}, {hi:+.4}] covers 0")
+        }
+        _ => format!("too few rows for an interval (AUC {delta:+.4}): no conclusion"),
     }
 }
 
@@ -642,6 +732,25 @@ pub fn headline(summary: &Value) -> String {
     }
     if lines.len() == 1 {
         out.push_str("(no treatment/baseline pairs)\n");
+    }
+    let c = &summary["coverage"];
+    if c["source"] == json!(true) && c["minutes"].as_u64().unwrap_or(0) > 0 {
+        out.push_str(&format!(
+            "news coverage of the {split} window ({} .. {}): {} items over {} days ({:.1}/day); minutes with an item in the last 1h {:.0}%, 4h {:.0}%, 24h {:.0}%\n",
+            c["from"].as_str().unwrap_or(""),
+            c["until"].as_str().unwrap_or(""),
+            c["items"].as_f64().unwrap_or(0.0),
+            c["days"],
+            c["items_per_day"].as_f64().unwrap_or(0.0),
+            100.0 * c["share_within_1h"].as_f64().unwrap_or(0.0),
+            100.0 * c["share_within_4h"].as_f64().unwrap_or(0.0),
+            100.0 * c["share_within_24h"].as_f64().unwrap_or(0.0),
+        ));
+        if c["thin"] == json!(true) {
+            out.push_str("warning: news coverage is thin; a difference here rests on few items\n");
+        }
+    } else if c["source"] == json!(false) {
+        out.push_str("news coverage: no news source in this pipeline\n");
     }
     for (reason, who) in notes {
         out.push_str(&format!("note: {} {reason}\n", summary["treatment"].as_str().unwrap_or("")));

@@ -34,7 +34,8 @@ pub struct Report;
 impl Stage for Report {
     type Params = ReportParams;
     const NAME: &'static str = "report";
-    const VERSION: u32 = 2;
+    // 3: news coverage, a reading per ablation row.
+    const VERSION: u32 = 3;
     const DOC: &'static str = "A self-contained HTML report of a `compare` summary: the ablation table with confidence intervals, ROC curves, calibration, hit rate by volatility decile, feature importance.\n\n\
         Input: `summary` (the `summary` output of `compare`). Output `html`: one file, inline SVG charts, no \
         scripts or external resources, so it opens anywhere and can be archived with the run. Variants whose \
@@ -200,18 +201,54 @@ fn bar_chart(title: &str, bars: &[(String, f64)]) -> String {
         let color = if *value >= 0.0 { "#1f77b4" } else { "#d62728" };
         let _ = write!(
             svg,
-            r#"<text x="{}" y="{}" font-size="10" text-anchor="end">{}</text><rect x="{label_w}" y="{}" width="{len:.1}" height="{}" fill="{color}"/><text x="{}" y="{}" font-size="9">{value:.4}</text>"#,
+            r#"<text x="{}" y="{}" font-size="10" text-anchor="end">{}</text><rect x="{label_w}" y="{}" width="{len:.1}" height="{}" fill="{color}"/><text x="{}" y="{}" font-size="9">{}</text>"#,
             label_w - 4.0,
             top + 11.0,
             esc(name),
             top + 2.0,
             row - 4.0,
             label_w + len + 4.0,
-            top + 11.0
+            top + 11.0,
+            if value.fract() == 0.0 { format!("{value:.0}") } else { format!("{value:.4}") }
         );
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// How much news the compared window had, in numbers and words, with items per day.
+fn coverage_section(c: &Value, split: &str) -> String {
+    if c["source"] == Value::Bool(false) {
+        return "<h2>News coverage</h2><p class=\"note\">No news source in this pipeline: the news variants are unavailable.</p>".into();
+    }
+    if c["source"] != Value::Bool(true) {
+        return String::new();
+    }
+    let pct = |k: &str| c[k].as_f64().map_or("-".into(), |v| format!("{:.0}%", 100.0 * v));
+    let mut html = format!(
+        "<h2>News coverage</h2><p class=\"note\">The {split} window ({} .. {}): <b>{}</b> items over {} days ({:.1} a day). Minutes with an item known in the last hour: <b>{}</b>; 4 hours: <b>{}</b>; 24 hours: <b>{}</b>.</p>",
+        esc(c["from"].as_str().unwrap_or("")),
+        esc(c["until"].as_str().unwrap_or("")),
+        c["items"].as_f64().unwrap_or(0.0),
+        c["days"],
+        c["items_per_day"].as_f64().unwrap_or(0.0),
+        pct("share_within_1h"),
+        pct("share_within_4h"),
+        pct("share_within_24h"),
+    );
+    if c["thin"] == Value::Bool(true) {
+        html.push_str("<p class=\"note\"><b>Coverage is thin.</b> Most minutes of this window have no recent news item, so a with/without-news difference rests on few items: read it as an anecdote, whatever its interval.</p>");
+    }
+    let bars: Vec<(String, f64)> = c["items_by_day"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| Some((d[0].as_str()?.to_string(), d[1].as_f64()?)))
+        .collect();
+    if !bars.is_empty() {
+        html.push_str(&bar_chart("News items per day", &bars));
+    }
+    html
 }
 
 pub fn render(summary: &Value, params: &ReportParams) -> String {
@@ -238,7 +275,8 @@ th{{background:#f3f3f3}}td.l{{text-align:left}}tr.sig td{{background:#eef7ee}}tr
         summary["block_rows"],
     );
 
-    html.push_str("<h2>Ablation</h2><table><tr><th>model</th><th>label</th><th>rows</th>");
+    html.push_str(&coverage_section(&summary["coverage"], split));
+    html.push_str("<h2>Ablation</h2><table><tr><th>model</th><th>label</th><th>reading</th><th>rows</th>");
     let _ = write!(
         html,
         "<th>AUC {b}</th><th>AUC {t}</th><th>&Delta;AUC</th><th>{level:.0}% CI</th><th>hit {b}</th><th>hit {t}</th><th>&Delta;hit CI</th><th>&Delta;log loss CI</th><th>high-vol rows</th><th>high-vol &Delta;AUC</th><th>high-vol CI</th><th>high-vol &Delta;hit CI</th></tr>",
@@ -250,7 +288,7 @@ th{{background:#f3f3f3}}td.l{{text-align:left}}tr.sig td{{background:#eef7ee}}tr
         if a["status"] != "ok" {
             let _ = write!(
                 html,
-                r#"<tr class="na"><td class="l">{}</td><td class="l">{}</td><td>-</td><td>{}</td><td colspan="11" class="l">{}</td></tr>"#,
+                r#"<tr class="na"><td class="l">{}</td><td class="l">{}</td><td class="l">unavailable</td><td>-</td><td>{}</td><td colspan="11" class="l">{}</td></tr>"#,
                 esc(model),
                 esc(label),
                 num(&a["baseline_auc"], 4),
@@ -261,9 +299,10 @@ th{{background:#f3f3f3}}td.l{{text-align:left}}tr.sig td{{background:#eef7ee}}tr
         let class = if a["auc_significant"] == Value::Bool(true) { " class=\"sig\"" } else { "" };
         let _ = write!(
             html,
-            r#"<tr{class}><td class="l">{}</td><td class="l">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr{class}><td class="l">{}</td><td class="l">{}</td><td class="l">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(model),
             esc(label),
+            esc(&super::compare::verdict(a)),
             a["rows"],
             num(&a["auc_baseline"], 4),
             num(&a["auc_treatment"], 4),
