@@ -337,23 +337,16 @@ fn news_coverage(news: &DataFrame, times: &[i64]) -> Result<Value> {
     }))
 }
 
-/// Words for one ablation row: what the interval allows one to say.
+/// Words for one ablation row: what the AUC interval allows one to say about the treatment.
 pub fn verdict(row: &Value) -> String {
     if row["status"] != "ok" {
         return row["status"].as_str().unwrap_or("unavailable").to_string();
     }
-    let delta = row["auc_delta"].as_f64().unwrap_or(f64::NAN);
     match (row["auc_delta_interval"][0].as_f64(), row["auc_delta_interval"][1].as_f64()) {
-        (Some(lo), Some(hi)) if lo > 0.0 => {
-            format!("news helps: AUC {delta:+.4}, interval [{lo:+.4}, {hi:+.4}] excludes 0")
-        }
-        (Some(lo), Some(hi)) if hi < 0.0 => {
-            format!("news hurts: AUC {delta:+.4}, interval [{lo:+.4}, {hi:+.4}] excludes 0")
-        }
-        (Some(lo), Some(hi)) => {
-            format!("no significant difference: AUC {delta:+.4}, interval [{lo:+.4}, {hi:+.4}] covers 0")
-        }
-        _ => format!("too few rows for an interval (AUC {delta:+.4}): no conclusion"),
+        (Some(lo), _) if lo > 0.0 => "helps (interval above 0)".into(),
+        (_, Some(hi)) if hi < 0.0 => "hurts (interval below 0)".into(),
+        (Some(_), Some(_)) => "no significant difference (interval covers 0)".into(),
+        _ => "too few rows for an interval: no conclusion".into(),
     }
 }
 
