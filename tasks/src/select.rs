@@ -29,7 +29,7 @@ pub struct Select;
 impl Stage for Select {
     type Params = SelectParams;
     const NAME: &'static str = "select";
-    // 2: time range, all columns by default.
+    // 2: time range (applied before columns are picked), all columns by default.
     const VERSION: u32 = 2;
     const DOC: &'static str = "Keep some columns (and optionally the first rows, or a `from`/`until` time range of `timestamp`) of a table.\n\n\
         One input table, output `table`. When an upstream change touches only columns this stage drops, \
@@ -72,7 +72,7 @@ params = { columns = ["timestamp", "c0"] }
 
     fn run(params: &SelectParams, ctx: &mut StageContext) -> anyhow::Result<()> {
         let input = &ctx.inputs()[0];
-        let df = read_table(&input.path)?;
+        let mut df = read_table(&input.path)?;
         let available: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
         let columns = params.columns.clone().unwrap_or_else(|| available.clone());
         for column in &columns {
@@ -80,29 +80,22 @@ params = { columns = ["timestamp", "c0"] }
                 bail!("column `{column}` is not in input `{}` (columns: {})", input.name, available.join(", "));
             }
         }
-        let mut out =
-            df.select(columns.iter().map(String::as_str)).map_err(anyhow::Error::from).context("selecting columns")?;
+        // The time range first: `timestamp` need not be among the kept columns.
         if params.from.is_some() || params.until.is_some() {
-            let times = crate::learn::dataset::timestamps_ms(&out)
+            let times = crate::learn::dataset::timestamps_ms(&df)
                 .map_err(|e| anyhow::anyhow!("`from`/`until` filter on `timestamp` of input `{}`: {e}", input.name))?;
-            let from = params
-                .from
-                .as_deref()
-                .map(crate::learn::dataset::parse_boundary)
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let until = params
-                .until
-                .as_deref()
-                .map(crate::learn::dataset::parse_boundary)
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
+            let bound = |text: &Option<String>| {
+                text.as_deref().map(crate::learn::dataset::parse_boundary).transpose().map_err(anyhow::Error::msg)
+            };
+            let (from, until) = (bound(&params.from)?, bound(&params.until)?);
             let keep: Vec<bool> =
                 times.iter().map(|t| from.is_none_or(|f| *t >= f) && until.is_none_or(|u| *t < u)).collect();
             let mask =
                 <polars::prelude::Series as polars::prelude::NamedFrom<_, [bool]>>::new("keep".into(), keep.as_slice());
-            out = out.filter(mask.bool()?)?;
+            df = df.filter(mask.bool()?)?;
         }
+        let mut out =
+            df.select(columns.iter().map(String::as_str)).map_err(anyhow::Error::from).context("selecting columns")?;
         if let Some(n) = params.head {
             out = out.head(Some(n));
         }

@@ -76,6 +76,8 @@ fn cryptobuzz_on_binance_bars_joins_on_known_time_and_reports_coverage() {
     }
 
     assert!(run.stdout.contains("news coverage of the test window (2023-03-10T00:00:00Z"), "{}", run.stdout);
+    // CryptoBuzz starts on 6 March: the training week has little news, and the run says so.
+    assert!(run.stdout.contains("warning: news coverage of the train window is thin"), "{}", run.stdout);
     let html = std::fs::read_to_string(ctx.path("out/stage1_real_news/report.html")).unwrap();
     assert!(html.contains("News coverage") && html.contains("News items per day"));
     assert!(
@@ -114,9 +116,9 @@ fn reuters_on_kraken_bars_says_coverage_is_thin() {
     let dates: Vec<i64> = times(&news, "date").into_iter().map(Option::unwrap).collect();
     assert!(dates.windows(2).all(|w| w[0] <= w[1]), "sorted by time whatever the file's order");
 
-    assert!(run.stdout.contains("warning: news coverage is thin"), "{}", run.stdout);
+    assert!(run.stdout.contains("warning: news coverage of the test window is thin"), "{}", run.stdout);
     let html = std::fs::read_to_string(ctx.path("out/stage1_real_news_kraken/report.html")).unwrap();
-    assert!(html.contains("Coverage is thin"));
+    assert!(html.contains("Coverage of the test window is thin"));
 }
 
 /// A zone declaration that the file's own offsets contradict, and a time field with no usable
@@ -154,5 +156,6 @@ fn news_time_declarations_that_cannot_be_true_fail_located() {
         &format!("[stages.news]\ntask = \"ingest_news\"\nparams = {{ path = \"{}\", fields = {{ date = \"published\" }} }}\n", posts.display()),
     );
     let run = ctx.run(&["run", "p.toml"]).code(1);
+    assert!(run.stderr.contains("no news item with a usable date"), "{}", run.stderr);
     assert!(run.stderr.contains(".md: no field `published` for the news date"), "{}", run.stderr);
 }

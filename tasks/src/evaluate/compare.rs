@@ -87,8 +87,8 @@ pub struct Compare;
 impl Stage for Compare {
     type Params = CompareParams;
     const NAME: &'static str = "compare";
-    // 3: news coverage.
-    const VERSION: u32 = 3;
+    // 3: news coverage. 4: coverage of the training window too, partial days, thin reasons.
+    const VERSION: u32 = 4;
     const DOC: &'static str = "The ablation table: every `train` variant's out-of-sample metrics, and treatment minus baseline with paired block-bootstrap confidence intervals.\n\n\
         Inputs: the `metrics` and `predictions` outputs of `train` nodes (a matrix fans in as `metrics[...]`, \
         `predictions[...]`), optionally `importance`; they are paired by their matrix suffix. Optional input \
@@ -250,7 +250,12 @@ show = "headline"
 
         let curves: Vec<Value> = variants.iter().map(curves_json).collect();
         let coverage = match ctx.inputs().iter().find(|i| i.name == "news") {
-            Some(input) => news_coverage(&read_table(&input.path)?, &variants[0].timestamps)?,
+            Some(input) => {
+                let train_until = variants[0].metrics["split"]["train_until"]
+                    .as_str()
+                    .and_then(|t| crate::learn::dataset::parse_boundary(t).ok());
+                news_coverage(&read_table(&input.path)?, &variants[0].timestamps, train_until)?
+            }
             None => Value::Null,
         };
         let summary = json!({
@@ -280,10 +285,12 @@ show = "headline"
     }
 }
 
-/// How much of the compared window news covers: items per day, and the share of minutes with
-/// an item known in the last hour, 4 hours, day. From the `embed_news` table (`news_new_items`,
-/// `news_minutes_since_last`); a table without them means there is no news source.
-fn news_coverage(news: &DataFrame, times: &[i64]) -> Result<Value> {
+/// How much news the compared (test or validation) window and the training window had: items
+/// per day, and the share of minutes with an item known in the last hour, 4 hours, day. From the
+/// `embed_news` table (`news_new_items`, `news_minutes_since_last`); a table without them means
+/// there is no news source. Training matters too: news that starts late in training teaches the
+/// model that "nothing collected yet" means "no news".
+fn news_coverage(news: &DataFrame, compared: &[i64], train_until: Option<i64>) -> Result<Value> {
     let has = |c: &str| news.column(c).is_ok();
     if !has("news_minutes_since_last") || !has("news_new_items") {
         return Ok(json!({ "source": false }));
@@ -291,50 +298,60 @@ fn news_coverage(news: &DataFrame, times: &[i64]) -> Result<Value> {
     let grid = crate::learn::dataset::timestamps_ms(news)?;
     let since = crate::learn::dataset::column_f64(news, "news_minutes_since_last")?;
     let fresh = crate::learn::dataset::column_f64(news, "news_new_items")?;
-    let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
-        return Ok(json!({ "source": true, "minutes": 0 }));
+    let window = |first: i64, last: i64, rows: Option<&std::collections::HashSet<i64>>| -> Value {
+        let day = 86_400_000;
+        let mut per_day: BTreeMap<i64, f64> = BTreeMap::new();
+        let (mut minutes, mut within, mut items) = (0usize, [0usize; 3], 0.0);
+        for (i, &t) in grid.iter().enumerate() {
+            if t < first || t > last {
+                continue;
+            }
+            let count = if fresh[i].is_finite() { fresh[i] } else { 0.0 };
+            *per_day.entry(t - t.rem_euclid(day)).or_default() += count;
+            items += count;
+            if rows.is_some_and(|r| !r.contains(&t)) {
+                continue;
+            }
+            minutes += 1;
+            for (k, limit) in [60.0, 240.0, 1440.0].iter().enumerate() {
+                within[k] += (since[i].is_finite() && since[i] <= *limit) as usize;
+            }
+        }
+        // Days as the span really is (a partial first or last day counts in part).
+        let days = ((last - first + 60_000) as f64 / day as f64).max(1.0 / 1440.0);
+        let share = |k: usize| if minutes > 0 { within[k] as f64 / minutes as f64 } else { 0.0 };
+        let mut thin = Vec::new();
+        if items / days < 2.0 {
+            thin.push("under 2 items a day");
+        }
+        if share(2) < 0.5 {
+            thin.push("under half the minutes have an item from the last 24 hours");
+        }
+        json!({
+            "from": crate::learn::dataset::format_ms(first),
+            "until": crate::learn::dataset::format_ms(last),
+            "minutes": minutes,
+            "items": items,
+            "days": days,
+            "items_per_day": items / days,
+            "items_by_day": per_day.iter().map(|(d, n)| json!([crate::learn::dataset::format_ms(*d)[..10].to_string(), n])).collect::<Vec<_>>(),
+            "share_within_1h": share(0),
+            "share_within_4h": share(1),
+            "share_within_24h": share(2),
+            "thin": thin,
+        })
     };
-    let day = 86_400_000;
-    let mut per_day: BTreeMap<i64, f64> = BTreeMap::new();
-    let mut d = first - first.rem_euclid(day);
-    while d <= last {
-        per_day.insert(d, 0.0);
-        d += day;
+    let mut out = json!({ "source": true });
+    if let (Some(&first), Some(&last)) = (compared.first(), compared.last()) {
+        let rows: std::collections::HashSet<i64> = compared.iter().copied().collect();
+        out["compared"] = window(first, last, Some(&rows));
     }
-    let (mut minutes, mut within) = (0usize, [0usize; 3]);
-    let wanted: std::collections::HashSet<i64> = times.iter().copied().collect();
-    for (i, &t) in grid.iter().enumerate() {
-        if t < first || t > last {
-            continue;
-        }
-        if fresh[i].is_finite() {
-            *per_day.entry(t - t.rem_euclid(day)).or_default() += fresh[i];
-        }
-        if !wanted.contains(&t) {
-            continue;
-        }
-        minutes += 1;
-        for (k, limit) in [60.0, 240.0, 1440.0].iter().enumerate() {
-            within[k] += (since[i].is_finite() && since[i] <= *limit) as usize;
-        }
+    if let (Some(&start), Some(until)) = (grid.first(), train_until)
+        && until > start
+    {
+        out["train"] = window(start, until - 60_000, None);
     }
-    let items: f64 = per_day.values().sum();
-    let days = per_day.len().max(1) as f64;
-    let share = |k: usize| if minutes > 0 { within[k] as f64 / minutes as f64 } else { 0.0 };
-    Ok(json!({
-        "source": true,
-        "from": crate::learn::dataset::format_ms(first),
-        "until": crate::learn::dataset::format_ms(last),
-        "minutes": minutes,
-        "items": items,
-        "days": per_day.len(),
-        "items_per_day": items / days,
-        "items_by_day": per_day.iter().map(|(d, n)| json!([crate::learn::dataset::format_ms(*d)[..10].to_string(), n])).collect::<Vec<_>>(),
-        "share_within_1h": share(0),
-        "share_within_4h": share(1),
-        "share_within_24h": share(2),
-        "thin": items / days < 2.0 || share(2) < 0.5,
-    }))
+    Ok(out)
 }
 
 /// Words for one ablation row: what the AUC interval allows one to say about the treatment.
@@ -727,23 +744,37 @@ pub fn headline(summary: &Value) -> String {
         out.push_str("(no treatment/baseline pairs)\n");
     }
     let c = &summary["coverage"];
-    if c["source"] == json!(true) && c["minutes"].as_u64().unwrap_or(0) > 0 {
-        out.push_str(&format!(
-            "news coverage of the {split} window ({} .. {}): {} items over {} days ({:.1}/day); minutes with an item in the last 1h {:.0}%, 4h {:.0}%, 24h {:.0}%\n",
-            c["from"].as_str().unwrap_or(""),
-            c["until"].as_str().unwrap_or(""),
-            c["items"].as_f64().unwrap_or(0.0),
-            c["days"],
-            c["items_per_day"].as_f64().unwrap_or(0.0),
-            100.0 * c["share_within_1h"].as_f64().unwrap_or(0.0),
-            100.0 * c["share_within_4h"].as_f64().unwrap_or(0.0),
-            100.0 * c["share_within_24h"].as_f64().unwrap_or(0.0),
-        ));
-        if c["thin"] == json!(true) {
-            out.push_str("warning: news coverage is thin; a difference here rests on few items\n");
-        }
-    } else if c["source"] == json!(false) {
+    if c["source"] == json!(false) {
         out.push_str("news coverage: no news source in this pipeline\n");
+    }
+    for (key, name) in [("compared", split), ("train", "train")] {
+        let w = &c[key];
+        if w["minutes"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        out.push_str(&format!(
+            "news coverage of the {name} window ({} .. {}): {} items over {:.1} days ({:.1}/day); minutes with an item in the last 1h {:.0}%, 4h {:.0}%, 24h {:.0}%\n",
+            w["from"].as_str().unwrap_or(""),
+            w["until"].as_str().unwrap_or(""),
+            w["items"].as_f64().unwrap_or(0.0),
+            w["days"].as_f64().unwrap_or(0.0),
+            w["items_per_day"].as_f64().unwrap_or(0.0),
+            100.0 * w["share_within_1h"].as_f64().unwrap_or(0.0),
+            100.0 * w["share_within_4h"].as_f64().unwrap_or(0.0),
+            100.0 * w["share_within_24h"].as_f64().unwrap_or(0.0),
+        ));
+        let thin: Vec<&str> = w["thin"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+        if !thin.is_empty() {
+            let consequence = if key == "train" {
+                "the model learned what news means from few items"
+            } else {
+                "a difference here rests on few items"
+            };
+            out.push_str(&format!(
+                "warning: news coverage of the {name} window is thin ({}); {consequence}\n",
+                thin.join("; ")
+            ));
+        }
     }
     for (reason, who) in notes {
         out.push_str(&format!("note: {} {reason}\n", summary["treatment"].as_str().unwrap_or("")));

@@ -34,8 +34,8 @@ pub struct Report;
 impl Stage for Report {
     type Params = ReportParams;
     const NAME: &'static str = "report";
-    // 3: news coverage, a reading per ablation row.
-    const VERSION: u32 = 3;
+    // 3: news coverage, a reading per ablation row. 4: training-window coverage.
+    const VERSION: u32 = 4;
     const DOC: &'static str = "A self-contained HTML report of a `compare` summary: the ablation table with confidence intervals, ROC curves, calibration, hit rate by volatility decile, feature importance.\n\n\
         Input: `summary` (the `summary` output of `compare`). Output `html`: one file, inline SVG charts, no \
         scripts or external resources, so it opens anywhere and can be archived with the run. Variants whose \
@@ -216,7 +216,7 @@ fn bar_chart(title: &str, bars: &[(String, f64)]) -> String {
     svg
 }
 
-/// How much news the compared window had, in numbers and words, with items per day.
+/// How much news the compared and training windows had, in numbers and words, with items per day.
 fn coverage_section(c: &Value, split: &str) -> String {
     if c["source"] == Value::Bool(false) {
         return "<h2>News coverage</h2><p class=\"note\">No news source in this pipeline: the news variants are unavailable.</p>".into();
@@ -224,29 +224,42 @@ fn coverage_section(c: &Value, split: &str) -> String {
     if c["source"] != Value::Bool(true) {
         return String::new();
     }
-    let pct = |k: &str| c[k].as_f64().map_or("-".into(), |v| format!("{:.0}%", 100.0 * v));
-    let mut html = format!(
-        "<h2>News coverage</h2><p class=\"note\">The {split} window ({} .. {}): <b>{}</b> items over {} days ({:.1} a day). Minutes with an item known in the last hour: <b>{}</b>; 4 hours: <b>{}</b>; 24 hours: <b>{}</b>.</p>",
-        esc(c["from"].as_str().unwrap_or("")),
-        esc(c["until"].as_str().unwrap_or("")),
-        c["items"].as_f64().unwrap_or(0.0),
-        c["days"],
-        c["items_per_day"].as_f64().unwrap_or(0.0),
-        pct("share_within_1h"),
-        pct("share_within_4h"),
-        pct("share_within_24h"),
-    );
-    if c["thin"] == Value::Bool(true) {
-        html.push_str("<p class=\"note\"><b>Coverage is thin.</b> Most minutes of this window have no recent news item, so a with/without-news difference rests on few items: read it as an anecdote, whatever its interval.</p>");
-    }
-    let bars: Vec<(String, f64)> = c["items_by_day"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| Some((d[0].as_str()?.to_string(), d[1].as_f64()?)))
-        .collect();
-    if !bars.is_empty() {
-        html.push_str(&bar_chart("News items per day", &bars));
+    let mut html = String::from("<h2>News coverage</h2>");
+    for (key, name) in [("compared", split), ("train", "train")] {
+        let w = &c[key];
+        if w["minutes"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        let pct = |k: &str| w[k].as_f64().map_or("-".into(), |v| format!("{:.0}%", 100.0 * v));
+        let _ = write!(
+            html,
+            "<p class=\"note\">The <b>{name}</b> window ({} .. {}): <b>{}</b> items over {:.1} days ({:.1} a day). Minutes with an item known in the last hour: <b>{}</b>; 4 hours: <b>{}</b>; 24 hours: <b>{}</b>.</p>",
+            esc(w["from"].as_str().unwrap_or("")),
+            esc(w["until"].as_str().unwrap_or("")),
+            w["items"].as_f64().unwrap_or(0.0),
+            w["days"].as_f64().unwrap_or(0.0),
+            w["items_per_day"].as_f64().unwrap_or(0.0),
+            pct("share_within_1h"),
+            pct("share_within_4h"),
+            pct("share_within_24h"),
+        );
+        let thin: Vec<&str> = w["thin"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+        if !thin.is_empty() {
+            let _ = write!(
+                html,
+                "<p class=\"note\"><b>Coverage of the {name} window is thin</b> ({}). A with/without-news difference resting on it is an anecdote, whatever its interval.</p>",
+                esc(&thin.join("; "))
+            );
+        }
+        let bars: Vec<(String, f64)> = w["items_by_day"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| Some((d[0].as_str()?.to_string(), d[1].as_f64()?)))
+            .collect();
+        if !bars.is_empty() {
+            html.push_str(&bar_chart(&format!("News items per day, {name} window"), &bars));
+        }
     }
     html
 }

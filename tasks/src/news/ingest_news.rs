@@ -280,8 +280,8 @@ impl Stage for IngestNews {
         `published`, null for `available`), `scraped_at` (when it was collected, if given), `title`, `content`, \
         `source`, `link`, `score`, `tags`, sorted by `date`. Dates in RFC 3339, RFC 2822, naive form (read in \
         `timezone`) or epoch numbers; a bare date (`2024-01-02`) counts as the end of that day, when the \
-        item is surely known. A time with an explicit offset that contradicts the declared `timezone` stops \
-        the stage (the declaration is wrong). Dropped and counted in the metrics: items without a usable \
+        item is surely known. A time with an explicit offset that contradicts a declared (non-UTC) `timezone` \
+        stops the stage: the declaration is wrong. Dropped and counted in the metrics: items without a usable \
         date (`dropped_no_date`, with the first example), without a title, near-empty items (`min_chars`), \
         and repeats of a title within `dedupe_window_hours` (`dropped_duplicate`). Mapping `fields.date` to a \
         collection time (`scraped_at`, or any field named like scrape/crawl/collect/fetch) is refused: news \
@@ -296,6 +296,12 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
         parse_zone(&params.timezone).map_err(|e| ParamError::new("timezone", e))?;
         if params.separator.len() != 1 {
             return Err(ParamError::new("separator", "must be one byte, e.g. \",\" or \"\\t\""));
+        }
+        if !(params.dedupe_window_hours.is_finite() && params.dedupe_window_hours >= 0.0) {
+            return Err(ParamError::new(
+                "dedupe_window_hours",
+                "must be a finite number of hours, 0 or more (0 keeps repeats)",
+            ));
         }
         if params.fields.date == params.fields.scraped_at || looks_like_collection_time(&params.fields.date) {
             return Err(ParamError::new(
@@ -331,13 +337,29 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
             let shown = path.display().to_string();
             let (df, first_row) = read_frame(path, params)?;
             let present: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+            let mut missing = None;
             for (what, name) in [("date", &fields.date), ("title", &fields.title)] {
                 if !present.contains(name) {
-                    bail!(
+                    let message = format!(
                         "{shown}: no field `{name}` for the news {what} (fields: {})\nhint: map it with params.fields.{what}",
                         present.join(", ")
                     );
+                    // One Markdown file is one item: a file without the field is a dropped item,
+                    // counted; a table without the column is a wrong mapping.
+                    if format_of(path, params.format)? != NewsFormat::Markdown {
+                        bail!(message);
+                    }
+                    missing.get_or_insert((what, message));
                 }
+            }
+            if let Some((what, message)) = missing {
+                if what == "date" {
+                    dropped_no_date += df.height() as u64;
+                    first_bad.get_or_insert(message);
+                } else {
+                    dropped_no_title += df.height() as u64;
+                }
+                continue;
             }
             let dates = time_column(&df, &fields.date, params)?;
             let scraped = if present.contains(&fields.scraped_at) {
@@ -360,7 +382,8 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
                     Ok(ms) => *ms,
                     Err(why) => {
                         let place = format!("{shown}: row {}, field `{}`", row + first_row, fields.date);
-                        // A contradicted zone is a wrong declaration, not one bad row: stop.
+                        // A contradicted zone is a wrong declaration, not one bad row: stop. (The
+                        // text is `check_offset`'s in market/time.rs, the one place it is made.)
                         if why.contains("zone declaration looks wrong") {
                             bail!(
                                 "{place}: {why}\nhint: fix params.timezone (times with an explicit offset need no zone)"
