@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use pipeline_artifacts::{ArtifactKind, read_table, write_table};
 use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
+use polars::prelude::{NamedFrom, Series};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -90,8 +91,7 @@ params = { columns = ["timestamp", "c0"] }
             let (from, until) = (bound(&params.from)?, bound(&params.until)?);
             let keep: Vec<bool> =
                 times.iter().map(|t| from.is_none_or(|f| *t >= f) && until.is_none_or(|u| *t < u)).collect();
-            let mask =
-                <polars::prelude::Series as polars::prelude::NamedFrom<_, [bool]>>::new("keep".into(), keep.as_slice());
+            let mask = Series::new("keep".into(), keep.as_slice());
             df = df.filter(mask.bool()?)?;
         }
         let mut out =

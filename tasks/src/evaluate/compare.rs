@@ -155,14 +155,13 @@ show = "headline"
     }
 
     fn check_inputs(_params: &CompareParams, inputs: &[InputInfo]) -> Result<(), String> {
-        let base = |name: &str| name.split('[').next().unwrap_or(name).to_string();
         if let Some(news) = inputs.iter().find(|i| i.name == "news")
             && news.kind != ArtifactKind::Table
         {
             return Err(format!("input `news` is a {}, expected the `embed_news` table", news.kind));
         }
         for (needed, kind) in [("metrics", ArtifactKind::Json), ("predictions", ArtifactKind::Table)] {
-            let found: Vec<&InputInfo> = inputs.iter().filter(|i| base(&i.name) == needed).collect();
+            let found: Vec<&InputInfo> = inputs.iter().filter(|i| split_local_name(&i.name).0 == needed).collect();
             if found.is_empty() {
                 return Err(format!(
                     "`compare` needs `{needed}` inputs from `train`: inputs = {{ metrics = \"train.metrics\", predictions = \"train.predictions\" }}"
@@ -367,13 +366,19 @@ pub fn verdict(row: &Value) -> String {
     }
 }
 
+/// `metrics[model=gbdt]` -> (`metrics`, `[model=gbdt]`): an input's local name and the matrix
+/// part the engine appends when a matrix stage fans in.
+fn split_local_name(name: &str) -> (&str, &str) {
+    name.find('[').map_or((name, ""), |i| name.split_at(i))
+}
+
 fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
-    let suffix = |name: &str| name.find('[').map(|i| name[i..].to_string()).unwrap_or_default();
-    let base = |name: &str| name.split('[').next().unwrap_or(name).to_string();
     let mut variants = Vec::new();
-    for input in ctx.inputs().iter().filter(|i| base(&i.name) == "metrics") {
-        let key = suffix(&input.name);
-        let find = |what: &str| ctx.inputs().iter().find(|i| base(&i.name) == what && suffix(&i.name) == key);
+    for input in ctx.inputs().iter().filter(|i| split_local_name(&i.name).0 == "metrics") {
+        let key = split_local_name(&input.name).1;
+        let find = |what: &str| {
+            ctx.inputs().iter().find(|i| split_local_name(&i.name).0 == what && split_local_name(&i.name).1 == key)
+        };
         let predictions = find("predictions").ok_or_else(|| {
             anyhow!(
                 "input `{}` has no matching `predictions{key}`; wire both outputs of the same `train` stage",
@@ -411,7 +416,16 @@ fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
             }
             None => Vec::new(),
         };
-        variants.push(Variant { key, metrics, timestamps: ts, labels, scores, high_vol, vol_decile, importance });
+        variants.push(Variant {
+            key: key.to_string(),
+            metrics,
+            timestamps: ts,
+            labels,
+            scores,
+            high_vol,
+            vol_decile,
+            importance,
+        });
     }
     if variants.is_empty() {
         bail!(

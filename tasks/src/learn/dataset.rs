@@ -42,6 +42,9 @@ pub struct Dataset {
     /// The volatility column used for the high-volatility metrics (NaN where unknown).
     pub vol: Vec<f64>,
     pub split: Vec<Split>,
+    /// The split boundaries (ms): train before the first, test from the second.
+    pub train_until: i64,
+    pub valid_until: i64,
 }
 
 impl Dataset {

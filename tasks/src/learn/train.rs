@@ -466,8 +466,8 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
             "news_features": features.iter().filter(|f| f.starts_with("news_")).count(),
             "skipped_columns": skipped,
             "split": {
-                "train_until": format_ms(data_boundaries(&data, params)?.0),
-                "valid_until": format_ms(data_boundaries(&data, params)?.1),
+                "train_until": format_ms(data.train_until),
+                "valid_until": format_ms(data.valid_until),
                 "purge_minutes": purge,
                 "rows": counts,
             },
@@ -495,9 +495,9 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
     }
 }
 
-fn data_boundaries(data: &Dataset, params: &TrainParams) -> Result<(i64, i64)> {
-    let first = *data.timestamps.first().ok_or_else(|| anyhow!("no labelled rows"))?;
-    let last = *data.timestamps.last().expect("non-empty");
+fn data_boundaries(timestamps: &[i64], params: &TrainParams) -> Result<(i64, i64)> {
+    let first = *timestamps.first().ok_or_else(|| anyhow!("no labelled rows"))?;
+    let last = *timestamps.last().expect("non-empty");
     boundaries(
         first,
         last,
@@ -543,17 +543,18 @@ pub fn build_dataset(frame: &DataFrame, features: &[String], params: &TrainParam
     // its window ends at that row's time, whatever the grid's step or gaps.
     let label_ends: Vec<i64> =
         keep.iter().map(|&i| all_times[(i + horizon as usize).min(all_times.len() - 1)]).collect();
-    let mut data = Dataset {
+    let (train_until, valid_until) = data_boundaries(&timestamps, params)?;
+    let split = assign_splits(&timestamps, &label_ends, train_until, valid_until, purge * 60_000);
+    Ok(Dataset {
         timestamps,
         features: features.to_vec(),
         columns,
         label: keep.iter().map(|&i| label[i].expect("kept")).collect(),
         vol,
-        split: Vec::new(),
-    };
-    let (train_until, valid_until) = data_boundaries(&data, params)?;
-    data.split = assign_splits(&data.timestamps, &label_ends, train_until, valid_until, purge * 60_000);
-    Ok(data)
+        split,
+        train_until,
+        valid_until,
+    })
 }
 
 /// The high-volatility cut and decile edges of one split.
