@@ -566,23 +566,34 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
 
 /// Orders a strongly connected component as a cycle walk, for the error message.
 fn cycle_path(dag: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Vec<usize> {
+    // A shortest real cycle through the earliest node: breadth-first inside the component until
+    // an edge leads back to the start, so every arrow printed is an edge of the graph.
     let start = *component.iter().min().expect("components are not empty");
-    let mut path = vec![start];
-    let mut current = start;
-    let mut seen = std::collections::HashSet::from([start]);
-    loop {
-        let mut next: Vec<NodeIndex> = dag.neighbors(current).filter(|n| component.contains(n)).collect();
+    let sorted_next = |n: NodeIndex| {
+        let mut next: Vec<NodeIndex> = dag.neighbors(n).filter(|m| component.contains(m)).collect();
         next.sort();
-        match next.iter().find(|n| !seen.contains(n)) {
-            Some(&n) => {
-                seen.insert(n);
-                path.push(n);
-                current = n;
+        next.dedup();
+        next
+    };
+    let mut parent: std::collections::HashMap<NodeIndex, NodeIndex> = std::collections::HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(current) = queue.pop_front() {
+        for n in sorted_next(current) {
+            if n == start {
+                let mut path = vec![current];
+                while let Some(&p) = parent.get(path.last().expect("non-empty")) {
+                    path.push(p);
+                }
+                path.reverse();
+                return path.into_iter().map(|n| n.index()).collect();
             }
-            None => break,
+            if n != start && !parent.contains_key(&n) {
+                parent.insert(n, current);
+                queue.push_back(n);
+            }
         }
     }
-    path.into_iter().map(|n| n.index()).collect()
+    vec![start.index()]
 }
 
 /// Kahn's algorithm; among ready nodes the earliest declared goes first.

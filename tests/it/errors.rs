@@ -71,6 +71,16 @@ fn cycle_names_its_members() {
     assert!(!err.contains("`ok`"), "{err}");
 }
 
+/// Every arrow printed is an edge: `b` feeds both `a` and `c`, and `c` feeds `b`, so a walk
+/// a -> b -> c could not close back to `a`; the shortest cycle through `a` is a -> b -> a.
+#[test]
+fn cycle_path_follows_real_edges() {
+    let err = invalid(
+        "[stages.a]\ntask = \"value\"\ninputs = [\"b\"]\n[stages.b]\ntask = \"value\"\ninputs = [\"a\", \"c\"]\n[stages.c]\ntask = \"value\"\ninputs = [\"b\"]\n",
+    );
+    assert!(err.contains("cycle between stages: a -> b -> a"), "{err}");
+}
+
 #[test]
 fn self_loop_is_a_cycle() {
     let err = invalid("[stages.a]\ntask = \"value\"\ninputs = [\"a\"]\n");
