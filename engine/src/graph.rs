@@ -11,7 +11,7 @@ use pipeline_artifacts::ArtifactKind;
 
 use crate::diag::{Diagnostic, Diagnostics, Loc, did_you_mean};
 use crate::spec::{ExportSpec, ShowSpec, Spec, StageSpec};
-use crate::stage::{InputInfo, OutputDecl, PreparedStage, Registry, Task};
+use crate::stage::{InputInfo, OutputDecl, ParamError, PreparedStage, Registry, Task};
 
 /// One node to run: a stage, or one combination of a stage's matrix.
 pub struct Node {
@@ -209,17 +209,43 @@ fn param_loc(stage: &StageSpec, path: &str) -> Loc {
         if let Some(axis) = stage.matrix.iter().find(|a| a.param == probe) {
             return axis.loc.clone();
         }
-        match probe.rfind('.') {
+        match probe.rfind(['.', '[']) {
             Some(idx) => probe.truncate(idx),
             None => return stage.params_loc.clone(),
         }
     }
 }
 
+/// One bad param as a located diagnostic: the caret on the value (a list element when serde
+/// names one), the type in words, a did-you-mean for misspelled names.
+fn param_diagnostic(stage: &StageSpec, node: &str, task: &dyn Task, err: &ParamError) -> Diagnostic {
+    let what = if err.path.is_empty() { String::new() } else { format!(" `{}`", err.path) };
+    let loc = param_loc(stage, &err.path);
+    let mut diagnostic = Diagnostic::error(format!("stage `{node}`: invalid param{what}: {}", err.message), Some(loc))
+        .with_hint(format!("`pipeline tasks {}` lists its params with types and defaults", stage.task));
+    if err.message.starts_with("unknown field")
+        && let Some(last) = err.path.rsplit('.').next()
+    {
+        let schema = task.params_schema();
+        let known: Vec<String> = schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Some(hint) = did_you_mean(last, known.iter().map(String::as_str)) {
+            diagnostic = diagnostic.with_hint(hint);
+        }
+    }
+    diagnostic
+}
+
 pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics> {
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
     let mut nodes_of_spec: Vec<Vec<usize>> = vec![Vec::new(); spec.stages.len()];
+    // Stages whose params did not read: their consumers are not wired (no second, bogus error).
+    let mut failed_specs: Vec<bool> = vec![false; spec.stages.len()];
+    let mut reported: std::collections::BTreeSet<(usize, String, String)> = Default::default();
 
     for (spec_index, stage) in spec.stages.iter().enumerate() {
         let n_combos: usize = stage.matrix.iter().map(|a| a.values.len()).product();
@@ -296,29 +322,15 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
             }
             let prepared = match task.prepare(&params) {
                 Ok(prepared) => prepared,
-                Err(err) => {
-                    let what = if err.path.is_empty() { String::new() } else { format!(" `{}`", err.path) };
-                    let loc = param_loc(stage, &err.path);
-                    let mut diagnostic =
-                        Diagnostic::error(format!("stage `{name}`: invalid param{what}: {}", err.message), Some(loc))
-                            .with_hint(format!(
-                                "`pipeline tasks {}` lists its params with types and defaults",
-                                stage.task
-                            ));
-                    if err.message.starts_with("unknown field")
-                        && let Some(last) = err.path.rsplit('.').next()
-                    {
-                        let schema = task.params_schema();
-                        let known: Vec<String> = schema
-                            .get("properties")
-                            .and_then(|p| p.as_object())
-                            .map(|p| p.keys().cloned().collect())
-                            .unwrap_or_default();
-                        if let Some(hint) = did_you_mean(last, known.iter().map(String::as_str)) {
-                            diagnostic = diagnostic.with_hint(hint);
+                Err(errors) => {
+                    failed_specs[spec_index] = true;
+                    // Each (path, message) once: matrix nodes of one stage share their params.
+                    for err in errors {
+                        if !reported.insert((spec_index, err.path.clone(), err.message.clone())) {
+                            continue;
                         }
+                        diagnostics.push(param_diagnostic(stage, &name, task.as_ref(), &err));
                     }
-                    diagnostics.push(diagnostic);
                     continue;
                 }
             };
@@ -371,6 +383,9 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 diagnostics.push(diagnostic);
                 continue;
             };
+            if failed_specs[producer_spec] && nodes_of_spec[producer_spec].is_empty() {
+                continue;
+            }
             let consumer_matrix = &nodes[node_idx].matrix;
             let producers: Vec<usize> = nodes_of_spec[producer_spec]
                 .iter()

@@ -39,15 +39,132 @@ pub struct InputInfo {
 }
 
 /// A params problem, with the dotted path of the offending param (empty for the whole table).
+/// `more` holds further problems found in the same pass, so that a user fixing a file sees every
+/// bad param at once, not one per run.
 #[derive(Clone, Debug)]
 pub struct ParamError {
     pub path: String,
     pub message: String,
+    pub more: Vec<ParamError>,
 }
 
 impl ParamError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> ParamError {
-        ParamError { path: path.into(), message: message.into() }
+        ParamError { path: path.into(), message: message.into(), more: Vec::new() }
+    }
+
+    /// `Ok` when `errors` is empty, else every error in one value (for `Stage::validate`s that
+    /// check several params: collect, then return them all).
+    pub fn all(errors: Vec<ParamError>) -> Result<(), ParamError> {
+        let mut errors = errors.into_iter().flat_map(ParamError::flatten);
+        match errors.next() {
+            None => Ok(()),
+            Some(mut first) => {
+                first.more = errors.collect();
+                Err(first)
+            }
+        }
+    }
+
+    /// This error and the ones it carries, each on its own.
+    pub fn flatten(self) -> Vec<ParamError> {
+        let ParamError { path, message, more } = self;
+        let mut out = vec![ParamError::new(path, message)];
+        out.extend(more.into_iter().flat_map(ParamError::flatten));
+        out
+    }
+}
+
+/// Says serde's type names (`u64`, `usize`, `f64`, `a sequence`) in the words a user reads.
+pub fn type_words(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number >= 0"),
+        ("expected u32", "expected a whole number >= 0"),
+        ("expected u64", "expected a whole number >= 0"),
+        ("expected usize", "expected a whole number >= 0"),
+        ("expected i8", "expected a whole number"),
+        ("expected i16", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected isize", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list, e.g. [1, 2]"),
+        ("expected a map", "expected a table, e.g. { key = \"value\" }"),
+        ("expected a boolean", "expected true or false"),
+        ("expected struct ", "expected a table for "),
+        ("invalid type: sequence", "invalid type: a list"),
+        ("invalid type: map", "invalid type: a table"),
+        ("invalid type: integer", "invalid type: whole number"),
+        ("invalid type: floating point", "invalid type: number"),
+        ("invalid value: integer", "invalid value: whole number"),
+    ];
+    let mut out = message.to_string();
+    for (from, to) in WORDS {
+        // Whole tokens only: `expected u32` must not rewrite `expected u320`.
+        let mut result = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(from) {
+            let end = at + from.len();
+            let next = rest[end..].chars().next();
+            result.push_str(&rest[..at]);
+            if next.is_some_and(|c| c.is_ascii_alphanumeric()) && !from.ends_with(' ') {
+                result.push_str(from);
+            } else {
+                result.push_str(to);
+            }
+            rest = &rest[end..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    out
+}
+
+/// Removes the value at a serde path (`a.b`, `list[2]`) from a TOML value; false if absent.
+fn remove_path(value: &mut toml::Value, path: &str) -> bool {
+    let mut parts: Vec<Segment> = Vec::new();
+    for piece in path.split('.') {
+        let (key, mut rest) = match piece.find('[') {
+            Some(i) => (&piece[..i], &piece[i..]),
+            None => (piece, ""),
+        };
+        if !key.is_empty() {
+            parts.push(Segment::Key(key.to_string()));
+        }
+        while let Some(close) = rest.find(']') {
+            match rest[1..close].parse::<usize>() {
+                Ok(i) => parts.push(Segment::Index(i)),
+                Err(_) => return false,
+            }
+            rest = &rest[close + 1..];
+        }
+    }
+    enum Segment {
+        Key(String),
+        Index(usize),
+    }
+    let Some((last, parents)) = parts.split_last() else { return false };
+    let mut cursor = value;
+    for part in parents {
+        cursor = match (part, cursor) {
+            (Segment::Key(k), toml::Value::Table(t)) => match t.get_mut(k) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Index(i), toml::Value::Array(a)) => match a.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, cursor) {
+        (Segment::Key(k), toml::Value::Table(t)) => t.remove(k).is_some(),
+        // An element cannot be removed without shifting the others' paths: the whole list goes.
+        (Segment::Index(_), _) => false,
+        _ => false,
     }
 }
 
@@ -92,8 +209,9 @@ pub trait Task: Send + Sync {
     fn example(&self) -> &'static str;
     /// JSON schema of the params (types, defaults, docs).
     fn params_schema(&self) -> serde_json::Value;
-    /// Reads and validates params; the result is ready to plan and run.
-    fn prepare(&self, params: &toml::Table) -> Result<Arc<dyn PreparedStage>, ParamError>;
+    /// Reads and validates params; the result is ready to plan and run. On failure, every
+    /// problem found (each bad param once), not only the first.
+    fn prepare(&self, params: &toml::Table) -> Result<Arc<dyn PreparedStage>, Vec<ParamError>>;
 }
 
 /// A stage with its params read.
@@ -128,25 +246,69 @@ impl<S: Stage> Task for TaskOf<S> {
     fn params_schema(&self) -> serde_json::Value {
         serde_json::to_value(schemars::schema_for!(S::Params)).unwrap_or_default()
     }
-    fn prepare(&self, params: &toml::Table) -> Result<Arc<dyn PreparedStage>, ParamError> {
-        let value = toml::Value::Table(params.clone());
-        let params: S::Params = serde_path_to_error::deserialize(value).map_err(|err| {
-            let mut path = err.path().to_string();
-            if path == "." {
-                path.clear();
+    fn prepare(&self, params: &toml::Table) -> Result<Arc<dyn PreparedStage>, Vec<ParamError>> {
+        // serde stops at the first bad field. To report them all in one pass, the bad field is
+        // taken out and the rest read again; a field that is then "missing" was taken out by us
+        // (already reported), so that message is not repeated.
+        let mut value = toml::Value::Table(params.clone());
+        let mut errors: Vec<ParamError> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        loop {
+            match serde_path_to_error::deserialize::<_, S::Params>(value.clone()) {
+                Ok(params) => {
+                    if !errors.is_empty() {
+                        return Err(errors);
+                    }
+                    S::validate(&params).map_err(ParamError::flatten)?;
+                    return Ok(Arc::new(PreparedOf::<S> { params }));
+                }
+                Err(err) => {
+                    let mut path = err.path().to_string();
+                    if path == "." {
+                        path.clear();
+                    }
+                    let message = err.inner().to_string().trim_end().to_string();
+                    // toml adds "in `key`" on a line of its own: the path says it already.
+                    let message = match message.rsplit_once("\nin `") {
+                        Some((head, _)) => head.to_string(),
+                        None => message,
+                    };
+                    // serde reports an unknown field at its parent; point at the field itself.
+                    if let Some(rest) = message.strip_prefix("unknown field `")
+                        && let Some(field) = rest.split('`').next()
+                        && path.rsplit('.').next() != Some(field)
+                    {
+                        path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+                    }
+                    let missing_we_removed = message
+                        .strip_prefix("missing field `")
+                        .and_then(|rest| rest.split('`').next())
+                        .is_some_and(|field| {
+                            let full = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+                            removed.contains(&full)
+                        });
+                    if !missing_we_removed {
+                        errors.push(ParamError::new(path.clone(), type_words(&message)));
+                    }
+                    // The whole param goes when an element of a list is bad.
+                    let target = match path.find('[') {
+                        Some(i) => path[..i].to_string(),
+                        None => path.clone(),
+                    };
+                    if missing_we_removed
+                        || errors.len() >= 50
+                        || target.is_empty()
+                        || !remove_path(&mut value, &target)
+                    {
+                        if errors.is_empty() {
+                            errors.push(ParamError::new(path, type_words(&message)));
+                        }
+                        return Err(errors);
+                    }
+                    removed.push(target);
+                }
             }
-            let message = err.inner().to_string().trim_end().to_string();
-            // serde reports an unknown field at its parent; point at the field itself.
-            if let Some(rest) = message.strip_prefix("unknown field `")
-                && let Some(field) = rest.split('`').next()
-                && path.rsplit('.').next() != Some(field)
-            {
-                path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
-            }
-            ParamError { path, message }
-        })?;
-        S::validate(&params)?;
-        Ok(Arc::new(PreparedOf::<S> { params }))
+        }
     }
 }
 
@@ -344,6 +506,18 @@ impl<'a> StageContext<'a> {
         }
     }
 
+    /// Records a warning the user must see: it lands in the metrics under `warnings` (a list)
+    /// and `pipeline run` prints it after the summary, for cache hits too (rows dropped from the
+    /// input are as true on the second run as on the first).
+    pub fn warn(&self, message: impl Into<String>) {
+        if let Ok(mut metrics) = self.metrics.lock() {
+            let entry = metrics.entry(WARNINGS_METRIC).or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if let serde_json::Value::Array(list) = entry {
+                list.push(serde_json::Value::String(message.into()));
+            }
+        }
+    }
+
     pub fn progress(&self, done: u64, total: Option<u64>) {
         self.reporter.stage_progress(&self.stage, done, total);
     }
@@ -373,6 +547,9 @@ impl<'a> StageContext<'a> {
         self.metrics.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default()
     }
 }
+
+/// The metric `StageContext::warn` appends to.
+pub const WARNINGS_METRIC: &str = "warnings";
 
 /// A reporter that drops everything.
 pub struct NoReporter;

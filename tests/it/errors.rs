@@ -32,7 +32,7 @@ fn unknown_param_is_located_with_a_suggestion() {
 fn mistyped_param_is_located() {
     let err = invalid("[stages.a]\ntask = \"synth_table\"\n\n[stages.a.params]\nrows = \"many\"\n");
     assert!(err.contains("invalid param `rows`"), "{err}");
-    assert!(err.contains("invalid type: string \"many\", expected usize"), "{err}");
+    assert!(err.contains("invalid type: string \"many\", expected a whole number >= 0"), "{err}");
     assert!(err.contains("p.toml:5:1"), "{err}");
 }
 
@@ -208,4 +208,30 @@ fn set_on_a_matrix_axis_is_refused_not_silently_ignored() {
     ctx.write("p.toml", "[stages.a]\ntask = \"value\"\nmatrix = { value = [1, 2] }\n");
     let err = ctx.run(&["validate", "p.toml", "--set", "stages.a.params.value=3"]).code(2).stderr;
     assert!(err.contains("`--set` sets `value`, which is a matrix axis of stage `a`"), "{err}");
+}
+
+/// Every bad param of every stage in one pass, each once; a stage whose params failed adds no
+/// second error to its consumers (no "no node of stage ... matches" in a file with no matrix).
+#[test]
+fn every_bad_param_is_reported_once_without_cascades() {
+    let err = invalid(
+        "[stages.market]\ntask = \"synth_market\"\nparams = { dayz = 5, seed = \"x\" }\n\n[stages.aligned]\ntask = \"align_utc\"\ninputs = [\"market\"]\nparams = { on_conflict = \"newest\" }\n\n[stages.features]\ntask = \"features\"\ninputs = [\"aligned\"]\n",
+    );
+    assert!(err.contains("invalid param `dayz`"), "{err}");
+    assert!(err.contains("did you mean `days`?"), "{err}");
+    assert!(err.contains("invalid param `seed`"), "{err}");
+    assert!(err.contains("expected a whole number >= 0"), "{err}");
+    assert!(err.contains("invalid param `on_conflict`"), "{err}");
+    assert!(!err.contains("no node of stage"), "{err}");
+    assert!(err.contains("3 problems found"), "{err}");
+    assert!(!err.contains("\nin `"), "the path is said once: {err}");
+}
+
+/// The caret sits on the bad element of a list, and the type is said in words.
+#[test]
+fn a_bad_list_element_is_pointed_at() {
+    let err = invalid("[stages.t]\ntask = \"labels\"\nparams = { horizons = [1, -4] }\n");
+    assert!(err.contains("invalid param `horizons[1]`"), "{err}");
+    assert!(err.contains("p.toml:3:27"), "{err}");
+    assert!(err.contains("a whole number of bars >= 1"), "{err}");
 }

@@ -114,6 +114,13 @@ pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> C
         summary.push_str(&format!(", {skipped} skipped"));
     }
     eprintln!("{summary}");
+    for stage in &record.stages {
+        if let Some(serde_json::Value::Array(warnings)) = stage.metrics.get(crate::stage::WARNINGS_METRIC) {
+            for warning in warnings {
+                eprintln!("warning: {}: {}", stage.name, warning.as_str().unwrap_or_default());
+            }
+        }
+    }
     if record.status == RunStatus::Succeeded {
         show_outputs(&graph, &plan, &store, &record);
         for (idx, node) in graph.nodes.iter().enumerate() {

@@ -616,9 +616,23 @@ fn collect_param_locs(file: FileId, table: &DeTable<'_>, prefix: &str, out: &mut
     for (key, value) in table.iter() {
         let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
         out.insert(path.clone(), loc(file, key.span().start..value.span().end));
-        if let DeValue::Table(inner) = value.get_ref() {
-            collect_param_locs(file, inner, &path, out);
+        collect_value_locs(file, value, &path, out);
+    }
+}
+
+/// Inside a param: nested tables (`a.b`) and list elements (`a[1]`), so that an error about one
+/// element puts its caret on that element.
+fn collect_value_locs(file: FileId, value: &Spanned<DeValue<'_>>, path: &str, out: &mut BTreeMap<String, Loc>) {
+    match value.get_ref() {
+        DeValue::Table(inner) => collect_param_locs(file, inner, path, out),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = format!("{path}[{i}]");
+                out.insert(item_path.clone(), loc(file, item.span()));
+                collect_value_locs(file, item, &item_path, out);
+            }
         }
+        _ => {}
     }
 }
 
