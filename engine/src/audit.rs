@@ -62,6 +62,79 @@ fn show_time(ms: i64) -> String {
         .unwrap_or(ms.to_string())
 }
 
+/// Most boundary cuts an audit makes (on top of `AuditOptions::cuts` random ones).
+pub const MAX_BOUNDARY_CUTS: usize = 64;
+
+/// Where to cut. A leak shows only when a cut falls where it matters: right after a row whose
+/// output row also takes a later input row (a merge: two monthly bars in one slot), or before a
+/// gap of a kind seen once. So every input row (past the first tenth) gets a class: the gap to
+/// the next row, how many input rows share its output row (the latest output time at or before
+/// it), and its place among them. One cut per class (the first row of that class after a seeded
+/// shuffle, up to `MAX_BOUNDARY_CUTS`), then `options.cuts` random rows. A one-bar look-ahead
+/// at any kind of boundary is therefore caught with the defaults whenever the input has fewer
+/// than 64 kinds of boundary; beyond that, each random cut finds a leak at a boundary kind that
+/// a share p of rows has with probability p.
+fn cut_times(times: &[i64], output_times: &[i64], options: &AuditOptions) -> Vec<i64> {
+    let mut times = times.to_vec();
+    times.sort_unstable();
+    let mut outputs = output_times.to_vec();
+    outputs.sort_unstable();
+    outputs.dedup();
+    let mut state = options.seed ^ 0x5DEE_CE66_D1CE_4E5B;
+    let mut next = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    let lo = times.len() / 10;
+    // Gaps in powers of two of the smallest one: a gappy minute series has a few kinds of gap,
+    // not hundreds.
+    let min_gap = times.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).min().unwrap_or(1);
+    let gap_class = |gap: i64| if gap <= 0 { -1 } else { (64 - (gap / min_gap).leading_zeros()) as i64 };
+    // The output row (index) each input row falls in.
+    let bucket_of = |t: i64| outputs.partition_point(|&o| o <= t);
+    let buckets: Vec<usize> = times.iter().map(|&t| bucket_of(t)).collect();
+    let mut classes: std::collections::BTreeMap<(i64, usize, usize), Vec<usize>> = Default::default();
+    let mut start = 0;
+    while start < times.len() {
+        let mut end = start + 1;
+        while end < times.len() && buckets[end] == buckets[start] {
+            end += 1;
+        }
+        let size = end - start;
+        for i in start..end {
+            if i >= lo && i + 1 < times.len() {
+                // Positions beyond the first few and the last are alike; keep the classes few.
+                let position = if i - start < 3 {
+                    i - start
+                } else if i + 1 == end {
+                    usize::MAX
+                } else {
+                    3
+                };
+                classes.entry((gap_class(times[i + 1] - times[i]), size.min(1000), position)).or_default().push(i);
+            }
+        }
+        start = end;
+    }
+    let mut chosen: Vec<(u64, i64)> = classes
+        .values()
+        .map(|rows| {
+            let pick = rows[next() as usize % rows.len()];
+            (next(), times[pick])
+        })
+        .collect();
+    chosen.sort_unstable();
+    let mut cuts: Vec<i64> = chosen.into_iter().take(MAX_BOUNDARY_CUTS).map(|(_, t)| t).collect();
+    if times.len() > lo + 1 {
+        for _ in 0..options.cuts {
+            cuts.push(times[lo + next() as usize % (times.len() - lo - 1)]);
+        }
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
+}
+
 /// Runs the audit of one node whose inputs are already in the store (`inputs`: output records of
 /// its producers, in the node's input order).
 pub fn audit_node(
@@ -120,21 +193,16 @@ pub fn audit_node(
             .collect();
         let full_outputs = run(&work.join("full"), full_inputs.clone())?;
         // Cut times: rows of the first input, past its first tenth (so that warm-ups are over
-        // and windows are full), drawn with a fixed seed.
+        // and windows are full): one at every kind of boundary, then random ones.
         let times = pipeline_artifacts::table_times(&full_inputs[0].path, &options.time_column)?;
         if times.len() < 20 {
             bail!("input `{}` has {} rows; the audit needs at least 20", full_inputs[0].name, times.len());
         }
-        let mut state = options.seed ^ 0x5DEE_CE66_D1CE_4E5B;
-        let mut cuts: Vec<i64> = (0..options.cuts)
-            .map(|_| {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                let lo = times.len() / 10;
-                times[lo + (state >> 33) as usize % (times.len() - lo - 1)]
-            })
-            .collect();
-        cuts.sort_unstable();
-        cuts.dedup();
+        let output_times = match node.outputs.first() {
+            Some(_) => pipeline_artifacts::table_times(&full_outputs[0], &options.time_column).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let cuts = cut_times(&times, &output_times, options);
         let mut verdicts: Vec<ColumnVerdict> = Vec::new();
         for (cut_idx, &cut) in cuts.iter().enumerate() {
             let dir = work.join(format!("cut{cut_idx}"));
