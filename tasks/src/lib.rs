@@ -12,7 +12,22 @@ pub mod select;
 pub mod synth_table;
 pub mod value;
 
-use pipeline_engine::Registry;
+use pipeline_engine::{InputInfo, Registry};
+
+/// The input check of a stage that reads no upstream artifact (it reads files, or makes data):
+/// an `inputs` list there would be ignored, so it is refused when the pipeline is checked.
+pub(crate) fn no_inputs(inputs: &[InputInfo], stage: &str, reads: &str) -> Result<(), String> {
+    match inputs {
+        [] => Ok(()),
+        _ => {
+            let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+            Err(format!(
+                "`{stage}` takes no inputs (it reads {reads}), but `inputs` names {}; remove `inputs`",
+                names.join(", ")
+            ))
+        }
+    }
+}
 
 /// Every stage kind of this build. Add a stage here and nowhere else.
 pub fn registry() -> Registry {

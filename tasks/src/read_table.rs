@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use pipeline_artifacts::{ArtifactKind, write_table};
-use pipeline_engine::{OutputDecl, Stage, StageContext};
+use pipeline_engine::{InputInfo, OutputDecl, Stage, StageContext};
 use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,10 @@ params = { path = "prices.csv" }
             ));
         }
         Ok(())
+    }
+
+    fn check_inputs(_params: &ReadTableParams, inputs: &[InputInfo]) -> Result<(), String> {
+        crate::no_inputs(inputs, Self::NAME, "the file named by params.path")
     }
 
     fn outputs(_params: &ReadTableParams) -> Vec<OutputDecl> {

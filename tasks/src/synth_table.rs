@@ -1,7 +1,7 @@
 //! `synth_table`: a deterministic table of random walks on a regular time grid.
 
 use pipeline_artifacts::{ArtifactKind, write_table};
-use pipeline_engine::{OutputDecl, ParamError, Stage, StageContext};
+use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
 use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,10 @@ params = { rows = 1440, columns = 2, seed = 7 }
             return Err(ParamError::new("step_seconds", "must be at least 1"));
         }
         Ok(())
+    }
+
+    fn check_inputs(_params: &SynthTableParams, inputs: &[InputInfo]) -> Result<(), String> {
+        crate::no_inputs(inputs, Self::NAME, "nothing: it makes a table")
     }
 
     fn outputs(_params: &SynthTableParams) -> Vec<OutputDecl> {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `pipeline` binary on temp workspaces. One test binary (see
 //! ARCHITECTURE.md, "Testing"), one module per area.
 
+mod bad_input;
 mod cache;
 mod command;
 mod crash;

@@ -127,7 +127,7 @@ fn ingest_error(csv: &str, params: &str) -> String {
 fn malformed_inputs_give_located_errors() {
     let err = ingest_error("time,open,high,low,close\n2023-03-01 00:00:00,1,1,1,1\n", "");
     assert!(err.contains("bars.csv: no column for `volume` (columns: time, open, high, low, close)"), "{err}");
-    assert!(err.contains("hint: map them with params.columns"), "{err}");
+    assert!(err.contains("hint: map it with params.columns"), "{err}");
     let err = ingest_error(
         "time,open,high,low,close,volume\n2023-03-01 00:00:00,1,1,1,1,1\n2023-03-01 00:01:00,1,x1,1,1,1\n",
         "",

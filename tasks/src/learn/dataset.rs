@@ -179,9 +179,32 @@ pub fn binary_label(frame: &DataFrame, label: &str) -> Result<Vec<Option<bool>>>
     Ok(out)
 }
 
-/// The horizon in minutes from a label named like `label_dir_15`.
+/// How far a label looks ahead, from its name: `label_dir_15` is 15 bars (the `labels` stage
+/// shifts by rows), `label_dir_4h` four hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelReach {
+    Bars(i64),
+    Millis(i64),
+}
+
+pub fn label_reach(label: &str) -> Option<LabelReach> {
+    let suffix = label.rsplit('_').next()?;
+    if let Ok(bars) = suffix.parse::<i64>() {
+        return (bars > 0).then_some(LabelReach::Bars(bars));
+    }
+    match crate::market::time::Span::parse(suffix).ok()?.fixed_ms()? {
+        ms if ms > 0 => Some(LabelReach::Millis(ms)),
+        _ => None,
+    }
+}
+
+/// The horizon in minutes from a label's name: `label_dir_15` -> 15 (bars, minutes on the
+/// 1-minute grid), `label_dir_4h` -> 240.
 pub fn horizon_from_label(label: &str) -> Option<i64> {
-    label.rsplit('_').next()?.parse().ok().filter(|h| *h > 0)
+    match label_reach(label)? {
+        LabelReach::Bars(bars) => Some(bars),
+        LabelReach::Millis(ms) => Some((ms + 59_999) / 60_000),
+    }
 }
 
 /// Parses a split boundary: RFC 3339 or a bare `YYYY-MM-DD` (midnight UTC).
@@ -264,7 +287,14 @@ pub fn assign_splits(
 
 /// Timestamps of a frame's `timestamp` column in ms.
 pub fn timestamps_ms(frame: &DataFrame) -> Result<Vec<i64>> {
-    let ts = frame.column("timestamp")?.as_materialized_series().to_physical_repr().into_owned();
+    let series = frame.column("timestamp")?.as_materialized_series();
+    // A table written elsewhere (pandas writes ns) is read in its own unit, then counted in ms.
+    let series = match series.dtype() {
+        DataType::Datetime(TimeUnit::Milliseconds, _) => series.clone(),
+        DataType::Datetime(_, tz) => series.cast(&DataType::Datetime(TimeUnit::Milliseconds, tz.clone()))?,
+        _ => series.clone(),
+    };
+    let ts = series.to_physical_repr().into_owned();
     ts.i64()?.iter().enumerate().map(|(row, v)| v.ok_or_else(|| anyhow!("row {} has no timestamp", row + 1))).collect()
 }
 
@@ -364,5 +394,8 @@ mod tests {
         assert!(err.to_string().contains("does not fit"), "{err}");
         assert_eq!(horizon_from_label("label_dir_15"), Some(15));
         assert_eq!(horizon_from_label("label_up"), None);
+        assert_eq!(horizon_from_label("label_dir_4h"), Some(240));
+        assert_eq!(label_reach("label_dir_4h"), Some(LabelReach::Millis(4 * 3_600_000)));
+        assert_eq!(label_reach("label_dir_5"), Some(LabelReach::Bars(5)));
     }
 }

@@ -540,9 +540,16 @@ pub fn build_dataset(frame: &DataFrame, features: &[String], params: &TrainParam
     let horizon = params.horizon().expect("validated");
     let purge = params.purge_minutes.unwrap_or(horizon);
     // The label at row r reads prices up to row r + h (the `labels` stage shifts by rows), so
-    // its window ends at that row's time, whatever the grid's step or gaps.
-    let label_ends: Vec<i64> =
-        keep.iter().map(|&i| all_times[(i + horizon as usize).min(all_times.len() - 1)]).collect();
+    // its window ends at that row's time, whatever the grid's step or gaps; a label named by a
+    // length of time (`label_dir_4h`) ends that long after its row.
+    let label_ends: Vec<i64> = match crate::learn::dataset::label_reach(&params.label) {
+        Some(crate::learn::dataset::LabelReach::Millis(ms)) => keep.iter().map(|&i| all_times[i] + ms).collect(),
+        Some(crate::learn::dataset::LabelReach::Bars(bars)) => {
+            let bars = bars.max(if params.horizon_minutes.is_some() { horizon } else { 0 }) as usize;
+            keep.iter().map(|&i| all_times[(i + bars).min(all_times.len() - 1)]).collect()
+        }
+        None => keep.iter().map(|&i| all_times[(i + horizon as usize).min(all_times.len() - 1)]).collect(),
+    };
     let (train_until, valid_until) = data_boundaries(&timestamps, params)?;
     let split = assign_splits(&timestamps, &label_ends, train_until, valid_until, purge * 60_000);
     Ok(Dataset {

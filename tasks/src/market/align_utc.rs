@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::columns::{OPTIONAL_FLOW, OPTIONAL_STATE, numeric_column};
+use super::time::Span;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -24,16 +25,28 @@ pub enum OnConflict {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlignUtcParams {
-    /// Grid step in seconds.
-    #[serde(default = "default_step")]
-    pub step_seconds: u64,
+    /// Grid step in seconds (60 when neither this nor `step` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_seconds: Option<u64>,
+    /// Grid step as a length of time: "1m", "15m", "1h", "1d", "1w" (weeks start on Monday) or
+    /// "1mo" (calendar months); instead of `step_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// What to do with two rows at the same time whose values differ (identical rows are always dropped and counted).
     #[serde(default = "default_conflict")]
     pub on_conflict: OnConflict,
 }
 
-fn default_step() -> u64 {
-    60
+impl AlignUtcParams {
+    /// The grid step; validated.
+    pub fn span(&self) -> Result<Span, String> {
+        match (&self.step, self.step_seconds) {
+            (Some(_), Some(_)) => Err("give `step` or `step_seconds`, not both".into()),
+            (Some(text), None) => Span::parse(text),
+            (None, Some(seconds)) => Ok(Span::Millis(seconds as i64 * 1000)),
+            (None, None) => Ok(Span::MINUTE),
+        }
+    }
 }
 fn default_conflict() -> OnConflict {
     OnConflict::Error
@@ -57,7 +70,8 @@ impl Stage for AlignUtc {
     type Params = AlignUtcParams;
     const NAME: &'static str = "align_utc";
     // 2: any input time unit, a cap on the grid size, `rows_out_of_order` counts rows.
-    const VERSION: u32 = 2;
+    // 3: `step` in time units and calendar months; nulls stay null (never NaN).
+    const VERSION: u32 = 3;
     const DOC: &'static str = "Sort bars by UTC time, drop duplicates, and put them on a regular grid (1 minute by default).\n\n\
         Identical rows at one time are dropped and counted; rows at one time with different values follow \
         `on_conflict` (an error by default, naming both source rows). Rows between grid points are merged into \
@@ -66,7 +80,10 @@ impl Stage for AlignUtc {
         book and funding levels carried forward, and `was_filled = true`. A row stamped t is the bar that opens \
         at t (the exchanges' convention): merged from finer rows, it is complete only at t + step, which the \
         leakage audit of `align_utc` itself therefore reports; 1-minute input is never merged. Metrics: duplicates, conflicts, gaps, \
-        filled minutes, the longest gap.";
+        filled minutes, the longest gap.\n\n\
+        The step is `step_seconds` or `step` (\"15m\", \"1h\", \"1d\", \"1w\" from Monday, \"1mo\" for calendar months); a \
+        28- to 31-day step is refused (it is not a month). A null value (a field `ingest_bars` nulled) stays null; a missing \
+        step after it takes the last close that is a number.";
     const EXAMPLE: &'static str = r#"[stages.bars]
 task = "ingest_bars"
 params = { path = "prices.csv" }
@@ -78,10 +95,21 @@ params = { on_conflict = "last" }
 "#;
 
     fn validate(params: &AlignUtcParams) -> Result<(), ParamError> {
-        if params.step_seconds == 0 {
-            return Err(ParamError::new("step_seconds", "must be at least 1"));
+        let which = if params.step.is_some() { "step" } else { "step_seconds" };
+        let span = params.span().map_err(|e| ParamError::new(which, e))?;
+        match span {
+            Span::Millis(ms) if ms < 1000 => Err(ParamError::new(which, "must be at least one second")),
+            // A month is not a fixed length: a 30- or 31-day step drifts across month ends, so two
+            // monthly bars land in one slot (merged: one looks ahead at the other) or a month is skipped.
+            Span::Millis(ms) if (28 * 86_400_000..=31 * 86_400_000).contains(&ms) => Err(ParamError::new(
+                which,
+                format!(
+                    "a step of {} days is not a month: monthly bars would merge or skip a month; write step = \"1mo\" for calendar months",
+                    ms / 86_400_000
+                ),
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn outputs(_params: &AlignUtcParams) -> Vec<OutputDecl> {
@@ -94,7 +122,7 @@ params = { on_conflict = "last" }
 
     fn run(params: &AlignUtcParams, ctx: &mut StageContext) -> Result<()> {
         let input = read_table(&ctx.inputs()[0].path)?;
-        let step = params.step_seconds as i64 * 1000;
+        let span = params.span().map_err(anyhow::Error::msg)?;
         let n = input.height();
         if n == 0 {
             bail!("input `{}` has no rows", ctx.inputs()[0].name);
@@ -187,9 +215,20 @@ params = { on_conflict = "last" }
         let is_flow: Vec<bool> = value_names.iter().map(|n| *n == "volume" || OPTIONAL_FLOW.contains(n)).collect();
         let pos = |name: &str| value_names.iter().position(|n| *n == name).expect("core column");
         let (open, high, low, close) = (pos("open"), pos("high"), pos("low"), pos("close"));
-        let first_slot = ts[kept[0]].div_euclid(step) * step;
-        let last_slot = ts[*kept.last().expect("not empty")].div_euclid(step) * step;
-        let n_slots = ((last_slot - first_slot) / step + 1) as usize;
+        let first_slot = span.slot_start(ts[kept[0]]);
+        let last_slot = span.slot_start(ts[*kept.last().expect("not empty")]);
+        let n_slots = match span.fixed_ms() {
+            Some(step) => ((last_slot - first_slot) / step + 1) as usize,
+            None => {
+                let mut count = 1usize;
+                let mut slot = first_slot;
+                while slot < last_slot && count <= MAX_SLOTS {
+                    slot = span.add_to(slot);
+                    count += 1;
+                }
+                count
+            }
+        };
         // A stray timestamp (epoch 0, a unit mix-up) would ask for decades of minutes.
         const MAX_SLOTS: usize = 50_000_000;
         if n_slots > MAX_SLOTS {
@@ -205,11 +244,16 @@ params = { on_conflict = "last" }
         let mut out_ts: Vec<i64> = Vec::with_capacity(n_slots);
         let mut out: Vec<Vec<f64>> = vec![Vec::with_capacity(n_slots); value_names.len()];
         let mut filled: Vec<bool> = Vec::with_capacity(n_slots);
+        // The last close that is a number: a missing step's price (a null close stays null).
+        let mut last_close = f64::NAN;
         let mut k = 0;
+        let mut slot = first_slot;
         for slot_idx in 0..n_slots {
-            let slot = first_slot + slot_idx as i64 * step;
+            if slot_idx > 0 {
+                slot = span.add_to(slot);
+            }
             let start = k;
-            while k < kept.len() && ts[kept[k]].div_euclid(step) * step == slot {
+            while k < kept.len() && span.slot_start(ts[kept[k]]) == slot {
                 if ts[kept[k]] != slot {
                     stats.off_grid_rows += 1;
                 }
@@ -218,14 +262,13 @@ params = { on_conflict = "last" }
             let rows = &kept[start..k];
             out_ts.push(slot);
             if rows.is_empty() {
-                // A missing minute: no trade happened, the price is the last close.
-                let prev_close = out[close][out_ts.len() - 2];
+                // A missing step: no trade happened, the price is the last close.
                 for (c, column) in out.iter_mut().enumerate() {
                     let previous = column[column.len() - 1];
                     column.push(if is_flow[c] {
                         0.0
                     } else if c == open || c == high || c == low || c == close {
-                        prev_close
+                        last_close
                     } else {
                         previous
                     });
@@ -240,20 +283,25 @@ params = { on_conflict = "last" }
             if rows.len() > 1 {
                 stats.merged_rows += rows.len() as u64 - 1;
             }
+            // NaN stands for null here (inputs hold no NaN: `numeric_column` refuses them).
+            let finite_or_nan = |v: f64| if v.is_finite() { v } else { f64::NAN };
             for (c, column) in out.iter_mut().enumerate() {
                 let series = &values[c];
                 let value = if c == open {
                     series[rows[0]]
                 } else if c == high {
-                    rows.iter().map(|&r| series[r]).fold(f64::NEG_INFINITY, f64::max)
+                    finite_or_nan(rows.iter().map(|&r| series[r]).fold(f64::NEG_INFINITY, f64::max))
                 } else if c == low {
-                    rows.iter().map(|&r| series[r]).fold(f64::INFINITY, f64::min)
+                    finite_or_nan(rows.iter().map(|&r| series[r]).fold(f64::INFINITY, f64::min))
                 } else if is_flow[c] {
                     rows.iter().map(|&r| series[r]).sum()
                 } else {
                     series[*rows.last().expect("not empty")]
                 };
                 column.push(value);
+            }
+            if out[close].last().is_some_and(|c| c.is_finite()) {
+                last_close = out[close][out[close].len() - 1];
             }
             filled.push(false);
         }
@@ -269,6 +317,7 @@ params = { on_conflict = "last" }
                 .into(),
         ];
         for (name, column) in value_names.iter().zip(out) {
+            let column: Vec<Option<f64>> = column.into_iter().map(|v| v.is_finite().then_some(v)).collect();
             columns.push(Series::new((*name).into(), column).into());
         }
         columns.push(Series::new("was_filled".into(), filled).into());

@@ -53,35 +53,45 @@ pub const BINANCE_KLINE: &[&str] = &[
     "ignore",
 ];
 
-/// Reads a source column as f64. Numbers are cast; text is parsed, and the first value that is
-/// not a number is reported with its file, row and column. `first_row` is the 1-based line of the
-/// first data row in the file (2 with a header).
+/// Reads a column of a table as f64, with null as NaN (the caller's marker for "no value"; it
+/// never writes a NaN out). A NaN or an infinity in the data itself is refused, with its row:
+/// tables written by `ingest_bars` hold none, so one here came from elsewhere and would flow on
+/// as a number. `first_row` is the 1-based line of the first data row (2 with a header).
 pub fn numeric_column(column: &Column, file: &str, name: &str, first_row: usize) -> Result<Vec<f64>> {
     let series = column.as_materialized_series();
-    match series.dtype() {
+    let values: Vec<Option<f64>> = match series.dtype() {
         DataType::String => {
             let strings = series.str()?;
             let mut out = Vec::with_capacity(strings.len());
             for (idx, value) in strings.iter().enumerate() {
                 let value = value.map(str::trim).unwrap_or("");
                 if value.is_empty() {
-                    out.push(f64::NAN);
+                    out.push(None);
                     continue;
                 }
                 match value.parse::<f64>() {
-                    Ok(number) => out.push(number),
+                    Ok(number) => out.push(Some(number)),
                     Err(_) => bail!(
                         "{file}: row {}, column `{name}`: `{value}` is not a number\nhint: fix the file, or map another column with params.columns",
                         idx + first_row
                     ),
                 }
             }
-            Ok(out)
+            out
         }
         dtype if dtype.is_primitive_numeric() || dtype.is_bool() => {
             let cast = series.cast(&DataType::Float64)?;
-            Ok(cast.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+            cast.f64()?.iter().collect()
         }
         other => bail!("{file}: column `{name}` has type {other}, not numbers"),
+    };
+    if let Some((idx, value)) =
+        values.iter().enumerate().find_map(|(i, v)| v.filter(|x| !x.is_finite()).map(|x| (i, x)))
+    {
+        bail!(
+            "{file}: row {}, column `{name}`: `{value}` is not a finite number\nhint: read the source through ingest_bars, whose params.bad_rows drops or nulls such values",
+            idx + first_row
+        );
     }
+    Ok(values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }

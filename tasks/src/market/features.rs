@@ -17,30 +17,34 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::labels::LABEL_PREFIX;
+use super::time::Window;
 
 /// Windows (in minutes unless said otherwise) of the feature families.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesParams {
-    /// Log-return horizons: `ret_K` = ln(close[t] / close[t-K]).
+    /// Log-return horizons: `ret_K` = ln(close[t] / close[t-K]); bars (`5`) or a length of time
+    /// (`"4h"`, named `ret_4h`, counted on the input's regular grid).
     #[serde(default = "default_returns")]
-    pub return_windows: Vec<usize>,
-    /// Realized volatility windows: `rv_W` = sqrt(sum of squared 1-minute log returns).
+    pub return_windows: Vec<Window>,
+    /// Realized volatility windows: `rv_W` = sqrt(sum of squared one-bar log returns); bars or time.
     #[serde(default = "default_rv")]
-    pub rv_windows: Vec<usize>,
+    pub rv_windows: Vec<Window>,
     /// ATR period (Wilder smoothing); `atr_N` is ATR / close.
     #[serde(default = "default_atr")]
     pub atr_window: usize,
-    /// Window of the volume z-score `volume_z_W`, VWAP deviation `vwap_dev_W`, whale and spread averages.
+    /// Window of the volume z-score `volume_z_W`, VWAP deviation `vwap_dev_W`, whale and spread
+    /// averages; bars or time.
     #[serde(default = "default_volume_window")]
-    pub volume_window: usize,
+    pub volume_window: Window,
     /// Window of the volume slope `volume_slope_W` (OLS slope / mean volume).
     #[serde(default = "default_slope")]
     pub slope_window: usize,
     /// Lag of the order-book-imbalance velocity `obi_vel_K`.
     #[serde(default = "default_obi_lag")]
     pub obi_velocity_lag: usize,
-    /// VPIN: buckets per day of average volume (bucket size = first day's volume / this).
+    /// VPIN: buckets per day of average volume (bucket size = first day's volume / this). On a
+    /// grid coarser than this many bars a day, one bucket per bar is used (said in the metrics).
     #[serde(default = "default_vpin_buckets")]
     pub vpin_buckets_per_day: usize,
     /// VPIN: number of most recent buckets averaged.
@@ -69,17 +73,17 @@ pub struct FeaturesParams {
     pub leaky_canary: bool,
 }
 
-fn default_returns() -> Vec<usize> {
-    vec![1, 5, 15, 60, 240]
+fn default_returns() -> Vec<Window> {
+    [1, 5, 15, 60, 240].into_iter().map(Window::Bars).collect()
 }
-fn default_rv() -> Vec<usize> {
-    vec![15, 60]
+fn default_rv() -> Vec<Window> {
+    vec![Window::Bars(15), Window::Bars(60)]
 }
 fn default_atr() -> usize {
     14
 }
-fn default_volume_window() -> usize {
-    60
+fn default_volume_window() -> Window {
+    Window::Bars(60)
 }
 fn default_slope() -> usize {
     15
@@ -168,7 +172,8 @@ impl Stage for Features {
     // 2: signed-volume proxy by bulk volume classification; nulls kept through warm-ups.
     // 3: ratios over empty windows are null (rolling-sum residue), BVC exactly 0.5 at no change.
     // 4: VPIN fills whole buckets of one minute in closed form; residue test scaled to the column.
-    const VERSION: u32 = 4;
+    // 5: windows in bars or time units, VPIN warm-up and buckets scale with the grid, NaN refused.
+    const VERSION: u32 = 5;
     const DOC: &'static str = "The Stage 1 feature set (docs/features.md), each value computed from data at or before its minute.\n\n\
         Input: one aligned bar table. Output `table`: `timestamp` plus multi-scale log returns, realized volatility, \
         ATR, high-low range, volume z-score and slope, VWAP deviation, signed volume, order-book imbalance (OBI) \
@@ -192,7 +197,6 @@ params = { events = ["2024-01-02T19:00:00Z"] }
     fn validate(params: &FeaturesParams) -> Result<(), ParamError> {
         for (name, value) in [
             ("atr_window", params.atr_window),
-            ("volume_window", params.volume_window),
             ("slope_window", params.slope_window),
             ("obi_velocity_lag", params.obi_velocity_lag),
             ("vpin_buckets_per_day", params.vpin_buckets_per_day),
@@ -206,11 +210,14 @@ params = { events = ["2024-01-02T19:00:00Z"] }
                 return Err(ParamError::new(name, "too small: use at least 2 (1 for obi_velocity_lag)"));
             }
         }
-        if params.return_windows.contains(&0) {
-            return Err(ParamError::new("return_windows", "return windows must be at least 1"));
+        if let Some(i) = params.rv_windows.iter().position(|w| *w == Window::Bars(1)) {
+            return Err(ParamError::new(
+                format!("rv_windows[{i}]"),
+                "realized-volatility windows must be at least 2 bars",
+            ));
         }
-        if params.rv_windows.iter().any(|w| *w < 2) {
-            return Err(ParamError::new("rv_windows", "realized-volatility windows must be at least 2"));
+        if params.volume_window == Window::Bars(1) {
+            return Err(ParamError::new("volume_window", "too small: use at least 2 bars"));
         }
         for (i, event) in params.events.iter().enumerate() {
             chrono::DateTime::parse_from_rfc3339(event).map_err(|e| {
@@ -257,19 +264,46 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
             );
         }
     }
+    // A NaN or an infinity in the input would flow on as a number: refused with its row.
+    for column in input.columns() {
+        if column.name() != "timestamp" && column.dtype().is_primitive_numeric() {
+            super::columns::numeric_column(column, "input", column.name().as_str(), 1)?;
+        }
+    }
     let has = |c: &str| names.iter().any(|n| n == c);
     let mut prov = Provenance::default();
+    let step = super::time::regular_step(&crate::learn::dataset::timestamps_ms(input)?);
+    let bars = |w: &Window, param: &str| w.bars(step).map_err(|e| anyhow::anyhow!("params.{param}: {e}"));
+    if let Some(step) = step
+        && step != 60_000
+    {
+        prov.set(
+            "grid",
+            format!(
+                "{} bars: windows given as numbers count bars, not minutes",
+                super::time::Span::Millis(step).label()
+            ),
+        );
+    }
     let (close, high, low, volume) = (f("close"), f("high"), f("low"), f("volume"));
     let log_close = ln(close.clone());
     let r1 = log_close.clone() - log_close.clone().shift(lit(1));
     let mut exprs: Vec<Expr> = vec![col("timestamp")];
 
     // Returns, volatility, ranges.
-    for &k in &params.return_windows {
-        exprs.push((log_close.clone() - log_close.clone().shift(lit(k as i64))).alias(format!("ret_{k}")));
+    for k in &params.return_windows {
+        let rows = bars(k, "return_windows")?;
+        exprs.push((log_close.clone() - log_close.clone().shift(lit(rows as i64))).alias(format!("ret_{}", k.label())));
     }
-    for &w in &params.rv_windows {
-        exprs.push((r1.clone() * r1.clone()).rolling_sum(window(w)).sqrt().alias(format!("rv_{w}")));
+    for w in &params.rv_windows {
+        let rows = bars(w, "rv_windows")?;
+        if rows < 2 {
+            bail!(
+                "params.rv_windows: `{}` is {rows} bar on this grid; a realized volatility needs at least 2",
+                w.label()
+            );
+        }
+        exprs.push((r1.clone() * r1.clone()).rolling_sum(window(rows)).sqrt().alias(format!("rv_{}", w.label())));
     }
     let prev_close = close.clone().shift(lit(1));
     let greater = |a: Expr, b: Expr| when(a.clone().gt(b.clone())).then(a).otherwise(b);
@@ -290,24 +324,31 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     prov.set("returns_volatility", "real");
 
     // Volume.
-    let vw = params.volume_window;
+    let vw = bars(&params.volume_window, "volume_window")?.max(2);
+    let vw_name = params.volume_window.label();
     let v_mean = volume.clone().rolling_mean(window(vw));
     let v_std = volume.clone().rolling_std(window(vw));
-    exprs.push(ratio_over_window_sum(volume.clone() - v_mean.clone(), v_std, "volume").alias(format!("volume_z_{vw}")));
+    exprs.push(
+        ratio_over_window_sum(volume.clone() - v_mean.clone(), v_std, "volume").alias(format!("volume_z_{vw_name}")),
+    );
     let sw = params.slope_window;
     // OLS slope of volume on time within the window: sum((k - mid) * v_k) / (w * var(k)), as a
     // weighted window sum (each window summed afresh: no sliding-sum residue, which a
     // global-index formula amplifies into nonsense on sparse grids).
     let mid = (sw as f64 - 1.0) / 2.0;
     let weights: Vec<f64> = (0..sw).map(|k| k as f64 - mid).collect();
-    let weighted = volume.clone().rolling_sum(RollingOptionsFixedWindow {
+    // polars' weighted windows refuse nulls: sum over volume with nulls as 0, then null every
+    // window that held a null (the same rule as the unweighted windows).
+    let volume_or_zero = volume.clone().fill_null(lit(0.0));
+    let nulls_in_slope_window = volume.clone().is_null().cast(DataType::Float64).rolling_sum(window(sw));
+    let weighted = volume_or_zero.clone().rolling_sum(RollingOptionsFixedWindow {
         window_size: sw,
         min_periods: sw,
         weights: Some(weights),
         ..Default::default()
     });
     let fresh_mean = vec![1.0 / sw as f64; sw];
-    let mean_v = volume.clone().rolling_sum(RollingOptionsFixedWindow {
+    let mean_v = volume_or_zero.rolling_sum(RollingOptionsFixedWindow {
         window_size: sw,
         min_periods: sw,
         weights: Some(fresh_mean),
@@ -315,14 +356,19 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     });
     let var_k = ((sw * sw) as f64 - 1.0) / 12.0;
     let slope = weighted / lit(sw as f64 * var_k);
-    exprs.push(ratio(slope, mean_v).alias(format!("volume_slope_{sw}")));
+    exprs.push(
+        when(nulls_in_slope_window.gt(lit(0.0)))
+            .then(lit(NULL).cast(DataType::Float64))
+            .otherwise(ratio(slope, mean_v))
+            .alias(format!("volume_slope_{sw}")),
+    );
     let typical = (high.clone() + low.clone() + close.clone()) / lit(3.0);
     let vwap = ratio_over_window_sum(
         (typical * volume.clone()).rolling_sum(window(vw)),
         volume.clone().rolling_sum(window(vw)),
         "volume",
     );
-    exprs.push((close.clone() / vwap - lit(1.0)).alias(format!("vwap_dev_{vw}")));
+    exprs.push((close.clone() / vwap - lit(1.0)).alias(format!("vwap_dev_{vw_name}")));
     prov.set("volume", "real");
 
     // Signed volume and order-book imbalance.
@@ -352,7 +398,7 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         exprs.push(ratio(f("ask") - f("bid"), mid).alias("spread"));
     } else {
         prov.set("spread", "proxy: Corwin-Schultz high-low estimator");
-        exprs.push(corwin_schultz(vw).alias(format!("spread_cs_proxy_{vw}")));
+        exprs.push(corwin_schultz(vw).alias(format!("spread_cs_proxy_{vw_name}")));
     }
     if has("bid_size") && has("ask_size") {
         prov.set("depth", "real");
@@ -375,10 +421,10 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
                 volume.clone().rolling_sum(window(vw)),
                 "volume",
             )
-            .alias(format!("whale_share_{vw}")),
+            .alias(format!("whale_share_{vw_name}")),
         );
         exprs.push(ratio(net.clone(), lb + ls).fill_null(lit(0.0)).alias("whale_net"));
-        exprs.push(sign(net.clone()).rolling_mean(window(vw)).alias(format!("whale_persistence_{vw}")));
+        exprs.push(sign(net.clone()).rolling_mean(window(vw)).alias(format!("whale_persistence_{vw_name}")));
         let fw = params.whale_flip_window;
         let flow = sign(net.rolling_sum(window(fw)));
         let flip = (flow.clone() * flow.shift(lit(1))).lt(lit(0.0)).cast(DataType::Float64);
@@ -389,7 +435,7 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         // Minutes without trades have no trade size: the window needs a quarter of its rows.
         let w = window_min(vw, vw / 4);
         let z = ratio(vpt.clone() - vpt.clone().rolling_mean(w.clone()), vpt.rolling_std(w));
-        exprs.push(z.alias(format!("whale_proxy_vpt_z_{vw}")));
+        exprs.push(z.alias(format!("whale_proxy_vpt_z_{vw_name}")));
     } else {
         prov.set("whale", "unavailable: no large-trade volume or trade counts");
     }
@@ -447,7 +493,17 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     let closes = column_f64(input, "close")?;
     let volumes = column_f64(input, "volume")?;
     let buys = if has("taker_buy_volume") { Some(column_f64(input, "taker_buy_volume")?) } else { None };
-    let (vpin_values, vpin_name) = vpin(&closes, &volumes, buys.as_deref(), params);
+    let bars_per_day = step.map_or(1440, |s| (86_400_000 / s).max(1) as usize);
+    let (vpin_values, vpin_name) = vpin(&closes, &volumes, buys.as_deref(), params, bars_per_day);
+    if bars_per_day < params.vpin_buckets_per_day {
+        prov.set(
+            "vpin_buckets",
+            format!(
+                "{bars_per_day} per day (one per bar: the grid has fewer bars a day than vpin_buckets_per_day = {})",
+                params.vpin_buckets_per_day
+            ),
+        );
+    }
     prov.set(
         "vpin",
         if buys.is_some() {
@@ -466,14 +522,29 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     for column in extra {
         out.with_column(column)?;
     }
-    // Infinite values (a zero price or volume somewhere) become nulls, never features.
+    // A value that is not a finite number (0/0 or x/0 somewhere in a formula) becomes null,
+    // never a feature; how many, per column, is said in the metrics.
     let float_columns: Vec<String> =
         out.columns().iter().filter(|c| c.dtype() == &DataType::Float64).map(|c| c.name().to_string()).collect();
+    let mut nulled: Vec<String> = Vec::new();
+    for name in &float_columns {
+        let values = out.column(name)?.as_materialized_series().f64()?.clone();
+        let bad = values.iter().filter(|v| v.is_some_and(|x| !x.is_finite())).count();
+        if bad > 0 {
+            nulled.push(format!("{name} {bad}"));
+        }
+    }
+    if !nulled.is_empty() {
+        prov.set("non_finite_nulled", nulled.join(", "));
+    }
     let mut lazy = out.lazy();
     for name in float_columns {
         let c = col(name.as_str());
         lazy = lazy.with_column(
-            when(c.clone().is_infinite()).then(lit(NULL).cast(DataType::Float64)).otherwise(c).alias(name.as_str()),
+            when(c.clone().is_infinite().or(c.clone().is_nan()))
+                .then(lit(NULL).cast(DataType::Float64))
+                .otherwise(c)
+                .alias(name.as_str()),
         );
     }
     Ok((lazy.collect()?, prov))
@@ -556,16 +627,17 @@ fn vpin(
     volume: &[f64],
     taker_buy: Option<&[f64]>,
     params: &FeaturesParams,
+    bars_per_day: usize,
 ) -> (Vec<Option<f64>>, String) {
     let n = close.len();
     let name = format!("vpin_{}{}", params.vpin_window, if taker_buy.is_some() { "" } else { "_bvc" });
     let mut out = vec![None; n];
-    let warmup = 1440.min(n);
+    let warmup = bars_per_day.min(n);
     let first_day: f64 = volume[..warmup].iter().filter(|v| v.is_finite()).sum();
     if n <= warmup || first_day <= 0.0 {
         return (out, name);
     }
-    let bucket = first_day / params.vpin_buckets_per_day as f64;
+    let bucket = first_day / params.vpin_buckets_per_day.min(bars_per_day) as f64;
     let bvc = bvc_buy_share(close);
     let mut filled = 0.0;
     let mut buy_in_bucket = 0.0;
@@ -746,7 +818,7 @@ mod tests {
         let volume: Vec<f64> = (0..n).map(|i| if i < 1440 { 1e-9 } else { 1e9 }).collect();
         let params: FeaturesParams = serde_json::from_value(serde_json::json!({})).unwrap();
         let started = std::time::Instant::now();
-        let (values, _) = vpin(&close, &volume, None, &params);
+        let (values, _) = vpin(&close, &volume, None, &params, 1440);
         assert!(started.elapsed() < std::time::Duration::from_secs(1), "closed form, not a loop per bucket");
         assert!(values[n - 1].is_some_and(|v| (0.0..=1.0).contains(&v)));
     }

@@ -6,6 +6,8 @@ use pipeline_artifacts::{ArtifactKind, read_table, write_table};
 use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
 use polars::prelude::*;
 use schemars::JsonSchema;
+
+use super::time::Window;
 use serde::{Deserialize, Serialize};
 
 /// The prefix that marks a label column.
@@ -15,9 +17,11 @@ pub const LABEL_PREFIX: &str = "label_";
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelsParams {
-    /// Horizons in minutes.
+    /// Horizons: a number of bars (`15`, named `label_dir_15`) or a length of time (`"4h"`,
+    /// named `label_dir_4h`, counted in bars of the input's regular grid). On the default
+    /// 1-minute grid, 15 bars are 15 minutes.
     #[serde(default = "default_horizons")]
-    pub horizons: Vec<u32>,
+    pub horizons: Vec<Window>,
     /// Round-trip cost in basis points: the binary label is 1 above +fee, 0 below -fee, null in between.
     #[serde(default)]
     pub fee_bps: f64,
@@ -27,13 +31,14 @@ pub struct LabelsParams {
     /// Regime label: forward volume above this multiple of the trailing mean volume is a spike.
     #[serde(default = "default_spike")]
     pub volume_spike_ratio: f64,
-    /// Trailing window (minutes) of the mean volume the spike is measured against.
+    /// Trailing window of the mean volume the spike is measured against: bars, or a length of
+    /// time (default one day, which scales with the grid).
     #[serde(default = "default_volume_window")]
-    pub volume_window: usize,
+    pub volume_window: Window,
 }
 
-fn default_horizons() -> Vec<u32> {
-    vec![5, 15, 60]
+fn default_horizons() -> Vec<Window> {
+    vec![Window::Bars(5), Window::Bars(15), Window::Bars(60)]
 }
 fn default_flat() -> f64 {
     5.0
@@ -41,8 +46,27 @@ fn default_flat() -> f64 {
 fn default_spike() -> f64 {
     2.0
 }
-fn default_volume_window() -> usize {
-    1440
+fn default_volume_window() -> Window {
+    Window::Time("1d".into())
+}
+
+/// The horizons and volume window in bars on this input's grid.
+pub struct ResolvedLabels {
+    /// (bars, name suffix) per horizon.
+    pub horizons: Vec<(usize, String)>,
+    pub volume_window: usize,
+}
+
+impl LabelsParams {
+    pub fn resolve(&self, step_ms: Option<i64>) -> Result<ResolvedLabels, String> {
+        let mut horizons = Vec::new();
+        for (i, h) in self.horizons.iter().enumerate() {
+            let bars = h.bars(step_ms).map_err(|e| format!("params.horizons[{i}]: {e}"))?;
+            horizons.push((bars, h.label()));
+        }
+        let volume_window = self.volume_window.bars(step_ms).map_err(|e| format!("params.volume_window: {e}"))?;
+        Ok(ResolvedLabels { horizons, volume_window })
+    }
 }
 
 pub struct Labels;
@@ -50,12 +74,15 @@ pub struct Labels;
 impl Stage for Labels {
     type Params = LabelsParams;
     const NAME: &'static str = "labels";
-    const VERSION: u32 = 1;
-    const DOC: &'static str = "Forward-looking labels per horizon (default 5, 15, 60 minutes), by design the only stage that looks ahead.\n\n\
+    // 2: horizons and the volume window in bars or time units; bad closes refused.
+    const VERSION: u32 = 2;
+    const DOC: &'static str = "Forward-looking labels per horizon (default 5, 15, 60 bars: minutes on a 1-minute grid), by design the only stage that looks ahead.\n\n\
+        Horizons are bars (`15`, columns `label_*_15`) or lengths of time (`\"4h\"`, columns `label_*_4h`, counted on the \
+        input's regular grid; put `align_utc` first). A null close gives null labels, never a made-up direction. \
         Output `table`: `timestamp` and, per horizon h, `label_ret_h` (log return close[t+h]/close[t]), \
         `label_dir_h` (1 up, 0 down, beyond +/- `fee_bps`; null inside the fee band or when the price did not move), \
         `label_class_h` (-1 down, 0 flat within `flat_bps`, 1 up) and `label_regime_h` (1 volume-spike up, 0 flat, \
-        -1 volume-spike down: forward volume over h minutes above `volume_spike_ratio` x its trailing mean). \
+        -1 volume-spike down: forward volume over h bars above `volume_spike_ratio` x its trailing mean over `volume_window`, one day by default). \
         The last h rows have no future and are null. Every label column starts with `label_`, and the \
         training and feature stages refuse to take such a column as a feature.";
     const EXAMPLE: &'static str = r#"[stages.market]
@@ -69,20 +96,26 @@ params = { horizons = [5, 15], fee_bps = 2.0 }
 "#;
 
     fn validate(params: &LabelsParams) -> Result<(), ParamError> {
-        if params.horizons.is_empty() || params.horizons.contains(&0) {
-            return Err(ParamError::new("horizons", "give one or more horizons of at least 1 minute"));
+        let mut errors = Vec::new();
+        if params.horizons.is_empty() {
+            errors.push(ParamError::new("horizons", "give one or more horizons, e.g. [5, 15, 60] or [\"1h\", \"4h\"]"));
         }
-        if params.fee_bps < 0.0
-            || params.flat_bps < 0.0
-            || params.volume_spike_ratio <= 0.0
-            || params.volume_window == 0
-        {
-            return Err(ParamError::new(
-                "",
-                "fee_bps and flat_bps must be >= 0, volume_spike_ratio > 0, volume_window >= 1",
-            ));
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, h) in params.horizons.iter().enumerate() {
+            if !seen.insert(h.label()) {
+                errors.push(ParamError::new(format!("horizons[{i}]"), format!("`{}` is listed twice", h.label())));
+            }
         }
-        Ok(())
+        if !(params.fee_bps >= 0.0 && params.fee_bps.is_finite()) {
+            errors.push(ParamError::new("fee_bps", "must be a number >= 0"));
+        }
+        if !(params.flat_bps >= 0.0 && params.flat_bps.is_finite()) {
+            errors.push(ParamError::new("flat_bps", "must be a number >= 0"));
+        }
+        if !(params.volume_spike_ratio > 0.0 && params.volume_spike_ratio.is_finite()) {
+            errors.push(ParamError::new("volume_spike_ratio", "must be a number > 0"));
+        }
+        ParamError::all(errors)
     }
 
     fn outputs(_params: &LabelsParams) -> Vec<OutputDecl> {
@@ -100,32 +133,44 @@ params = { horizons = [5, 15], fee_bps = 2.0 }
                 bail!("input `{}` has no `{needed}` column", ctx.inputs()[0].name);
             }
         }
-        let mut out = label_frame(df.lazy(), params).collect()?;
+        // Bad values never become labels: a null close gives null labels; a NaN, an infinity or
+        // a price at or below zero is refused (ingest_bars never writes one).
+        let close = super::columns::numeric_column(df.column("close")?, "input", "close", 1)?;
+        if let Some(row) = close.iter().position(|c| c.is_finite() && *c <= 0.0) {
+            bail!("input row {}, column `close`: `{}` is not a price (at or below zero)", row + 1, close[row]);
+        }
+        super::columns::numeric_column(df.column("volume")?, "input", "volume", 1)?;
+        let times = crate::learn::dataset::timestamps_ms(&df)?;
+        let resolved = params.resolve(super::time::regular_step(&times)).map_err(anyhow::Error::msg)?;
+        let mut out = label_frame(df.lazy(), &resolved, params).collect()?;
         ctx.metric("rows", out.height() as u64);
-        for h in &params.horizons {
-            let name = format!("label_dir_{h}");
+        for (_, name) in &resolved.horizons {
+            let name = format!("label_dir_{name}");
             let up = out.column(&name)?.as_materialized_series().sum::<f64>().unwrap_or(0.0);
             let known = out.column(&name)?.len() - out.column(&name)?.null_count();
-            ctx.metric(&format!("base_rate_up_{h}"), if known > 0 { up / known as f64 } else { 0.0 });
+            ctx.metric(
+                &format!("base_rate_up_{}", &name["label_dir_".len()..]),
+                if known > 0 { up / known as f64 } else { 0.0 },
+            );
         }
         write_table(&mut out, &ctx.output_path("table")?)
     }
 }
 
 /// The label columns as a lazy frame (timestamp + labels).
-pub fn label_frame(frame: LazyFrame, params: &LabelsParams) -> LazyFrame {
+pub fn label_frame(frame: LazyFrame, resolved: &ResolvedLabels, params: &LabelsParams) -> LazyFrame {
     let log_close = col("close").cast(DataType::Float64).log(lit(std::f64::consts::E));
     let volume = col("volume").cast(DataType::Float64);
     let trailing_volume = volume.clone().rolling_mean(RollingOptionsFixedWindow {
-        window_size: params.volume_window,
+        window_size: resolved.volume_window,
         min_periods: 1,
         ..Default::default()
     });
     let mut exprs = vec![col("timestamp")];
     let fee = params.fee_bps * 1e-4;
     let flat = params.flat_bps * 1e-4;
-    for &h in &params.horizons {
-        let h = h as i64;
+    for (h, name) in &resolved.horizons {
+        let h = *h as i64;
         let ret = log_close.clone().shift(lit(-h)) - log_close.clone();
         // Volume over (t, t+h]: sum of the next h minutes, from a reversed rolling sum.
         let forward_volume = volume
@@ -139,14 +184,18 @@ pub fn label_frame(frame: LazyFrame, params: &LabelsParams) -> LazyFrame {
             .reverse()
             .shift(lit(-1));
         let spike = forward_volume.gt(trailing_volume.clone() * lit(params.volume_spike_ratio * h as f64));
-        exprs.push(ret.clone().alias(format!("label_ret_{h}")));
+        exprs.push(ret.clone().alias(format!("label_ret_{name}")));
         exprs.push(
-            when(ret.clone().gt(lit(fee)))
+            // A null return is no direction (polars orders NaN above every number, so a NaN
+            // would read as "up": the inputs are checked for NaN, and the null case is explicit).
+            when(ret.clone().is_null())
+                .then(lit(NULL).cast(DataType::Int8))
+                .when(ret.clone().gt(lit(fee)))
                 .then(lit(1i8))
                 .when(ret.clone().lt(lit(-fee)))
                 .then(lit(0i8))
                 .otherwise(lit(NULL).cast(DataType::Int8))
-                .alias(format!("label_dir_{h}")),
+                .alias(format!("label_dir_{name}")),
         );
         exprs.push(
             when(ret.clone().is_null())
@@ -156,7 +205,7 @@ pub fn label_frame(frame: LazyFrame, params: &LabelsParams) -> LazyFrame {
                 .when(ret.clone().lt(lit(-flat)))
                 .then(lit(-1i8))
                 .otherwise(lit(0i8))
-                .alias(format!("label_class_{h}")),
+                .alias(format!("label_class_{name}")),
         );
         exprs.push(
             when(ret.clone().is_null().or(spike.clone().is_null()))
@@ -166,7 +215,7 @@ pub fn label_frame(frame: LazyFrame, params: &LabelsParams) -> LazyFrame {
                 .when(spike.and(ret.lt(lit(0.0))))
                 .then(lit(-1i8))
                 .otherwise(lit(0i8))
-                .alias(format!("label_regime_{h}")),
+                .alias(format!("label_regime_{name}")),
         );
     }
     frame.select(exprs)

@@ -1,11 +1,14 @@
 //! Market data stages: ingest, align to a UTC grid, clip outliers.
 
 pub mod align_utc;
+pub mod bar_checks;
 pub mod clip_outliers;
 pub mod columns;
 pub mod features;
 pub mod ingest_bars;
 pub mod labels;
+#[cfg(test)]
+mod no_nan_props;
 pub mod synth;
 pub mod time;
 

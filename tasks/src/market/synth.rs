@@ -6,7 +6,7 @@ use anyhow::Result;
 use chrono::{TimeZone as _, Timelike};
 use chrono_tz::America::New_York;
 use pipeline_artifacts::{ArtifactKind, write_table};
-use pipeline_engine::{OutputDecl, ParamError, Stage, StageContext};
+use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
 use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -167,6 +167,10 @@ params = { days = 30, seed = 7 }
             return Err(ParamError::new("news_per_day", "must be zero or positive"));
         }
         Ok(())
+    }
+
+    fn check_inputs(_params: &SynthMarketParams, inputs: &[InputInfo]) -> Result<(), String> {
+        crate::no_inputs(inputs, Self::NAME, "nothing: it makes a synthetic market")
     }
 
     fn outputs(_params: &SynthMarketParams) -> Vec<OutputDecl> {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use pipeline_artifacts::{ArtifactKind, write_table};
-use pipeline_engine::{OutputDecl, ParamError, Stage, StageContext};
+use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
 use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -243,6 +243,22 @@ fn text_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
 
 /// Times of a column in ms; `Err(why)` per row that has no usable time.
 fn time_column(df: &DataFrame, name: &str, params: &IngestNewsParams) -> Result<Vec<Result<i64, String>>> {
+    let parsed = parse_times(df, name, params)?;
+    // A date before 1990 or from 2100 on is a sentinel (epoch 0) or a unit mix-up, not news.
+    const PLAUSIBLE: (i64, i64) = (631_152_000_000, 4_102_444_800_000);
+    Ok(parsed
+        .into_iter()
+        .map(|t| match t {
+            Ok(ms) if !(PLAUSIBLE.0..PLAUSIBLE.1).contains(&ms) => Err(format!(
+                "{} is outside 1990-01-01 .. 2100-01-01 (a placeholder such as epoch 0, or a mis-declared timestamp_unit?)",
+                crate::learn::dataset::format_ms(ms)
+            )),
+            other => other,
+        })
+        .collect())
+}
+
+fn parse_times(df: &DataFrame, name: &str, params: &IngestNewsParams) -> Result<Vec<Result<i64, String>>> {
     let zone = parse_zone(&params.timezone).map_err(anyhow::Error::msg)?;
     let series = df.column(name)?.as_materialized_series();
     Ok(match series.dtype() {
@@ -272,8 +288,8 @@ impl Stage for IngestNews {
     type Params = IngestNewsParams;
     const NAME: &'static str = "ingest_news";
     // 2: a bare date is known at the end of its day. 3: Markdown, time meaning, duplicates,
-    // near-empty items, link/score/tags.
-    const VERSION: u32 = 3;
+    // near-empty items, link/score/tags. 4: implausible dates (before 1990, from 2100) dropped.
+    const VERSION: u32 = 4;
     const DOC: &'static str = "Read news items (JSON array, NDJSON, delimited text, or one Markdown file with YAML front matter per item; one file or a glob) into the canonical news table.\n\n\
         Output `table`: `date` (when the item could be known, UTC: its publication time, or with \
         `time_meaning = \"available\"` the time the source made it available), `published_at` (the same for \
@@ -282,7 +298,7 @@ impl Stage for IngestNews {
         `timezone`) or epoch numbers; a bare date (`2024-01-02`) counts as the end of that day, when the \
         item is surely known. A time with an explicit offset that contradicts a declared (non-UTC) `timezone` \
         stops the stage: the declaration is wrong. Dropped and counted in the metrics: items without a usable \
-        date (`dropped_no_date`, with the first example), without a title, near-empty items (`min_chars`), \
+        date (`dropped_no_date`, with the first example; a date before 1990 or from 2100 on counts as unusable, and the drops are printed after the run), without a title, near-empty items (`min_chars`), \
         and repeats of a title within `dedupe_window_hours` (`dropped_duplicate`). Mapping `fields.date` to a \
         collection time (`scraped_at`, or any field named like scrape/crawl/collect/fetch) is refused: news \
         must join on the time it was known, never the time it was scraped. Markdown: front-matter keys are \
@@ -313,6 +329,10 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
             ));
         }
         Ok(())
+    }
+
+    fn check_inputs(_params: &IngestNewsParams, inputs: &[InputInfo]) -> Result<(), String> {
+        crate::no_inputs(inputs, Self::NAME, "the files named by params.path")
     }
 
     fn outputs(_params: &IngestNewsParams) -> Vec<OutputDecl> {
@@ -461,6 +481,7 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
             ctx.metric(name, value);
         }
         if let Some(example) = first_bad {
+            ctx.warn(format!("dropped {dropped_no_date} items without a usable date; the first: {example}"));
             ctx.metric("first_dropped_example", example);
         }
         ctx.metric("files", paths.len() as u64);

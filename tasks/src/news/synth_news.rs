@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use pipeline_artifacts::{ArtifactKind, write_table};
-use pipeline_engine::{OutputDecl, ParamError, Stage, StageContext};
+use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
 use polars::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -135,6 +135,10 @@ params = { days = 30, seed = 7 }
             return Err(ParamError::new("days", "must be at least 1"));
         }
         Ok(())
+    }
+
+    fn check_inputs(_params: &SynthNewsParams, inputs: &[InputInfo]) -> Result<(), String> {
+        crate::no_inputs(inputs, Self::NAME, "nothing: it makes synthetic news")
     }
 
     fn outputs(_params: &SynthNewsParams) -> Vec<OutputDecl> {
