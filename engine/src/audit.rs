@@ -70,10 +70,11 @@ pub const MAX_BOUNDARY_CUTS: usize = 64;
 /// gap of a kind seen once. So every input row (past the first tenth) gets a class: the gap to
 /// the next row, how many input rows share its output row (the latest output time at or before
 /// it), and its place among them. One cut per class (the first row of that class after a seeded
-/// shuffle, up to `MAX_BOUNDARY_CUTS`), then `options.cuts` random rows. A one-bar look-ahead
-/// at any kind of boundary is therefore caught with the defaults whenever the input has fewer
-/// than 64 kinds of boundary; beyond that, each random cut finds a leak at a boundary kind that
-/// a share p of rows has with probability p.
+/// shuffle, and one a smallest gap after it when the row is followed by a longer gap; at most
+/// `MAX_BOUNDARY_CUTS` in all), then `options.cuts` random rows. A one-bar look-ahead at any
+/// kind of boundary past the first tenth is therefore caught with the defaults when the input
+/// has at most 64 such cuts to make; beyond that, each random cut finds a leak at a boundary
+/// kind that a share p of rows has with probability p.
 fn cut_times(times: &[i64], output_times: &[i64], options: &AuditOptions) -> Vec<i64> {
     let mut times = times.to_vec();
     times.sort_unstable();
@@ -116,13 +117,16 @@ fn cut_times(times: &[i64], output_times: &[i64], options: &AuditOptions) -> Vec
         }
         start = end;
     }
-    let mut chosen: Vec<(u64, i64)> = classes
-        .values()
-        .map(|rows| {
-            let pick = rows[next() as usize % rows.len()];
-            (next(), times[pick])
-        })
-        .collect();
+    let mut chosen: Vec<(u64, i64)> = Vec::new();
+    for rows in classes.values() {
+        let pick = rows[next() as usize % rows.len()];
+        chosen.push((next(), times[pick]));
+        // Inside a gap, too: output rows made for the gap (fills) lie after the row before it.
+        let gap = times[pick + 1] - times[pick];
+        if gap > min_gap {
+            chosen.push((next(), times[pick] + min_gap));
+        }
+    }
     chosen.sort_unstable();
     let mut cuts: Vec<i64> = chosen.into_iter().take(MAX_BOUNDARY_CUTS).map(|(_, t)| t).collect();
     if times.len() > lo + 1 {
@@ -252,4 +256,31 @@ pub fn audit_node(
     })();
     std::fs::remove_dir_all(&work).ok();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> AuditOptions {
+        AuditOptions { cuts: 3, seed: 0, time_column: "timestamp".into() }
+    }
+
+    /// One merged pair among 200 regular rows, and one gap: the first row of the pair and a
+    /// time inside the gap are always among the cuts.
+    #[test]
+    fn boundary_cuts_find_the_single_merge_and_the_gap() {
+        let hour = 3_600_000;
+        let mut input: Vec<i64> = (0..200).map(|i| i * hour).collect();
+        input.push(150 * hour + hour / 2); // an off-grid row merged into hour 150
+        input.retain(|&t| t != 170 * hour); // a one-hour gap after hour 169
+        input.sort_unstable();
+        let output: Vec<i64> = (0..200).map(|i| i * hour).collect();
+        for seed in 0..20 {
+            let cuts = cut_times(&input, &output, &AuditOptions { seed, ..options() });
+            assert!(cuts.contains(&(150 * hour)), "seed {seed}: {cuts:?}");
+            assert!(cuts.iter().any(|&c| c > 169 * hour && c < 171 * hour), "seed {seed}: {cuts:?}");
+            assert!(cuts.len() <= MAX_BOUNDARY_CUTS + 3);
+        }
+    }
 }

@@ -256,11 +256,23 @@ impl<S: Stage> Task for TaskOf<S> {
         loop {
             match serde_path_to_error::deserialize::<_, S::Params>(value.clone()) {
                 Ok(params) => {
-                    if !errors.is_empty() {
-                        return Err(errors);
+                    if errors.is_empty() {
+                        S::validate(&params).map_err(ParamError::flatten)?;
+                        return Ok(Arc::new(PreparedOf::<S> { params }));
                     }
-                    S::validate(&params).map_err(ParamError::flatten)?;
-                    return Ok(Arc::new(PreparedOf::<S> { params }));
+                    // The rest read with defaults in place of the bad fields: their range checks
+                    // count too, except those about a field taken out (already reported).
+                    if let Err(more) = S::validate(&params) {
+                        let touches_removed = |path: &str| {
+                            removed.iter().any(|r| {
+                                path == r || path.starts_with(&format!("{r}.")) || path.starts_with(&format!("{r}["))
+                            })
+                        };
+                        errors.extend(
+                            more.flatten().into_iter().filter(|e| !e.path.is_empty() && !touches_removed(&e.path)),
+                        );
+                    }
+                    return Err(errors);
                 }
                 Err(err) => {
                     let mut path = err.path().to_string();
@@ -554,3 +566,42 @@ pub const WARNINGS_METRIC: &str = "warnings";
 /// A reporter that drops everything.
 pub struct NoReporter;
 impl Reporter for NoReporter {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_are_said_in_words_token_by_token() {
+        assert_eq!(
+            type_words("invalid type: string \"x\", expected u64"),
+            "invalid type: string \"x\", expected a whole number >= 0"
+        );
+        assert_eq!(type_words("expected f64"), "expected a number");
+        assert_eq!(type_words("expected u320"), "expected u320", "whole tokens only");
+        assert_eq!(
+            type_words("invalid type: sequence, expected a map"),
+            "invalid type: a list, expected a table, e.g. { key = \"value\" }"
+        );
+    }
+
+    #[test]
+    fn remove_path_takes_out_keys_and_refuses_elements() {
+        let mut value: toml::Value = "a = 1\nb = { c = 2, d = [1, 2] }".parse::<toml::Table>().unwrap().into();
+        assert!(remove_path(&mut value, "b.c"));
+        assert!(!remove_path(&mut value, "b.c"), "already gone");
+        assert!(!remove_path(&mut value, "b.d[1]"), "an element is not removed alone");
+        assert!(remove_path(&mut value, "a"));
+        assert_eq!(value.to_string().trim(), "{ b = { d = [1, 2] } }");
+    }
+
+    #[test]
+    fn all_collects_and_flattens() {
+        assert!(ParamError::all(Vec::new()).is_ok());
+        let mut nested = ParamError::new("a", "first");
+        nested.more.push(ParamError::new("b", "second"));
+        let err = ParamError::all(vec![nested, ParamError::new("c", "third")]).unwrap_err();
+        let paths: Vec<String> = err.flatten().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["a", "b", "c"]);
+    }
+}

@@ -92,6 +92,12 @@ fn schema_type(schema: &serde_json::Value, root: &serde_json::Value) -> String {
                 return names.join(" | ");
             }
         }
+        // An untagged enum (a window: bars or a length of time) reads as its alternatives.
+        if let Some(target) = target
+            && (target.get("anyOf").is_some() || target.get("type").is_some())
+        {
+            return schema_type(target, root);
+        }
         return name.to_string();
     }
     if let Some(any_of) = schema.get("anyOf").and_then(|a| a.as_array()) {

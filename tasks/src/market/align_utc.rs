@@ -305,6 +305,17 @@ params = { on_conflict = "last" }
             }
             filled.push(false);
         }
+        // Every row between grid points, none merged: whole bars on another grid (daily bars of
+        // another zone's day, stamped at 15:00 UTC). Put in the slot that starts before them,
+        // each would seem complete at the slot's end, before the bar closed: a look-ahead.
+        if kept.len() >= 2 && stats.off_grid_rows == kept.len() as u64 && stats.merged_rows == 0 {
+            let first =
+                chrono::DateTime::from_timestamp_millis(ts[kept[0]]).map(|t| t.to_rfc3339()).unwrap_or_default();
+            bail!(
+                "every row lies between grid points (the first at {first}, {}) and none shares a step: these are whole bars on another grid, and placing each in the step that starts before it would date it before it closed\nhint: use a step the bars fit, or read day-stamped bars in the zone whose days they are (ingest_bars params.timezone) only when the grid is that zone's days; for UTC days, stamp them in UTC",
+                origin(kept[0])
+            );
+        }
         let mut run = 0u64;
         for &f in &filled {
             run = if f { run + 1 } else { 0 };

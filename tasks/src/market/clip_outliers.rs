@@ -57,7 +57,7 @@ impl Stage for ClipOutliers {
     // 2: quantiles from one rank tree instead of polars' rolling quantiles (same definition).
     // 3: filled minutes and zeros stay out of the statistics.
     // 4: taker buy volume capped at the (clipped) volume.
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const DOC: &'static str = "Clip outliers per column to median +/- k x IQR (default 5) of a trailing window.\n\n\
         The median and quartiles at a row come from the `window` rows up to and including it, never from later \
         rows: a full-sample quantile would let the future decide how the past is clipped. Minutes that \
@@ -116,8 +116,9 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
         };
         let mut inputs: Vec<(String, Vec<f64>)> = Vec::with_capacity(columns.len());
         for c in &columns {
-            let series = df.column(c)?.as_materialized_series().cast(&DataType::Float64)?;
-            let mut values: Vec<f64> = series.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+            // Null stays "no value" (NaN here, null again on the way out); a NaN or an infinity
+            // in the input is refused with its row.
+            let mut values: Vec<f64> = super::columns::numeric_column(df.column(c)?, "input", c, 1)?;
             if params.log_scale {
                 // Non-positive values have no log: they are skipped below (NaN) and kept as they are.
                 values.iter_mut().for_each(|v| *v = if *v > 0.0 { v.ln() } else { f64::NAN });
@@ -157,6 +158,7 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
                     *v = if unchanged { o } else { v.exp() };
                 }
             }
+            let values: Vec<Option<f64>> = values.into_iter().map(|v| v.is_finite().then_some(v)).collect();
             out.with_column(Column::from(Series::new(c.as_str().into(), values)))?;
         }
         // Clipped separately, taker buy volume could end above total volume; keep it a part.

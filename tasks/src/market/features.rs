@@ -32,17 +32,19 @@ pub struct FeaturesParams {
     pub rv_windows: Vec<Window>,
     /// ATR period (Wilder smoothing); `atr_N` is ATR / close.
     #[serde(default = "default_atr")]
-    pub atr_window: usize,
+    pub atr_window: Window,
     /// Window of the volume z-score `volume_z_W`, VWAP deviation `vwap_dev_W`, whale and spread
     /// averages; bars or time.
-    #[serde(default = "default_volume_window")]
-    pub volume_window: Window,
+    /// Default: 60 bars on a 1-minute grid (an hour); on another grid there is no default (say
+    /// what you mean: bars or a length of time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_window: Option<Window>,
     /// Window of the volume slope `volume_slope_W` (OLS slope / mean volume).
     #[serde(default = "default_slope")]
-    pub slope_window: usize,
+    pub slope_window: Window,
     /// Lag of the order-book-imbalance velocity `obi_vel_K`.
     #[serde(default = "default_obi_lag")]
-    pub obi_velocity_lag: usize,
+    pub obi_velocity_lag: Window,
     /// VPIN: buckets per day of average volume (bucket size = first day's volume / this). On a
     /// grid coarser than this many bars a day, one bucket per bar is used (said in the metrics).
     #[serde(default = "default_vpin_buckets")]
@@ -52,16 +54,17 @@ pub struct FeaturesParams {
     pub vpin_window: usize,
     /// Window of the whale-flow sign flip `whale_flip_W`.
     #[serde(default = "default_flip")]
-    pub whale_flip_window: usize,
+    pub whale_flip_window: Window,
     /// Window of the liquidation pressure `liq_pressure_W`.
     #[serde(default = "default_liq")]
-    pub liquidation_window: usize,
-    /// Window of the funding-rate z-score `funding_z_W`.
-    #[serde(default = "default_funding")]
-    pub funding_window: usize,
+    pub liquidation_window: Window,
+    /// Window of the funding-rate z-score `funding_z_W`; bars or time. Default: 1440 bars on a
+    /// 1-minute grid (a day); on another grid there is no default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funding_window: Option<Window>,
     /// Window of the open-interest change `oi_change_W`.
     #[serde(default = "default_oi")]
-    pub oi_window: usize,
+    pub oi_window: Window,
     /// Scheduled events (RFC 3339, e.g. FOMC statements) for `minutes_to_event`, `minutes_since_event`, `in_event_window`.
     #[serde(default)]
     pub events: Vec<String>,
@@ -79,17 +82,14 @@ fn default_returns() -> Vec<Window> {
 fn default_rv() -> Vec<Window> {
     vec![Window::Bars(15), Window::Bars(60)]
 }
-fn default_atr() -> usize {
-    14
+fn default_atr() -> Window {
+    Window::Bars(14)
 }
-fn default_volume_window() -> Window {
-    Window::Bars(60)
+fn default_slope() -> Window {
+    Window::Bars(15)
 }
-fn default_slope() -> usize {
-    15
-}
-fn default_obi_lag() -> usize {
-    5
+fn default_obi_lag() -> Window {
+    Window::Bars(5)
 }
 fn default_vpin_buckets() -> usize {
     50
@@ -97,17 +97,14 @@ fn default_vpin_buckets() -> usize {
 fn default_vpin_window() -> usize {
     50
 }
-fn default_flip() -> usize {
-    15
+fn default_flip() -> Window {
+    Window::Bars(15)
 }
-fn default_liq() -> usize {
-    15
+fn default_liq() -> Window {
+    Window::Bars(15)
 }
-fn default_funding() -> usize {
-    1440
-}
-fn default_oi() -> usize {
-    60
+fn default_oi() -> Window {
+    Window::Bars(60)
 }
 fn default_event_window() -> i64 {
     60
@@ -117,7 +114,7 @@ pub struct Features;
 
 /// Where each feature family came from on this input.
 #[derive(Default)]
-struct Provenance(BTreeMap<&'static str, String>);
+pub(crate) struct Provenance(pub(crate) BTreeMap<&'static str, String>);
 
 impl Provenance {
     fn set(&mut self, family: &'static str, how: impl Into<String>) {
@@ -195,36 +192,52 @@ params = { events = ["2024-01-02T19:00:00Z"] }
 "#;
 
     fn validate(params: &FeaturesParams) -> Result<(), ParamError> {
-        for (name, value) in [
-            ("atr_window", params.atr_window),
-            ("slope_window", params.slope_window),
-            ("obi_velocity_lag", params.obi_velocity_lag),
-            ("vpin_buckets_per_day", params.vpin_buckets_per_day),
-            ("vpin_window", params.vpin_window),
-            ("whale_flip_window", params.whale_flip_window),
-            ("liquidation_window", params.liquidation_window),
-            ("funding_window", params.funding_window),
-            ("oi_window", params.oi_window),
-        ] {
-            if value < 2 && name != "obi_velocity_lag" || value == 0 {
-                return Err(ParamError::new(name, "too small: use at least 2 (1 for obi_velocity_lag)"));
+        let mut errors = Vec::new();
+        let mut windows: Vec<(&str, Option<&Window>, u32)> = vec![
+            ("atr_window", Some(&params.atr_window), 2),
+            ("slope_window", Some(&params.slope_window), 2),
+            ("obi_velocity_lag", Some(&params.obi_velocity_lag), 1),
+            ("whale_flip_window", Some(&params.whale_flip_window), 2),
+            ("liquidation_window", Some(&params.liquidation_window), 2),
+            ("oi_window", Some(&params.oi_window), 1),
+            ("volume_window", params.volume_window.as_ref(), 2),
+            ("funding_window", params.funding_window.as_ref(), 2),
+        ];
+        windows.retain(|(_, w, _)| w.is_some());
+        for (name, window, least) in windows {
+            if let Some(Window::Bars(n)) = window
+                && *n < least
+            {
+                errors.push(ParamError::new(name, format!("too small: use at least {least} bar(s)")));
+            }
+        }
+        for (name, value) in
+            [("vpin_buckets_per_day", params.vpin_buckets_per_day), ("vpin_window", params.vpin_window)]
+        {
+            if value < 2 {
+                errors.push(ParamError::new(name, "too small: use at least 2"));
             }
         }
         if let Some(i) = params.rv_windows.iter().position(|w| *w == Window::Bars(1)) {
-            return Err(ParamError::new(
+            errors.push(ParamError::new(
                 format!("rv_windows[{i}]"),
                 "realized-volatility windows must be at least 2 bars",
             ));
         }
-        if params.volume_window == Window::Bars(1) {
-            return Err(ParamError::new("volume_window", "too small: use at least 2 bars"));
+        for (list, name) in [(&params.return_windows, "return_windows"), (&params.rv_windows, "rv_windows")] {
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, w) in list.iter().enumerate() {
+                if !seen.insert(w.label()) {
+                    errors.push(ParamError::new(format!("{name}[{i}]"), format!("`{}` is listed twice", w.label())));
+                }
+            }
         }
         for (i, event) in params.events.iter().enumerate() {
-            chrono::DateTime::parse_from_rfc3339(event).map_err(|e| {
-                ParamError::new(format!("events.{i}"), format!("`{event}` is not an RFC 3339 time: {e}"))
-            })?;
+            if let Err(e) = chrono::DateTime::parse_from_rfc3339(event) {
+                errors.push(ParamError::new(format!("events[{i}]"), format!("`{event}` is not an RFC 3339 time: {e}")));
+            }
         }
-        Ok(())
+        ParamError::all(errors)
     }
 
     fn outputs(_params: &FeaturesParams) -> Vec<OutputDecl> {
@@ -249,7 +262,7 @@ params = { events = ["2024-01-02T19:00:00Z"] }
 }
 
 /// Computes the features of a bar table, with where each family came from.
-fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Provenance)> {
+pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Provenance)> {
     let names: Vec<String> = input.get_column_names().iter().map(|s| s.to_string()).collect();
     if let Some(label) = names.iter().find(|n| n.starts_with(LABEL_PREFIX)) {
         bail!(
@@ -303,7 +316,11 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
                 w.label()
             );
         }
-        exprs.push((r1.clone() * r1.clone()).rolling_sum(window(rows)).sqrt().alias(format!("rv_{}", w.label())));
+        // A sliding sum of squares can end a hair below zero after large values leave the
+        // window (add-and-subtract residue): floor it at 0, or flat bars give sqrt(-1e-20) = NaN.
+        let sum_sq = (r1.clone() * r1.clone()).rolling_sum(window(rows));
+        let floored = when(sum_sq.clone().lt(lit(0.0))).then(lit(0.0)).otherwise(sum_sq);
+        exprs.push(floored.sqrt().alias(format!("rv_{}", w.label())));
     }
     let prev_close = close.clone().shift(lit(1));
     let greater = |a: Expr, b: Expr| when(a.clone().gt(b.clone())).then(a).otherwise(b);
@@ -311,7 +328,8 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         greater(high.clone() - low.clone(), (high.clone() - prev_close.clone()).abs()),
         (low.clone() - prev_close).abs(),
     );
-    let n = params.atr_window;
+    let n = bars(&params.atr_window, "atr_window")?.max(1);
+    let n_name = params.atr_window.label();
     let atr = true_range.ewm_mean(EWMOptions {
         alpha: 1.0 / n as f64,
         adjust: false,
@@ -319,19 +337,24 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         min_periods: n,
         ignore_nulls: true,
     });
-    exprs.push((atr / close.clone()).alias(format!("atr_{n}")));
+    exprs.push((atr / close.clone()).alias(format!("atr_{n_name}")));
     exprs.push(((high.clone() - low.clone()) / close.clone()).alias("hl_range"));
     prov.set("returns_volatility", "real");
 
     // Volume.
-    let vw = bars(&params.volume_window, "volume_window")?.max(2);
-    let vw_name = params.volume_window.label();
+    let volume_window = minute_default(params.volume_window.as_ref(), 60, "volume_window", step)?;
+    let vw = bars(&volume_window, "volume_window")?;
+    if vw < 2 {
+        bail!("params.volume_window: `{}` is {vw} bar on this grid; a z-score needs at least 2", volume_window.label());
+    }
+    let vw_name = volume_window.label();
     let v_mean = volume.clone().rolling_mean(window(vw));
     let v_std = volume.clone().rolling_std(window(vw));
     exprs.push(
         ratio_over_window_sum(volume.clone() - v_mean.clone(), v_std, "volume").alias(format!("volume_z_{vw_name}")),
     );
-    let sw = params.slope_window;
+    let sw = bars(&params.slope_window, "slope_window")?.max(2);
+    let sw_name = params.slope_window.label();
     // OLS slope of volume on time within the window: sum((k - mid) * v_k) / (w * var(k)), as a
     // weighted window sum (each window summed afresh: no sliding-sum residue, which a
     // global-index formula amplifies into nonsense on sparse grids).
@@ -360,7 +383,7 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         when(nulls_in_slope_window.gt(lit(0.0)))
             .then(lit(NULL).cast(DataType::Float64))
             .otherwise(ratio(slope, mean_v))
-            .alias(format!("volume_slope_{sw}")),
+            .alias(format!("volume_slope_{sw_name}")),
     );
     let typical = (high.clone() + low.clone() + close.clone()) / lit(3.0);
     let vwap = ratio_over_window_sum(
@@ -380,7 +403,8 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         ((lit(2.0) * col("__bvc_buy_share") - lit(1.0)) * volume.clone(), "signed_volume_proxy")
     };
     exprs.push(signed.0.clone().alias(signed.1));
-    let lag = params.obi_velocity_lag as i64;
+    let lag = bars(&params.obi_velocity_lag, "obi_velocity_lag")? as i64;
+    let lag_name = params.obi_velocity_lag.label();
     let (obi, obi_name) = if has("bid_size") && has("ask_size") {
         prov.set("obi", "real: L0 (bid_size - ask_size) / (bid_size + ask_size)");
         (ratio(f("bid_size") - f("ask_size"), f("bid_size") + f("ask_size")), "obi")
@@ -389,7 +413,7 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         (ratio(signed.0.clone(), volume.clone()).fill_null(lit(0.0)), "obi_proxy")
     };
     exprs.push(obi.clone().alias(obi_name));
-    exprs.push((obi.clone() - obi.shift(lit(lag))).alias(format!("{obi_name}_vel_{lag}")));
+    exprs.push((obi.clone() - obi.shift(lit(lag))).alias(format!("{obi_name}_vel_{lag_name}")));
 
     // Spread, depth, thinness.
     if has("bid") && has("ask") {
@@ -425,10 +449,11 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         );
         exprs.push(ratio(net.clone(), lb + ls).fill_null(lit(0.0)).alias("whale_net"));
         exprs.push(sign(net.clone()).rolling_mean(window(vw)).alias(format!("whale_persistence_{vw_name}")));
-        let fw = params.whale_flip_window;
+        let fw = bars(&params.whale_flip_window, "whale_flip_window")?.max(1);
+        let fw_name = params.whale_flip_window.label();
         let flow = sign(net.rolling_sum(window(fw)));
         let flip = (flow.clone() * flow.shift(lit(1))).lt(lit(0.0)).cast(DataType::Float64);
-        exprs.push(flip.alias(format!("whale_flip_{fw}")));
+        exprs.push(flip.alias(format!("whale_flip_{fw_name}")));
     } else if has("trades") {
         prov.set("whale", "proxy: volume-per-trade z-score");
         let vpt = ratio(volume.clone(), f("trades"));
@@ -443,30 +468,35 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     // Liquidations, funding, open interest.
     if has("long_liquidations") && has("short_liquidations") {
         prov.set("liquidations", "real");
-        let lw = params.liquidation_window;
+        let lw = bars(&params.liquidation_window, "liquidation_window")?.max(1);
+        let lw_name = params.liquidation_window.label();
         let long = f("long_liquidations").rolling_sum(window(lw));
         let short = f("short_liquidations").rolling_sum(window(lw));
         // +1% of the window's volume keeps the log finite when one side had none.
         let eps = volume.clone().rolling_sum(window(lw)) * lit(0.01) + lit(1e-9);
-        exprs.push(ln((long + eps.clone()) / (short + eps)).alias(format!("liq_pressure_{lw}")));
+        exprs.push(ln((long + eps.clone()) / (short + eps)).alias(format!("liq_pressure_{lw_name}")));
     } else {
         prov.set("liquidations", "unavailable: no liquidation data");
     }
     if has("funding_rate") {
         prov.set("funding", "real");
-        let w = params.funding_window;
+        let funding_window = minute_default(params.funding_window.as_ref(), 1440, "funding_window", step)?;
+        let w = bars(&funding_window, "funding_window")?.max(2);
         let fr = f("funding_rate");
         exprs.push(
             ratio(fr.clone() - fr.clone().rolling_mean(window(w)), fr.rolling_std(window(w)))
-                .alias(format!("funding_z_{w}")),
+                .alias(format!("funding_z_{}", funding_window.label())),
         );
     } else {
         prov.set("funding", "unavailable: no funding_rate");
     }
     if has("open_interest") {
         prov.set("open_interest", "real");
-        let w = params.oi_window as i64;
-        exprs.push(ln(f("open_interest") / f("open_interest").shift(lit(w))).alias(format!("oi_change_{w}")));
+        let w = bars(&params.oi_window, "oi_window")? as i64;
+        exprs.push(
+            ln(f("open_interest") / f("open_interest").shift(lit(w)))
+                .alias(format!("oi_change_{}", params.oi_window.label())),
+        );
     } else {
         prov.set("open_interest", "unavailable: no open_interest");
     }
@@ -493,7 +523,10 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
     let closes = column_f64(input, "close")?;
     let volumes = column_f64(input, "volume")?;
     let buys = if has("taker_buy_volume") { Some(column_f64(input, "taker_buy_volume")?) } else { None };
-    let bars_per_day = step.map_or(1440, |s| (86_400_000 / s).max(1) as usize);
+    // Bars a day: from the grid's step, or on a grid without one (calendar months, gaps) from
+    // its finest spacing.
+    let resolution = step.or_else(|| timestamps.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).min());
+    let bars_per_day = resolution.map_or(1440, |s| (86_400_000 / s).max(1) as usize);
     let (vpin_values, vpin_name) = vpin(&closes, &volumes, buys.as_deref(), params, bars_per_day);
     if bars_per_day < params.vpin_buckets_per_day {
         prov.set(
@@ -548,6 +581,21 @@ fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(DataFrame, Pro
         );
     }
     Ok((lazy.collect()?, prov))
+}
+
+/// A window whose default was chosen for 1-minute bars (`volume_window`: 60, an hour;
+/// `funding_window`: 1440, a day): on a 1-minute grid the default holds; on another grid it
+/// would mean something else, so the user must say what they mean.
+fn minute_default(given: Option<&Window>, minutes: u32, param: &str, step: Option<i64>) -> Result<Window> {
+    match (given, step) {
+        (Some(w), _) => Ok(w.clone()),
+        (None, Some(60_000)) | (None, None) => Ok(Window::Bars(minutes)),
+        (None, Some(step)) => bail!(
+            "params.{param} defaults to {minutes} one-minute bars, but this grid's bars are {}: write it, as bars (`{param} = 24`) or as a length of time (`{param} = \"{}\"`)",
+            super::time::Span::Millis(step).label(),
+            super::time::Span::Millis(minutes as i64 * 60_000).label()
+        ),
+    }
 }
 
 fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
@@ -647,7 +695,9 @@ fn vpin(
         if t >= warmup {
             let v = if volume[t].is_finite() { volume[t] } else { 0.0 };
             let buy_share = match taker_buy {
-                Some(b) if v > 0.0 => (b[t] / v).clamp(0.0, 1.0),
+                // A missing taker volume for one bar: that bar's price-based (BVC) share.
+                Some(b) if v > 0.0 && b[t].is_finite() => (b[t] / v).clamp(0.0, 1.0),
+                Some(_) if v > 0.0 => bvc[t],
                 Some(_) => 0.5,
                 None => bvc[t],
             };

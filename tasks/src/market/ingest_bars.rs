@@ -97,8 +97,9 @@ pub struct IngestBarsParams {
     /// below open/close, low above them, negative volume, missing field, bad or implausible time).
     #[serde(default = "default_bad_rows")]
     pub bad_rows: BadRows,
-    /// Plausible times `[from, until)`, dates or RFC 3339: a time outside is a bad row (epoch 0, a
-    /// unit mix-up, a year typo).
+    /// Plausible times `[from, until)`, dates or RFC 3339: a time outside is a bad row (epoch 0,
+    /// seconds read as milliseconds, a `YYYYMMDD` number read as an epoch, a year typo). Widen it
+    /// for older data.
     #[serde(default = "default_time_range")]
     pub time_range: [String; 2],
 }
@@ -125,7 +126,7 @@ fn default_bad_rows() -> BadRows {
     BadRows::Error
 }
 fn default_time_range() -> [String; 2] {
-    ["1970-01-02".into(), "2100-01-01".into()]
+    ["1990-01-01".into(), "2100-01-01".into()]
 }
 
 pub struct IngestBars;
@@ -232,6 +233,9 @@ impl TimeReader<'_> {
         let close_stamped = self.params.bar_time == BarTime::Close;
         let instant = stamp.resolve(self.zone, close_stamped)?;
         Ok(match (close_stamped, self.bar) {
+            // A month bar opens on the first of the month its close ends: Feb 29 00:00 and Mar 1
+            // 00:00 both close February (a day's rounding in how sources stamp month ends).
+            (true, Some(bar @ Span::Months(_))) => bar.slot_start(instant - 1),
             (true, Some(bar)) => bar.sub_from(instant),
             _ => instant,
         })
@@ -322,7 +326,7 @@ fn column_hint(present: &[String], wanted: &str) -> String {
     let unnamed = present.iter().position(|p| p.is_empty() || p.starts_with("Unnamed: ") || p == "column_1");
     if let Some(position) = unnamed {
         return format!(
-            "column {} has no name (pandas writes its index so): map it by position, e.g. columns = {{ timestamp = \"#{}\" }}",
+            "column {} has no name (pandas writes its index so): map it by position, e.g. columns = {{ {wanted} = \"#{}\" }}",
             position + 1,
             position + 1
         );
@@ -478,8 +482,17 @@ fn check_month_end_opens(stamps: &[TextTime], params: &IngestBarsParams, file: &
     if params.bar_time != BarTime::Open || stamps.len() < 2 {
         return Ok(());
     }
-    let dates: Vec<chrono::NaiveDate> =
-        stamps.iter().filter_map(|s| if let TextTime::Date(d) = s { Some(*d) } else { None }).collect();
+    // Dates, or instants at midnight (a month end stamped "2012-01-31 00:00:00").
+    let dates: Vec<chrono::NaiveDate> = stamps
+        .iter()
+        .filter_map(|s| match s {
+            TextTime::Date(d) => Some(*d),
+            TextTime::Instant(ms) if ms.rem_euclid(86_400_000) == 0 => {
+                chrono::DateTime::from_timestamp_millis(*ms).map(|t| t.date_naive())
+            }
+            TextTime::Instant(_) => None,
+        })
+        .collect();
     if dates.len() != stamps.len() {
         return Ok(());
     }

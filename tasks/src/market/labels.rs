@@ -58,13 +58,25 @@ pub struct ResolvedLabels {
 }
 
 impl LabelsParams {
-    pub fn resolve(&self, step_ms: Option<i64>) -> Result<ResolvedLabels, String> {
+    /// `step_ms`: the regular grid's step, if there is one; `resolution_ms`: the smallest gap
+    /// between rows.
+    pub fn resolve(&self, step_ms: Option<i64>, resolution_ms: i64) -> Result<ResolvedLabels, String> {
         let mut horizons = Vec::new();
         for (i, h) in self.horizons.iter().enumerate() {
             let bars = h.bars(step_ms).map_err(|e| format!("params.horizons[{i}]: {e}"))?;
             horizons.push((bars, h.label()));
         }
-        let volume_window = self.volume_window.bars(step_ms).map_err(|e| format!("params.volume_window: {e}"))?;
+        // The trailing mean volume is a yardstick, not a feature: on a grid without one step
+        // (calendar months, gaps) or coarser than the window, count bars at the grid's finest
+        // spacing, at least one.
+        let volume_window = match (self.volume_window.bars(step_ms), &self.volume_window) {
+            (Ok(bars), _) => bars.max(1),
+            (Err(_), Window::Time(text)) => {
+                let ms = super::time::Span::parse(text)?.fixed_ms().unwrap_or(86_400_000);
+                (ms / resolution_ms.max(1)).max(1) as usize
+            }
+            (Err(e), _) => return Err(format!("params.volume_window: {e}")),
+        };
         Ok(ResolvedLabels { horizons, volume_window })
     }
 }
@@ -141,7 +153,8 @@ params = { horizons = [5, 15], fee_bps = 2.0 }
         }
         super::columns::numeric_column(df.column("volume")?, "input", "volume", 1)?;
         let times = crate::learn::dataset::timestamps_ms(&df)?;
-        let resolved = params.resolve(super::time::regular_step(&times)).map_err(anyhow::Error::msg)?;
+        let resolution = times.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).min().unwrap_or(60_000);
+        let resolved = params.resolve(super::time::regular_step(&times), resolution).map_err(anyhow::Error::msg)?;
         let mut out = label_frame(df.lazy(), &resolved, params).collect()?;
         ctx.metric("rows", out.height() as u64);
         for (_, name) in &resolved.horizons {

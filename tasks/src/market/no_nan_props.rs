@@ -6,7 +6,7 @@ use polars::prelude::*;
 use proptest::prelude::*;
 
 use super::bar_checks::{BadRows, Cell, RawColumn, ValueRule, check_rows};
-use super::features::{FeaturesParams, features_frame};
+use super::features::{FeaturesParams, compute};
 use super::labels::{LabelsParams, label_frame};
 
 const T0: i64 = 1_677_628_800_000; // 2023-03-01 UTC
@@ -23,6 +23,16 @@ fn bars(steps: &[(f64, f64, f64, f64)]) -> Vec<[f64; 5]> {
             [open, open.max(close) * (1.0 + up), open.min(close) * (1.0 - down), close, volume]
         })
         .collect()
+}
+
+/// The features, and a failure if any formula produced a non-finite value on this input (the
+/// stage would null it and say so in `sources`; on finite input that must never be needed).
+fn features_of(df: &DataFrame) -> Result<DataFrame, String> {
+    let (out, provenance) = compute(df, &small_features()).map_err(|e| e.to_string())?;
+    match provenance.0.get("non_finite_nulled") {
+        Some(which) => Err(format!("formulas gave non-finite values: {which}")),
+        None => Ok(out),
+    }
 }
 
 fn frame(rows: &[[Option<f64>; 5]]) -> DataFrame {
@@ -70,7 +80,7 @@ fn small_features() -> FeaturesParams {
 fn labels_of(df: &DataFrame) -> DataFrame {
     let params: LabelsParams =
         serde_json::from_value(serde_json::json!({ "horizons": [1, 3], "volume_window": 10 })).unwrap();
-    let resolved = params.resolve(Some(60_000)).unwrap();
+    let resolved = params.resolve(Some(60_000), 60_000).unwrap();
     label_frame(df.clone().lazy(), &resolved, &params).collect().unwrap()
 }
 
@@ -91,8 +101,9 @@ proptest! {
     fn finite_bars_give_finite_features_and_labels(steps in prop::collection::vec(step(), 30..200)) {
         let rows: Vec<[Option<f64>; 5]> = bars(&steps).iter().map(|r| r.map(Some)).collect();
         let df = frame(&rows);
-        let features = features_frame(&df, &small_features()).unwrap();
-        prop_assert!(no_non_finite(&features).is_ok(), "{:?}", no_non_finite(&features));
+        let features = features_of(&df);
+        prop_assert!(features.is_ok(), "{:?}", features.err());
+        prop_assert!(no_non_finite(&features.unwrap()).is_ok());
         let labels = labels_of(&df);
         prop_assert!(no_non_finite(&labels).is_ok(), "{:?}", no_non_finite(&labels));
         // A label is null exactly where its return is null: never "up" from nothing.
@@ -155,9 +166,24 @@ proptest! {
             .filter(|&i| checked.keep[i])
             .map(|i| [0, 1, 2, 3, 4].map(|c| checked.values[c][i]))
             .collect();
-        let df = frame(&rows);
-        let features = features_frame(&df, &small_features()).unwrap();
-        prop_assert!(no_non_finite(&features).is_ok(), "{:?}", no_non_finite(&features));
+        let mut df = frame(&rows);
+        // An optional column with holes: taker volume missing on some bars (VPIN must not
+        // carry a hole forward).
+        let taker: Vec<Option<f64>> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| if i % 7 == 3 { None } else { r[4].map(|v| v * 0.5) })
+            .collect();
+        df.with_column(Series::new("taker_buy_volume".into(), taker).into()).unwrap();
+        let features = features_of(&df);
+        prop_assert!(features.is_ok(), "{:?}", features.err());
+        let features = features.unwrap();
+        prop_assert!(no_non_finite(&features).is_ok());
+        // VPIN recovers after a hole: its last value is a number whenever it has one at all.
+        let vpin = features.column("vpin_5").unwrap().f64().unwrap().clone();
+        if vpin.iter().flatten().count() > 0 {
+            prop_assert!(vpin.get(vpin.len() - 1).is_some(), "VPIN stuck null after a missing taker volume");
+        }
         let labels = labels_of(&df);
         prop_assert!(no_non_finite(&labels).is_ok(), "{:?}", no_non_finite(&labels));
     }
