@@ -108,11 +108,36 @@ impl Graph {
         if !matches.is_empty() {
             return Ok(matches);
         }
+        // `train[fold=2024-02-01]`: the nodes of `train` with these coordinates, whatever their others.
+        if let Some((stage, rest)) = name.split_once('[')
+            && let Some(coords) = rest.strip_suffix(']')
+        {
+            let wanted: Vec<(&str, &str)> = coords.split(',').filter_map(|c| c.split_once('=')).collect();
+            let matches: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| {
+                    let node = &self.nodes[i];
+                    self.spec.stages[node.spec_index].name == stage
+                        && !wanted.is_empty()
+                        && wanted
+                            .iter()
+                            .all(|(k, v)| node.matrix.iter().any(|(mk, mv)| mk == k && value_label(mv) == *v))
+                })
+                .collect();
+            if !matches.is_empty() {
+                return Ok(matches);
+            }
+        }
         let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
         let hint = did_you_mean(name, names.iter().copied()).map(|h| format!("; {h}")).unwrap_or_default();
         Err(format!("no stage named `{name}` in this pipeline{hint}"))
     }
 }
+
+/// A node's matrix (and fold) coordinates: `[(key, value)]` in declaration order.
+type Coordinates = Vec<(String, toml::Value)>;
+
+/// The coordinate a fold adds to its node's name: `train[fold=2024-02-01]`.
+pub const FOLD_COORDINATE: &str = "fold";
 
 fn value_label(value: &toml::Value) -> String {
     match value {
@@ -302,7 +327,58 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 );
             }
         }
+        // Folds cross the matrix: one node per combination and fold, the fold a coordinate
+        // like a matrix key (so consumers with the same folds wire fold by fold, and a consumer
+        // without folds takes them all).
+        let folds = match &stage.folds {
+            None => None,
+            Some(spec_folds) => {
+                if let Some(axis) = stage.matrix.iter().find(|a| a.param == FOLD_COORDINATE) {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            format!("stage `{}` has both `folds` and a matrix axis `{FOLD_COORDINATE}`", stage.name),
+                            Some(axis.loc.clone()),
+                        )
+                        .with_hint("rename the matrix axis"),
+                    );
+                    continue;
+                }
+                let mut table = toml::Value::Table(spec_folds.table.clone());
+                if let Err(message) = substitute(&mut table, &spec.params) {
+                    diagnostics.push(Diagnostic::error(message, Some(spec_folds.loc.clone())));
+                    continue;
+                }
+                let toml::Value::Table(table) = table else { unreachable!("folds stay a table") };
+                match crate::folds::expand(&table) {
+                    Ok(folds) => Some(folds),
+                    Err(errors) => {
+                        for e in errors {
+                            let loc =
+                                spec_folds.key_locs.get(&e.key).cloned().unwrap_or_else(|| spec_folds.loc.clone());
+                            diagnostics.push(
+                                Diagnostic::error(format!("stage `{}`: {}", stage.name, e.message), Some(loc))
+                                    .with_hint("folds = { start = \"2024-02-01\", until = \"2024-03-01\", train = \"30d\", test = \"1d\" } (docs/walk-forward.md)"),
+                            );
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut node_combos: Vec<(Coordinates, Option<(String, toml::Value)>)> = Vec::new();
         for combo in combinations(stage) {
+            match &folds {
+                None => node_combos.push((combo, None)),
+                Some(folds) => {
+                    for fold in &folds.folds {
+                        let mut coords = combo.clone();
+                        coords.push((FOLD_COORDINATE.to_string(), toml::Value::String(fold.name.clone())));
+                        node_combos.push((coords, Some((folds.param.clone(), fold.value.clone()))));
+                    }
+                }
+            }
+        }
+        for (combo, fold_param) in node_combos {
             let name = node_name(&stage.name, &combo);
             let mut params = toml::Value::Table(stage.params.clone());
             if let Err(message) = substitute(&mut params, &spec.params) {
@@ -312,10 +388,19 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
             let toml::Value::Table(mut params) = params else { unreachable!("params stay a table") };
             let mut bad = false;
             for (path, value) in &combo {
+                if path == FOLD_COORDINATE && fold_param.is_some() {
+                    continue;
+                }
                 if let Err(message) = set_path(&mut params, path, value.clone()) {
                     diagnostics.push(Diagnostic::error(message, Some(param_loc(stage, path))));
                     bad = true;
                 }
+            }
+            if let Some((param, value)) = &fold_param
+                && let Err(message) = set_path(&mut params, param, value.clone())
+            {
+                diagnostics.push(Diagnostic::error(message, stage.folds.as_ref().map(|f| f.loc.clone())));
+                bad = true;
             }
             if bad {
                 continue;
@@ -383,9 +468,6 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 diagnostics.push(diagnostic);
                 continue;
             };
-            if failed_specs[producer_spec] && nodes_of_spec[producer_spec].is_empty() {
-                continue;
-            }
             let consumer_matrix = &nodes[node_idx].matrix;
             let producers: Vec<usize> = nodes_of_spec[producer_spec]
                 .iter()
@@ -397,6 +479,10 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 })
                 .collect();
             if producers.is_empty() {
+                if failed_specs[producer_spec] {
+                    // The producer's params failed (reported): its nodes are missing, not mismatched.
+                    continue;
+                }
                 let values: Vec<String> =
                     consumer_matrix.iter().map(|(k, v)| format!("{k}={}", value_label(v))).collect();
                 diagnostics.push(

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod diag;
 pub mod exports;
+pub mod folds;
 pub mod graph;
 pub mod plan;
 pub mod run;

@@ -42,6 +42,7 @@ pub fn registry() -> Registry {
         .register::<market::labels::Labels>()
         .register::<news::embed_news::EmbedNews>()
         .register::<learn::train::Train>()
+        .register::<learn::fold_window::FoldWindowStage>()
         .register::<evaluate::compare::Compare>()
         .register::<evaluate::report::Report>()
         .register::<news::ingest_news::IngestNews>()

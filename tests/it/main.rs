@@ -13,3 +13,4 @@ mod news;
 mod real_news;
 mod stage1;
 mod support;
+mod walk_forward;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::{ExportMode, ExportSpec, InputSpec, MatrixAxis, ShowSpec, Spec, StageSpec};
+use super::{ExportMode, ExportSpec, FoldsSpec, InputSpec, MatrixAxis, ShowSpec, Spec, StageSpec};
 use crate::diag::{Diagnostic, Diagnostics, FileId, Loc, SourceMap, did_you_mean};
 
 /// Default largest matrix expansion of one stage; `[pipeline] max_matrix` raises it.
@@ -12,7 +12,7 @@ pub const DEFAULT_MAX_MATRIX: usize = 64;
 
 const TOP_KEYS: &[&str] = &["pipeline", "params", "stages", "include"];
 const PIPELINE_KEYS: &[&str] = &["name", "description", "max_matrix"];
-const STAGE_KEYS: &[&str] = &["task", "description", "inputs", "params", "matrix", "exports", "show"];
+const STAGE_KEYS: &[&str] = &["task", "description", "inputs", "params", "matrix", "folds", "exports", "show"];
 
 struct Loader {
     sources: SourceMap,
@@ -342,6 +342,7 @@ impl Loader {
             param_locs: BTreeMap::new(),
             params_loc: name_loc.clone(),
             matrix: Vec::new(),
+            folds: None,
             exports: Vec::new(),
             show: Vec::new(),
         };
@@ -375,6 +376,19 @@ impl Loader {
                     }
                 }
                 "matrix" => stage.matrix = self.load_matrix(file, value),
+                "folds" => {
+                    if let Some(folds) = self.expect_table(file, "`folds`", value) {
+                        let mut key_locs = BTreeMap::new();
+                        collect_param_locs(file, folds, "", &mut key_locs);
+                        match to_value(value.get_ref()) {
+                            Ok(toml::Value::Table(table)) => {
+                                stage.folds = Some(FoldsSpec { table, loc: loc(file, key.span()), key_locs })
+                            }
+                            Ok(_) => {}
+                            Err(message) => self.error(Diagnostic::error(message, Some(loc(file, value.span())))),
+                        }
+                    }
+                }
                 "exports" => stage.exports = self.load_exports(file, value),
                 "show" => stage.show = self.load_show(file, value),
                 _ => self.unknown_key(file, &format!("stage `{stage_name}`"), key, STAGE_KEYS),

@@ -49,9 +49,19 @@ pub struct StageSpec {
     /// The `params` table itself, or the stage header when there is none.
     pub params_loc: Loc,
     pub matrix: Vec<MatrixAxis>,
+    /// Walk-forward folds (`folds = { start, until, train, test, ... }`), as written.
+    pub folds: Option<FoldsSpec>,
     pub exports: Vec<ExportSpec>,
     /// Outputs whose text is printed after a successful run (`show = "headline"`).
     pub show: Vec<ShowSpec>,
+}
+
+/// A stage's `folds` table as written (before `${params.*}` substitution), with where each key is.
+#[derive(Debug, Clone)]
+pub struct FoldsSpec {
+    pub table: toml::Table,
+    pub loc: Loc,
+    pub key_locs: BTreeMap<String, Loc>,
 }
 
 /// One output named in `show`.

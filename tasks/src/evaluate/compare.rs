@@ -196,6 +196,7 @@ show = "headline"
                 "high_vol_auc": m["high_vol"]["auc"],
                 "high_vol_accuracy": m["high_vol"]["accuracy"],
                 "auc_interval": interval_json(auc_interval(v, params)),
+                "folds": v.metrics["folds"].as_array().map_or(0, |f| f.len()),
             }));
         }
 
@@ -265,6 +266,11 @@ show = "headline"
             "bootstrap_draws": params.bootstrap_draws,
             "block_rows": params.block_rows,
             "variants": rows,
+            "fold_metrics": variants
+                .iter()
+                .filter(|v| v.metrics.get("folds").is_some())
+                .map(|v| json!({ "variant": v.key, "model": v.text("model"), "label": v.text("label"), "feature_set": v.text("feature_set"), "folds": v.metrics["folds"] }))
+                .collect::<Vec<_>>(),
             "ablation": ablation,
             "curves": curves,
             "coverage": coverage,
@@ -373,7 +379,7 @@ fn split_local_name(name: &str) -> (&str, &str) {
 }
 
 fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
-    let mut variants = Vec::new();
+    let mut variants: Vec<Variant> = Vec::new();
     for input in ctx.inputs().iter().filter(|i| split_local_name(&i.name).0 == "metrics") {
         let key = split_local_name(&input.name).1;
         let find = |what: &str| {
@@ -432,12 +438,119 @@ fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
             "no `metrics` inputs: wire inputs = {{ metrics = \"train.metrics\", predictions = \"train.predictions\" }}"
         );
     }
+    let mut variants = pool_folds(variants, split)?;
     // Shortest horizon first, then in matrix order.
     variants.sort_by(|a, b| {
         let horizon = |v: &Variant| v.metrics["horizon_minutes"].as_i64().unwrap_or(0);
         horizon(a).cmp(&horizon(b)).then(a.key.cmp(&b.key))
     });
     Ok(variants)
+}
+
+/// The key without its `fold=...` coordinate: `[model=gbdt,fold=2024-02-01]` -> `[model=gbdt]`.
+fn without_fold(key: &str) -> (String, Option<String>) {
+    let Some(inner) = key.strip_prefix('[').and_then(|k| k.strip_suffix(']')) else {
+        return (key.to_string(), None);
+    };
+    let mut fold = None;
+    let rest: Vec<&str> = inner
+        .split(',')
+        .filter(|part| match part.strip_prefix("fold=") {
+            Some(name) => {
+                fold = Some(name.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let key = if rest.is_empty() { String::new() } else { format!("[{}]", rest.join(",")) };
+    (key, fold)
+}
+
+/// Walk-forward: the folds of one variant (same coordinates but `fold`) become one variant whose
+/// out-of-sample rows are every fold's test rows, in time order, and whose split metrics are
+/// computed on them (pooled); `fold_metrics` keeps each fold's own. Test windows of folds do not
+/// overlap, so a row is never counted twice (checked).
+fn pool_folds(variants: Vec<Variant>, split: &str) -> Result<Vec<Variant>> {
+    let mut groups: BTreeMap<String, Vec<(String, Variant)>> = BTreeMap::new();
+    let mut plain = Vec::new();
+    for v in variants {
+        match without_fold(&v.key) {
+            (key, Some(fold)) => groups.entry(key).or_default().push((fold, v)),
+            (_, None) => plain.push(v),
+        }
+    }
+    for (key, mut folds) in groups {
+        folds.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut fold_rows = Vec::new();
+        let mut pooled = Variant {
+            key: key.clone(),
+            metrics: folds[0].1.metrics.clone(),
+            timestamps: Vec::new(),
+            labels: Vec::new(),
+            scores: Vec::new(),
+            high_vol: Vec::new(),
+            vol_decile: Vec::new(),
+            importance: Vec::new(),
+        };
+        let mut importance: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
+        let mut degraded = None;
+        for (fold, v) in &folds {
+            if let (Some(last), Some(first)) = (pooled.timestamps.last(), v.timestamps.first())
+                && first <= last
+            {
+                bail!(
+                    "fold `{fold}` of `{key}` has {split} rows from {} on, before the previous fold's last ({}): walk-forward test windows must not overlap",
+                    crate::learn::dataset::format_ms(*first),
+                    crate::learn::dataset::format_ms(*last)
+                );
+            }
+            if v.text("status") == "degraded" {
+                degraded = Some(v.metrics["degraded"].clone());
+            }
+            let m = crate::learn::train::scores_metrics(&v.labels, &v.scores);
+            fold_rows.push(json!({
+                "fold": fold,
+                "rows": m["rows"], "auc": m["auc"], "accuracy": m["accuracy"],
+                "log_loss": m["log_loss"], "brier": m["brier"], "base_rate": m["base_rate"],
+            }));
+            pooled.timestamps.extend(&v.timestamps);
+            pooled.labels.extend(&v.labels);
+            pooled.scores.extend(&v.scores);
+            pooled.high_vol.extend(&v.high_vol);
+            pooled.vol_decile.extend(&v.vol_decile);
+            for (name, own, perm) in &v.importance {
+                let e = importance.entry(name.clone()).or_insert((0.0, 0.0, 0));
+                e.0 += own;
+                e.1 += perm.unwrap_or(0.0);
+                e.2 += 1;
+            }
+        }
+        let n_folds = folds.len() as f64;
+        pooled.importance = folds[0]
+            .1
+            .importance
+            .iter()
+            .map(|(name, _, perm)| {
+                let (own, p, _) = importance[name];
+                (name.clone(), own / n_folds, perm.map(|_| p / n_folds))
+            })
+            .collect();
+        let mut m = crate::learn::train::scores_metrics(&pooled.labels, &pooled.scores);
+        let hv: Vec<usize> = (0..pooled.labels.len()).filter(|&k| pooled.high_vol[k]).collect();
+        m["high_vol"] = crate::learn::train::scores_metrics(
+            &hv.iter().map(|&k| pooled.labels[k]).collect::<Vec<_>>(),
+            &hv.iter().map(|&k| pooled.scores[k]).collect::<Vec<_>>(),
+        );
+        pooled.metrics["splits"][split] = m;
+        pooled.metrics["folds"] = json!(fold_rows);
+        if let Some(reason) = degraded {
+            pooled.metrics["status"] = json!("degraded");
+            pooled.metrics["degraded"] = reason;
+        }
+        plain.push(pooled);
+    }
+    Ok(plain)
 }
 
 fn auc_interval(v: &Variant, p: &CompareParams) -> Option<(f64, f64)> {

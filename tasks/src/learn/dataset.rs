@@ -17,6 +17,9 @@ pub enum Split {
     Test,
     /// Inside a purge gap: its label looks into the next split, so no split may use it.
     Purged,
+    /// Outside the fold's windows (before its training window, after its test window, or in
+    /// the embargo after a test window).
+    Outside,
 }
 
 impl Split {
@@ -26,6 +29,7 @@ impl Split {
             Split::Valid => "valid",
             Split::Test => "test",
             Split::Purged => "purged",
+            Split::Outside => "outside",
         }
     }
 }
@@ -42,7 +46,8 @@ pub struct Dataset {
     /// The volatility column used for the high-volatility metrics (NaN where unknown).
     pub vol: Vec<f64>,
     pub split: Vec<Split>,
-    /// The split boundaries (ms): train before the first, test from the second.
+    /// The split boundaries (ms): train before the first, test from the second (for a fold:
+    /// the start of validation and the start of the test window).
     pub train_until: i64,
     pub valid_until: i64,
 }
@@ -285,6 +290,98 @@ pub fn assign_splits(
         .collect()
 }
 
+/// A walk-forward fold as the engine hands it to a stage (`folds` in the pipeline file): the
+/// training window (from `train_from`, or from the first row when expanding) ends where the
+/// test window `[test_from, test_until)` starts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FoldWindow {
+    /// The fold's name (its test start), as in the node name `train[fold=NAME]`.
+    pub name: String,
+    /// Start of training (RFC 3339); absent for an expanding window.
+    #[serde(default)]
+    pub train_from: Option<String>,
+    /// Start of the test window (RFC 3339).
+    pub test_from: String,
+    /// End of the test window, exclusive (RFC 3339).
+    pub test_until: String,
+    /// Extra gap before the test window and before validation: a training row whose label
+    /// interval ends within it of the next window is dropped too ("1h"; "0m" for none).
+    pub purge: String,
+    /// Rows starting within this long after the test window are never trained on.
+    pub embargo: String,
+}
+
+/// A fold's boundaries in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoldBounds {
+    pub train_from: Option<i64>,
+    pub test_from: i64,
+    pub test_until: i64,
+    pub purge_ms: i64,
+    pub embargo_ms: i64,
+}
+
+impl FoldWindow {
+    pub fn bounds(&self) -> Result<FoldBounds, String> {
+        let length = |text: &str| {
+            crate::market::time::Span::parse(text)
+                .and_then(|s| s.fixed_ms().ok_or_else(|| format!("`{text}` is not a fixed length")))
+        };
+        let zero = |text: &str| if text.trim().starts_with('0') { Ok(0) } else { length(text) };
+        let bounds = FoldBounds {
+            train_from: self.train_from.as_deref().map(parse_boundary).transpose()?,
+            test_from: parse_boundary(&self.test_from)?,
+            test_until: parse_boundary(&self.test_until)?,
+            purge_ms: zero(&self.purge)?,
+            embargo_ms: zero(&self.embargo)?,
+        };
+        if bounds.test_from >= bounds.test_until || bounds.train_from.is_some_and(|t| t >= bounds.test_from) {
+            return Err(format!("fold `{}`: the windows are out of order", self.name));
+        }
+        Ok(bounds)
+    }
+}
+
+/// Assigns each row to a split of a walk-forward fold, purging on label intervals: the row at
+/// `t` reads prices up to `label_ends[i]`, so its interval is `[t, label_end]`.
+///
+/// - test: `test_from <= t < test_until` (every label of the window must be known: the caller
+///   checks that the data reaches far enough);
+/// - training window `[train_from, test_from)`: its first `1 - valid_share` is training, the rest
+///   validation (early stopping); a row whose interval reaches the next window (validation for
+///   a training row, test for a validation row), or comes within `purge` of it, is purged;
+/// - embargo: rows starting in `[test_until, test_until + embargo)` are never trained on (they
+///   only matter for layouts that train after a test window; walk-forward does not);
+/// - everything else is outside the fold.
+pub fn assign_fold_splits(timestamps: &[i64], label_ends: &[i64], fold: FoldBounds, valid_share: f64) -> Vec<Split> {
+    let first = timestamps.first().copied().unwrap_or(fold.test_from);
+    let train_from = fold.train_from.unwrap_or(first).max(first);
+    let span = (fold.test_from - train_from).max(0);
+    // Validation starts on a whole hour, so the split does not depend on the grid's phase.
+    let raw = train_from + ((span as f64) * (1.0 - valid_share)) as i64;
+    let valid_from = (raw - raw.rem_euclid(3_600_000)).max(train_from);
+    timestamps
+        .iter()
+        .zip(label_ends)
+        .map(|(&t, &end)| {
+            let reach = end.max(t) + fold.purge_ms;
+            if t >= fold.test_from && t < fold.test_until {
+                Split::Test
+            } else if t < train_from || t >= fold.test_from {
+                // After the test window (embargo or not) nothing is trained on in walk-forward.
+                Split::Outside
+            } else if t < valid_from {
+                if reach < valid_from { Split::Train } else { Split::Purged }
+            } else if reach < fold.test_from {
+                Split::Valid
+            } else {
+                Split::Purged
+            }
+        })
+        .collect()
+}
+
 /// Timestamps of a frame's `timestamp` column in ms.
 pub fn timestamps_ms(frame: &DataFrame) -> Result<Vec<i64>> {
     let series = frame.column("timestamp")?.as_materialized_series();
@@ -296,6 +393,63 @@ pub fn timestamps_ms(frame: &DataFrame) -> Result<Vec<i64>> {
     };
     let ts = series.to_physical_repr().into_owned();
     ts.i64()?.iter().enumerate().map(|(row, v)| v.ok_or_else(|| anyhow!("row {} has no timestamp", row + 1))).collect()
+}
+
+#[cfg(test)]
+mod fold_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// No training or validation label interval touches the test interval, and no training
+        /// interval touches validation: the bug class of mlfinlab #295 and openquant #65.
+        #[test]
+        fn no_train_or_valid_label_interval_intersects_the_test_window(
+            n in 50usize..400,
+            step in prop_oneof![Just(60_000i64), Just(3_600_000i64)],
+            gaps in prop::collection::vec(0i64..3, 400),
+            horizons in prop::collection::vec(0i64..40, 400),
+            test_at in 0.3f64..0.9,
+            test_len in 1i64..50,
+            train_len in prop::option::of(10i64..300),
+            purge in 0i64..5,
+            valid_share in 0.05f64..0.5,
+        ) {
+            // Irregular times (gaps up to 2 extra steps), label ends from a per-row horizon.
+            let mut times = Vec::with_capacity(n);
+            let mut t = 1_700_000_000_000i64;
+            for gap in gaps.iter().take(n) {
+                times.push(t);
+                t += step * (1 + gap);
+            }
+            let ends: Vec<i64> = times.iter().zip(&horizons).map(|(&t, &h)| t + h * step).collect();
+            let test_from = times[(n as f64 * test_at) as usize];
+            let fold = FoldBounds {
+                train_from: train_len.map(|l| test_from - l * step),
+                test_from,
+                test_until: test_from + test_len * step,
+                purge_ms: purge * step,
+                embargo_ms: 0,
+            };
+            let split = assign_fold_splits(&times, &ends, fold, valid_share);
+            let valid_starts: Vec<i64> = (0..n).filter(|&i| split[i] == Split::Valid).map(|i| times[i]).collect();
+            let valid_from = valid_starts.first().copied().unwrap_or(fold.test_from);
+            for i in 0..n {
+                match split[i] {
+                    Split::Train => {
+                        prop_assert!(ends[i] < fold.test_from, "train row {i} reaches the test window");
+                        prop_assert!(ends[i] < valid_from, "train row {i} reaches validation");
+                        prop_assert!(fold.train_from.is_none_or(|f| times[i] >= f));
+                    }
+                    Split::Valid => prop_assert!(ends[i] < fold.test_from, "valid row {i} reaches the test window"),
+                    Split::Test => prop_assert!(times[i] >= fold.test_from && times[i] < fold.test_until),
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +514,7 @@ mod tests {
                     Split::Valid => assert!(times[i] >= train_until && label_end < valid_until),
                     Split::Test => assert!(times[i] >= valid_until),
                     Split::Purged => {}
+                    Split::Outside => panic!("a time split leaves no row outside"),
                 }
             }
             let purged = split.iter().filter(|s| **s == Split::Purged).count() as i64;

@@ -2,5 +2,6 @@
 //! and the `train` stage.
 
 pub mod dataset;
+pub mod fold_window;
 pub mod models;
 pub mod train;

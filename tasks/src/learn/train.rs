@@ -94,9 +94,15 @@ pub struct TrainParams {
     /// Share of the labelled time span used for training when `train_until` is absent.
     #[serde(default = "default_train_fraction")]
     pub train_fraction: f64,
-    /// Share of the span used for validation when `valid_until` is absent.
+    /// Share of the span used for validation when `valid_until` is absent; with `fold`, the
+    /// share at the end of the fold's training window used for validation (early stopping).
     #[serde(default = "default_valid_fraction")]
     pub valid_fraction: f64,
+    /// A walk-forward fold, set by the engine from the stage's `folds` table: train on its
+    /// training window (validation at its end), test on its test window, purged on label
+    /// intervals. The fraction and `*_until` split params are then unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<crate::learn::dataset::FoldWindow>,
     /// Volatility column that defines high-volatility windows and volatility deciles.
     #[serde(default = "default_vol_column")]
     pub vol_column: String,
@@ -192,6 +198,11 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
 "#;
 
     fn validate(params: &TrainParams) -> Result<(), ParamError> {
+        if let Some(fold) = &params.fold
+            && let Err(e) = fold.bounds()
+        {
+            return Err(ParamError::new("fold", e));
+        }
         if !MODELS.contains(&params.model.as_str()) {
             return Err(ParamError::new(
                 "model",
@@ -466,6 +477,7 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
             "news_features": features.iter().filter(|f| f.starts_with("news_")).count(),
             "skipped_columns": skipped,
             "split": {
+                "fold": params.fold.as_ref().map(|f| f.name.clone()),
                 "train_until": format_ms(data.train_until),
                 "valid_until": format_ms(data.valid_until),
                 "purge_minutes": purge,
@@ -544,14 +556,40 @@ pub fn build_dataset(frame: &DataFrame, features: &[String], params: &TrainParam
     // length of time (`label_dir_4h`) ends that long after its row.
     let label_ends: Vec<i64> = match crate::learn::dataset::label_reach(&params.label) {
         Some(crate::learn::dataset::LabelReach::Millis(ms)) => keep.iter().map(|&i| all_times[i] + ms).collect(),
+        // (`horizon_minutes`, when given, is a floor on the purge in minutes: `assign_splits`
+        // adds it to each row's time; bars and minutes are not mixed here.)
         Some(crate::learn::dataset::LabelReach::Bars(bars)) => {
-            let bars = bars.max(if params.horizon_minutes.is_some() { horizon } else { 0 }) as usize;
-            keep.iter().map(|&i| all_times[(i + bars).min(all_times.len() - 1)]).collect()
+            keep.iter().map(|&i| all_times[(i + bars as usize).min(all_times.len() - 1)]).collect()
         }
         None => keep.iter().map(|&i| all_times[(i + horizon as usize).min(all_times.len() - 1)]).collect(),
     };
-    let (train_until, valid_until) = data_boundaries(&timestamps, params)?;
-    let split = assign_splits(&timestamps, &label_ends, train_until, valid_until, purge * 60_000);
+    let (split, train_until, valid_until) = match &params.fold {
+        None => {
+            let (train_until, valid_until) = data_boundaries(&timestamps, params)?;
+            (
+                assign_splits(&timestamps, &label_ends, train_until, valid_until, purge * 60_000),
+                train_until,
+                valid_until,
+            )
+        }
+        Some(fold) => {
+            let mut bounds = fold.bounds().map_err(anyhow::Error::msg)?;
+            // The label intervals are the purge; `purge_minutes`, when given, widens it.
+            if let Some(minutes) = params.purge_minutes {
+                bounds.purge_ms = bounds.purge_ms.max(minutes * 60_000);
+            }
+            check_test_labels_known(&all_times, fold, &bounds, &params.label, horizon)?;
+            let split =
+                crate::learn::dataset::assign_fold_splits(&timestamps, &label_ends, bounds, params.valid_fraction);
+            let valid_from = timestamps
+                .iter()
+                .zip(&split)
+                .find(|(_, s)| **s == Split::Valid)
+                .map(|(t, _)| *t)
+                .unwrap_or(bounds.test_from);
+            (split, valid_from, bounds.test_from)
+        }
+    };
     Ok(Dataset {
         timestamps,
         features: features.to_vec(),
@@ -562,6 +600,45 @@ pub fn build_dataset(frame: &DataFrame, features: &[String], params: &TrainParam
         train_until,
         valid_until,
     })
+}
+
+/// A fold is only trained when every label of its test window is known: the data must reach
+/// the label's end for the last test row. Otherwise a later day of data would change this
+/// fold's test labels, and with them its result.
+fn check_test_labels_known(
+    all_times: &[i64],
+    fold: &crate::learn::dataset::FoldWindow,
+    bounds: &crate::learn::dataset::FoldBounds,
+    label: &str,
+    horizon: i64,
+) -> Result<()> {
+    let last_test = all_times.iter().rposition(|&t| t < bounds.test_until && t >= bounds.test_from);
+    let Some(j) = last_test else {
+        bail!(
+            "fold `{}`: no rows in its test window {} .. {}; the data run {} .. {}",
+            fold.name,
+            fold.test_from,
+            fold.test_until,
+            all_times.first().map(|t| format_ms(*t)).unwrap_or_default(),
+            all_times.last().map(|t| format_ms(*t)).unwrap_or_default()
+        );
+    };
+    let last = *all_times.last().expect("non-empty");
+    let known = match crate::learn::dataset::label_reach(label) {
+        Some(crate::learn::dataset::LabelReach::Millis(ms)) => all_times[j] + ms <= last,
+        Some(crate::learn::dataset::LabelReach::Bars(bars)) => j + (bars as usize) < all_times.len(),
+        None => j + (horizon as usize) < all_times.len(),
+    };
+    if !known {
+        bail!(
+            "fold `{}`: the labels of its test window ({} .. {}) are not all known: `{label}` looks ahead past the data's end {}\nhint: the data must reach the test window's end plus the label horizon; lower the folds' `until` by the horizon or extend the data",
+            fold.name,
+            fold.test_from,
+            fold.test_until,
+            format_ms(last)
+        );
+    }
+    Ok(())
 }
 
 /// The high-volatility cut and decile edges of one split.

@@ -20,6 +20,14 @@ pub struct SynthMarketParams {
     /// Days of 1-minute bars.
     #[serde(default = "default_days")]
     pub days: u32,
+    /// End of the market (exclusive; a date or RFC 3339), instead of `days`: the market runs
+    /// from `start` to it, whole days. A later `until` appends days and leaves every earlier bar
+    /// byte-identical (the nightly refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Whole days generated after `until`: the future that the labels of the last days look into.
+    #[serde(default, skip_serializing_if = "crate::market::synth::is_zero")]
+    pub extra_days: u32,
     /// Seed; the same seed gives byte-identical output (and the same news events in `synth_news`).
     #[serde(default)]
     pub seed: u64,
@@ -47,6 +55,25 @@ pub struct SynthMarketParams {
 
 fn default_days() -> u32 {
     90
+}
+
+/// For `skip_serializing_if`: a param left at 0 stays out of the cache key (old keys hold).
+pub fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// Whole days from `start` to `until` (rounded up) plus `extra`, or `days` when there is no `until`.
+pub fn market_days(start: &str, days: u32, until: Option<&str>, extra: u32) -> Result<u32, String> {
+    let Some(until) = until else { return Ok(days) };
+    let start = chrono::DateTime::parse_from_rfc3339(start)
+        .map_err(|e| format!("`{start}` is not an RFC 3339 time: {e}"))?
+        .timestamp_millis();
+    let end = crate::learn::dataset::parse_boundary(until)?;
+    if end <= start {
+        return Err(format!("`{until}` is not after the start"));
+    }
+    let day = 86_400_000;
+    Ok(((end - start + day - 1) / day) as u32 + extra)
 }
 fn default_start() -> String {
     "2024-01-01T00:00:00Z".into()
@@ -157,8 +184,13 @@ params = { days = 30, seed = 7 }
     fn validate(params: &SynthMarketParams) -> Result<(), ParamError> {
         chrono::DateTime::parse_from_rfc3339(&params.start)
             .map_err(|e| ParamError::new("start", format!("`{}` is not an RFC 3339 time: {e}", params.start)))?;
-        if params.days == 0 || params.days > 3650 {
-            return Err(ParamError::new("days", "must be between 1 and 3650"));
+        let days = market_days(&params.start, params.days, params.until.as_deref(), params.extra_days)
+            .map_err(|e| ParamError::new("until", e))?;
+        if days == 0 || days > 3650 {
+            return Err(ParamError::new(
+                if params.until.is_some() { "until" } else { "days" },
+                "must give between 1 and 3650 days",
+            ));
         }
         if params.start_price.is_nan() || params.start_price <= 0.0 {
             return Err(ParamError::new("start_price", "must be positive"));
@@ -189,7 +221,9 @@ params = { days = 30, seed = 7 }
 /// The market as a frame (public for tests and benchmarks).
 pub fn generate(params: &SynthMarketParams) -> Result<DataFrame> {
     let start_ms = chrono::DateTime::parse_from_rfc3339(&params.start)?.timestamp_millis();
-    let n = params.days as usize * 1440;
+    let n = market_days(&params.start, params.days, params.until.as_deref(), params.extra_days)
+        .map_err(anyhow::Error::msg)? as usize
+        * 1440;
     let mut rng = SplitMix64::new(params.seed.wrapping_mul(0x9E37_79B9).wrapping_add(17));
     // News drift per minute, from the shared event list.
     let mut news_drift = vec![0.0f64; n];
@@ -363,6 +397,18 @@ mod tests {
     #[test]
     fn same_seed_same_frame() {
         assert!(generate(&params(2)).unwrap().equals(&generate(&params(2)).unwrap()));
+    }
+
+    /// A later end appends days: every earlier bar is the same (news moves near the old end
+    /// included), so a nightly refresh leaves the past byte-identical.
+    #[test]
+    fn a_longer_market_starts_with_the_shorter_one() {
+        let short = generate(&params(5)).unwrap();
+        let mut longer = params(5);
+        longer.until = Some("2024-01-07".into());
+        let longer = generate(&longer).unwrap();
+        assert_eq!(longer.height(), 6 * 1440);
+        assert!(longer.head(Some(short.height())).equals_missing(&short));
     }
 
     fn correlation(a: &[f64], b: &[f64]) -> f64 {

@@ -20,6 +20,12 @@ pub struct SynthNewsParams {
     /// Must equal the market's `days`.
     #[serde(default = "default_days")]
     pub days: u32,
+    /// Must equal the market's `until`, when it has one (instead of `days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Whole days generated after `until`: the future that the labels of the last days look into.
+    #[serde(default, skip_serializing_if = "crate::market::synth::is_zero")]
+    pub extra_days: u32,
     /// Must equal the market's `start`.
     #[serde(default = "default_start")]
     pub start: String,
@@ -131,7 +137,10 @@ params = { days = 30, seed = 7 }
     fn validate(params: &SynthNewsParams) -> Result<(), ParamError> {
         chrono::DateTime::parse_from_rfc3339(&params.start)
             .map_err(|e| ParamError::new("start", format!("`{}` is not an RFC 3339 time: {e}", params.start)))?;
-        if params.days == 0 {
+        let days =
+            crate::market::synth::market_days(&params.start, params.days, params.until.as_deref(), params.extra_days)
+                .map_err(|e| ParamError::new("until", e))?;
+        if days == 0 {
             return Err(ParamError::new("days", "must be at least 1"));
         }
         Ok(())
@@ -147,7 +156,10 @@ params = { days = 30, seed = 7 }
 
     fn run(params: &SynthNewsParams, ctx: &mut StageContext) -> Result<()> {
         let start_ms = chrono::DateTime::parse_from_rfc3339(&params.start)?.timestamp_millis();
-        let events = news_events(params.seed, params.days as usize * 1440, params.news_per_day);
+        let days =
+            crate::market::synth::market_days(&params.start, params.days, params.until.as_deref(), params.extra_days)
+                .map_err(anyhow::Error::msg)?;
+        let events = news_events(params.seed, days as usize * 1440, params.news_per_day);
         let n = events.len();
         let (mut date, mut scraped, mut titles, mut bodies, mut sources) = (
             Vec::with_capacity(n),

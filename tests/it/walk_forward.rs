@@ -1,0 +1,139 @@
+//! Walk-forward: folds as graph nodes, the nightly refresh that trains one new fold, pooled
+//! out-of-sample results, determinism.
+
+use crate::support::TestContext;
+
+/// The shipped pipeline, shrunk by `--set` to a few folds so that the tests stay quick.
+fn small(ctx: &TestContext, until: &str) -> Vec<String> {
+    std::fs::create_dir_all(ctx.path("pipelines")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/walk_forward.toml"),
+        ctx.path("pipelines/walk_forward.toml"),
+    )
+    .unwrap();
+    [
+        "--set",
+        "params.start=2024-01-01T00:00:00Z",
+        "--set",
+        "params.first_test=2024-01-12",
+        "--set",
+        &format!("params.until={until}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run(ctx: &TestContext, extra: &[String], more: &[&str]) -> crate::support::Run {
+    let mut args: Vec<&str> = vec!["run", "pipelines/walk_forward.toml", "--plain"];
+    args.extend(extra.iter().map(String::as_str));
+    args.extend_from_slice(more);
+    ctx.run(&args)
+}
+
+#[test]
+fn folds_are_nodes_named_by_their_test_day_and_the_nightly_run_trains_one_new_fold() {
+    let ctx = TestContext::new();
+    let set = small(&ctx, "2024-01-15");
+    let status = {
+        let mut args = vec!["status", "pipelines/walk_forward.toml", "--json"];
+        args.extend(set.iter().map(String::as_str));
+        let run = ctx.run(&args).ok();
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()
+    };
+    let names: Vec<&str> = status["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    for name in [
+        "window[fold=2024-01-12]",
+        "window[fold=2024-01-14]",
+        "train[feature_set=with_news,fold=2024-01-12]",
+        "train[feature_set=price_only,fold=2024-01-14]",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("fold=2024-01-15")), "until is exclusive: {names:?}");
+    let first = run(&ctx, &set, &[]).ok();
+    assert!(first.stdout.contains("with_news vs price_only"), "{}", first.stdout);
+    let pooled = ctx.manifest("compare");
+    assert_eq!(pooled["metrics"]["variants"], 2, "{pooled:#}");
+
+    // The nightly refresh: one more day of data, one more fold.
+    let set = small(&ctx, "2024-01-16");
+    run(&ctx, &set, &[]).ok();
+    let outcomes = ctx.last_outcomes();
+    let trained: Vec<&String> =
+        outcomes.iter().filter(|(n, o)| n.starts_with("train[") && o.as_str() == "ran").map(|(n, _)| n).collect();
+    assert_eq!(
+        trained,
+        ["train[feature_set=price_only,fold=2024-01-15]", "train[feature_set=with_news,fold=2024-01-15]"],
+        "{outcomes:?}"
+    );
+    let hits = outcomes.iter().filter(|(n, o)| n.starts_with("train[") && o.as_str() == "hit").count();
+    assert_eq!(hits, 6, "every older fold is a cache hit: {outcomes:?}");
+
+    // A fold can be targeted by its coordinate alone.
+    let status = {
+        let mut args = vec!["status", "pipelines/walk_forward.toml", "--json", "--force", "train[fold=2024-01-13]"];
+        args.extend(set.iter().map(String::as_str));
+        let run = ctx.run(&args).ok();
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()
+    };
+    let to_run: Vec<&str> = status["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "will_run" && s["stage"].as_str().unwrap().starts_with("train["))
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        to_run,
+        ["train[feature_set=with_news,fold=2024-01-13]", "train[feature_set=price_only,fold=2024-01-13]"]
+    );
+}
+
+#[test]
+fn pooled_predictions_are_every_folds_test_day_and_outputs_do_not_depend_on_jobs() {
+    let mut hashes = Vec::new();
+    for jobs in ["1", "2"] {
+        let ctx = TestContext::new();
+        let set = small(&ctx, "2024-01-15");
+        run(&ctx, &set, &["--jobs", jobs]).ok();
+        hashes.push(ctx.last_output_hashes());
+        let summary = ctx.manifest("compare");
+        assert_eq!(summary["metrics"]["pairs"], 1);
+        let table = ctx.table("compare", "table");
+        let rows =
+            table.column("rows").unwrap().as_materialized_series().cast(&polars::prelude::DataType::Int64).unwrap();
+        // Three test days of 1,440 minutes; the direction label is null where the price did not move.
+        for r in rows.i64().unwrap().into_no_null_iter() {
+            assert!(r > 3 * 1300 && r <= 3 * 1440, "{r} pooled test rows");
+        }
+    }
+    assert_eq!(hashes[0], hashes[1], "--jobs 1 and --jobs 2 give the same bytes");
+}
+
+#[test]
+fn a_fold_whose_test_labels_are_not_all_known_is_refused() {
+    let ctx = TestContext::new();
+    let set = small(&ctx, "2024-01-14");
+    // No day after `until`: the last test day's 60-minute labels look past the data.
+    let err =
+        run(&ctx, &set, &["--set", "stages.market.params.extra_days=0", "--set", "stages.news.params.extra_days=0"])
+            .code(1)
+            .stderr;
+    assert!(err.contains("fold `2024-01-13`: the labels of its test window"), "{err}");
+    assert!(err.contains("hint: the data must reach the test window's end plus the label horizon"), "{err}");
+}
+
+#[test]
+fn bad_folds_are_located() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "p.toml",
+        "[stages.m]\ntask = \"synth_market\"\nparams = { days = 5 }\n\n[stages.w]\ntask = \"fold_window\"\ninputs = [\"m\"]\nparams = { keep_after = \"1h\" }\nfolds = { start = \"2024-01-03\", until = \"2024-01-02\", train = \"2mo\", tst = \"1d\" }\n",
+    );
+    let err = ctx.run(&["validate", "p.toml"]).code(2).stderr;
+    assert!(err.contains("unknown key `tst` in `folds`"), "{err}");
+    assert!(err.contains("folds step by fixed lengths"), "{err}");
+    assert!(err.contains("must come after `folds.start`"), "{err}");
+    assert!(err.contains("p.toml:9:"), "{err}");
+}
