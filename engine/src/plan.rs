@@ -128,12 +128,28 @@ pub fn cache_key(material: &KeyMaterial) -> Hash {
     builder.finish()
 }
 
+/// Prefix of a declared file that may be absent (`Stage::files`).
+pub const OPTIONAL_FILE: &str = "?";
+
 /// Expands a node's declared file patterns and hashes each file (stat memo first).
 pub fn hash_node_files(store: &Store, node: &Node) -> Result<(Vec<(String, Hash)>, usize)> {
     let mut out = Vec::new();
     let mut hashed = 0;
-    for pattern in &node.files {
-        let matches = expand_files(&node.base_dir, pattern).with_context(|| format!("stage `{}`", node.name))?;
+    for declared in &node.files {
+        // `?path`: optional, a file an earlier run may have left (a registry); absent is fine,
+        // and its absence is part of the key like any content.
+        let (pattern, optional) = match declared.strip_prefix(OPTIONAL_FILE) {
+            Some(rest) => (rest, true),
+            None => (declared.as_str(), false),
+        };
+        let mut matches = expand_files(&node.base_dir, pattern).with_context(|| format!("stage `{}`", node.name))?;
+        if optional {
+            matches.retain(|p| p.is_file());
+            if matches.is_empty() {
+                out.push((format!("{OPTIONAL_FILE}{pattern}"), Hash::from_bytes(*blake3::hash(b"absent").as_bytes())));
+                continue;
+            }
+        }
         if matches.is_empty() {
             bail!(
                 "stage `{}`: no file matches `{pattern}` (looked in {})\nhint: paths are relative to the pipeline file that declares the stage",

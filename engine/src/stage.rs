@@ -183,6 +183,12 @@ pub trait Stage: Send + Sync + 'static {
     /// A complete `[stages.NAME]` example; a registry test checks that it plans.
     const EXAMPLE: &'static str;
 
+    /// The params as the cache key hashes them: by default all of them, defaults filled. A
+    /// stage may leave out params that cannot change its output (`train` keeps only the chosen
+    /// model family's), so that changing them re-runs only the nodes they matter to.
+    fn key_params(params: &Self::Params) -> serde_json::Value {
+        serde_json::to_value(params).unwrap_or_default()
+    }
     /// Checks that need more than types (ranges, combinations). Called at plan time.
     fn validate(_params: &Self::Params) -> Result<(), ParamError> {
         Ok(())
@@ -190,7 +196,8 @@ pub trait Stage: Send + Sync + 'static {
     /// The outputs this stage writes, known before it runs.
     fn outputs(params: &Self::Params) -> Vec<OutputDecl>;
     /// Files read from outside the store (paths or globs, relative to the pipeline file).
-    /// Their content hashes go into the cache key.
+    /// Their content hashes go into the cache key. A path starting with `?` may be absent (a
+    /// file an earlier run leaves, such as a registry); its absence is part of the key too.
     fn files(_params: &Self::Params) -> Vec<String> {
         Vec::new()
     }
@@ -326,7 +333,7 @@ impl<S: Stage> Task for TaskOf<S> {
 
 impl<S: Stage> PreparedStage for PreparedOf<S> {
     fn canonical_params(&self) -> serde_json::Value {
-        canonical_json(serde_json::to_value(&self.params).unwrap_or_default())
+        canonical_json(S::key_params(&self.params))
     }
     fn outputs(&self) -> Vec<OutputDecl> {
         S::outputs(&self.params)

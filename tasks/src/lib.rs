@@ -1,6 +1,7 @@
 //! The built-in stages of `pipeline`. One module per stage kind, each with its params struct,
 //! its doc and its tests; [`registry`] is the one list the binary resolves `task = "..."` with.
 
+pub mod backtest;
 pub mod command;
 pub mod evaluate;
 pub mod learn;
@@ -43,6 +44,9 @@ pub fn registry() -> Registry {
         .register::<news::embed_news::EmbedNews>()
         .register::<learn::train::Train>()
         .register::<learn::fold_window::FoldWindowStage>()
+        .register::<backtest::stage::Backtest>()
+        .register::<backtest::gate::Gate>()
+        .register::<backtest::report::WalkForwardReport>()
         .register::<evaluate::compare::Compare>()
         .register::<evaluate::report::Report>()
         .register::<news::ingest_news::IngestNews>()

@@ -11,6 +11,7 @@ mod inspect;
 mod market;
 mod news;
 mod real_news;
+mod research_validity;
 mod stage1;
 mod support;
 mod walk_forward;

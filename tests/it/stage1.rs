@@ -38,7 +38,7 @@ fn stage1_ablation_finds_the_planted_news_signal_then_is_all_hits() {
     let ctx = TestContext::new();
     shipped(&ctx, "stage1_ablation.toml");
     let first = ctx.run(&["run", "pipelines/stage1_ablation.toml"]).ok();
-    assert!(first.stdout.contains("Stage 1 ablation: with_news vs price_only"), "{}", first.stdout);
+    assert!(first.stdout.contains("Stage 1 ablation, on the test split: with_news vs price_only"), "{}", first.stdout);
     let s = summary(&ctx);
     for label in ["label_dir_5", "label_dir_15"] {
         let gbdt = pair(&s, "gbdt", label);

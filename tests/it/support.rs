@@ -147,6 +147,10 @@ pub fn real_data() -> Option<PathBuf> {
             Some(dir)
         }
         None => {
+            assert!(
+                std::env::var_os("PIPELINE_REQUIRE_OPTIONAL").is_none(),
+                "PIPELINE_REAL_DATA is not set, and PIPELINE_REQUIRE_OPTIONAL says the real-data tests must run"
+            );
             eprintln!("skipped: PIPELINE_REAL_DATA is not set (point it at shared/data to run the real-data tests)");
             None
         }

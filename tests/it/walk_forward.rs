@@ -5,12 +5,14 @@ use crate::support::TestContext;
 
 /// The shipped pipeline, shrunk by `--set` to a few folds so that the tests stay quick.
 fn small(ctx: &TestContext, until: &str) -> Vec<String> {
-    std::fs::create_dir_all(ctx.path("pipelines")).unwrap();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/walk_forward.toml"),
-        ctx.path("pipelines/walk_forward.toml"),
-    )
-    .unwrap();
+    std::fs::create_dir_all(ctx.path("pipelines/walk_forward")).unwrap();
+    for file in ["walk_forward.toml", "walk_forward_real.toml", "walk_forward/study.toml"] {
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/").to_string() + file,
+            ctx.path(&format!("pipelines/{file}")),
+        )
+        .unwrap();
+    }
     [
         "--set",
         "params.start=2024-01-01T00:00:00Z",
@@ -136,4 +138,95 @@ fn bad_folds_are_located() {
     assert!(err.contains("folds step by fixed lengths"), "{err}");
     assert!(err.contains("must come after `folds.start`"), "{err}");
     assert!(err.contains("p.toml:9:"), "{err}");
+}
+
+/// The report opens in a real headless Chromium: it renders, the charts are there, and the
+/// browser logs no console error. `.ci/run` installs Debian's chromium; elsewhere the test says
+/// why it skips.
+#[test]
+fn the_report_renders_in_headless_chromium() {
+    let Some(chromium) = ["chromium", "chromium-browser"].iter().find_map(|c| {
+        std::process::Command::new(c).arg("--version").output().ok().filter(|o| o.status.success()).map(|_| *c)
+    }) else {
+        assert!(
+            std::env::var_os("PIPELINE_REQUIRE_OPTIONAL").is_none(),
+            "no chromium on PATH, and PIPELINE_REQUIRE_OPTIONAL says the report test must run"
+        );
+        eprintln!("skipped: no chromium on PATH (.ci/run installs Debian's `chromium`)");
+        return;
+    };
+    let ctx = TestContext::new();
+    let set = small(&ctx, "2024-01-15");
+    run(&ctx, &set, &[]).ok();
+    let html = ctx.path("out/walk_forward/report.html");
+    assert!(html.is_file(), "the report is exported");
+    let text = std::fs::read_to_string(&html).unwrap();
+    assert!(text.find("Verdict").unwrap() < text.find("Equity").unwrap(), "the verdict comes first");
+    let profile = ctx.path("chromium-profile");
+    let shot = ctx.path("report.png");
+    let url = format!("file://{}", html.display());
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+    ];
+    let output = std::process::Command::new(chromium)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(dom.matches("<svg").count() >= 5, "charts in the rendered page");
+    assert!(dom.contains("Verdict: none") || dom.contains("Verdict: promote") || dom.contains("Verdict: keep"));
+    let log = String::from_utf8_lossy(&output.stderr);
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("ERR_FILE_NOT_FOUND"))
+        .collect();
+    assert!(console_errors.is_empty(), "console errors: {console_errors:?}");
+    let output = std::process::Command::new(chromium)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--window-size=900,2000")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 50_000, "a rendered page, {} bytes", png.len());
+}
+
+/// Only the chosen model family's params are in a `train` node's key: changing the logistic
+/// params leaves every gbdt fold cached; changing the gbdt's re-runs them.
+#[test]
+fn another_model_familys_params_do_not_touch_the_cache_key() {
+    let ctx = TestContext::new();
+    let set = small(&ctx, "2024-01-14");
+    run(&ctx, &set, &[]).ok();
+    let will_run = |extra: &str| -> Vec<String> {
+        let mut args = vec!["status", "pipelines/walk_forward.toml", "--json", "--set", extra];
+        args.extend(set.iter().map(String::as_str));
+        let out: serde_json::Value = serde_json::from_str(&ctx.run(&args).ok().stdout).unwrap();
+        out["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["status"] == "will_run")
+            .map(|s| s["stage"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let logistic = will_run("stages.train.params.logistic.alpha=7.0");
+    assert!(!logistic.iter().any(|s| s.starts_with("train[")), "gbdt folds stay cached: {logistic:?}");
+    let gbdt = will_run("stages.train.params.gbdt.learning_rate=0.2");
+    assert_eq!(gbdt.iter().filter(|s| s.starts_with("train[")).count(), 4, "{gbdt:?}");
 }

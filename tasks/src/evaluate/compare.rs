@@ -448,7 +448,7 @@ fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
 }
 
 /// The key without its `fold=...` coordinate: `[model=gbdt,fold=2024-02-01]` -> `[model=gbdt]`.
-fn without_fold(key: &str) -> (String, Option<String>) {
+pub(crate) fn without_fold(key: &str) -> (String, Option<String>) {
     let Some(inner) = key.strip_prefix('[').and_then(|k| k.strip_suffix(']')) else {
         return (key.to_string(), None);
     };
@@ -855,8 +855,18 @@ pub fn headline(summary: &Value) -> String {
     }
     let widths: Vec<usize> =
         (0..lines[0].len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+    let folds = summary["fold_metrics"]
+        .as_array()
+        .and_then(|v| v.first())
+        .and_then(|f| f["folds"].as_array())
+        .map_or(0, |f| f.len());
+    let what = if folds > 0 {
+        format!("Walk-forward ablation, pooled over {folds} folds' test windows")
+    } else {
+        format!("Stage 1 ablation, on the {split} split")
+    };
     let mut out = format!(
-        "Stage 1 ablation: {} vs {} on the {split} split ({} block-bootstrap draws of {}-row blocks; * = CI excludes 0)\n",
+        "{what}: {} vs {} ({} block-bootstrap draws of {}-row blocks; * = CI excludes 0)\n",
         summary["treatment"].as_str().unwrap_or(""),
         summary["baseline"].as_str().unwrap_or(""),
         summary["bootstrap_draws"],

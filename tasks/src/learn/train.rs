@@ -300,6 +300,20 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
         Ok(())
     }
 
+    fn key_params(params: &TrainParams) -> serde_json::Value {
+        // Only the chosen family's params can change this node's output: changing
+        // `logistic.alpha` must not re-run the gbdt nodes.
+        let mut value = serde_json::to_value(params).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            for family in MODELS {
+                if *family != params.model {
+                    map.remove(*family);
+                }
+            }
+        }
+        value
+    }
+
     fn outputs(_params: &TrainParams) -> Vec<OutputDecl> {
         vec![
             OutputDecl::new("model", ArtifactKind::Model),

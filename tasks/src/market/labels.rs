@@ -31,6 +31,11 @@ pub struct LabelsParams {
     /// Regime label: forward volume above this multiple of the trailing mean volume is a spike.
     #[serde(default = "default_spike")]
     pub volume_spike_ratio: f64,
+    /// A null test, never for research: with a seed, every label column's values are shuffled
+    /// within each UTC day, so that no feature can predict them; a study that still "finds" a
+    /// signal then is fooling itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shuffle_within_days: Option<u64>,
     /// Trailing window of the mean volume the spike is measured against: bars, or a length of
     /// time (default one day, which scales with the grid).
     #[serde(default = "default_volume_window")]
@@ -156,6 +161,12 @@ params = { horizons = [5, 15], fee_bps = 2.0 }
         let resolution = times.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).min().unwrap_or(60_000);
         let resolved = params.resolve(super::time::regular_step(&times), resolution).map_err(anyhow::Error::msg)?;
         let mut out = label_frame(df.lazy(), &resolved, params).collect()?;
+        if let Some(seed) = params.shuffle_within_days {
+            out = shuffle_within_days(out, &times, seed)?;
+            ctx.warn(format!(
+                "labels shuffled within each day (shuffle_within_days = {seed}): a null test, not a study"
+            ));
+        }
         ctx.metric("rows", out.height() as u64);
         for (_, name) in &resolved.horizons {
             let name = format!("label_dir_{name}");
@@ -168,6 +179,36 @@ params = { horizons = [5, 15], fee_bps = 2.0 }
         }
         write_table(&mut out, &ctx.output_path("table")?)
     }
+}
+
+/// Permutes every label column within each UTC day (Fisher-Yates, seeded per day and column).
+fn shuffle_within_days(frame: DataFrame, times: &[i64], seed: u64) -> Result<DataFrame> {
+    let n = times.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut start = 0;
+    let mut rng = crate::synth_table::SplitMix64::new(seed ^ 0x005E_ED1A_BE15_u64);
+    while start < n {
+        let day = times[start].div_euclid(86_400_000);
+        let mut end = start + 1;
+        while end < n && times[end].div_euclid(86_400_000) == day {
+            end += 1;
+        }
+        for i in (start + 1..end).rev() {
+            let j = start + (rng.next_u64() % (i - start + 1) as u64) as usize;
+            order.swap(i, j);
+        }
+        start = end;
+    }
+    let idx = IdxCa::from_vec("idx".into(), order.iter().map(|&i| i as IdxSize).collect());
+    let mut columns: Vec<Column> = Vec::with_capacity(frame.width());
+    for column in frame.columns() {
+        if column.name().starts_with(LABEL_PREFIX) {
+            columns.push(column.take(&idx)?);
+        } else {
+            columns.push(column.clone());
+        }
+    }
+    Ok(DataFrame::new(n, columns)?)
 }
 
 /// The label columns as a lazy frame (timestamp + labels).
