@@ -3,16 +3,18 @@
 
 use crate::support::TestContext;
 
-/// The shipped pipeline, shrunk by `--set` to a few folds so that the tests stay quick.
-fn small(ctx: &TestContext, until: &str) -> Vec<String> {
+/// Copies the shipped walk-forward pipelines into the test's workspace.
+fn copy_pipelines(ctx: &TestContext) {
     std::fs::create_dir_all(ctx.path("pipelines/walk_forward")).unwrap();
     for file in ["walk_forward.toml", "walk_forward_real.toml", "walk_forward/study.toml"] {
-        std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/").to_string() + file,
-            ctx.path(&format!("pipelines/{file}")),
-        )
-        .unwrap();
+        let from = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/").to_string() + file;
+        std::fs::copy(from, ctx.path(&format!("pipelines/{file}"))).unwrap();
     }
+}
+
+/// The shipped pipeline, shrunk by `--set` to a few folds so that the tests stay quick.
+fn small(ctx: &TestContext, until: &str) -> Vec<String> {
+    copy_pipelines(ctx);
     [
         "--set",
         "params.start=2024-01-01T00:00:00Z",
@@ -229,4 +231,67 @@ fn another_model_familys_params_do_not_touch_the_cache_key() {
     assert!(!logistic.iter().any(|s| s.starts_with("train[")), "gbdt folds stay cached: {logistic:?}");
     let gbdt = will_run("stages.train.params.gbdt.learning_rate=0.2");
     assert_eq!(gbdt.iter().filter(|s| s.starts_with("train[")).count(), 4, "{gbdt:?}");
+}
+
+/// The shipped synthetic pipeline as a user runs it: 30 folds, the pooled ablation, the
+/// backtest with its baselines, the gate's verdict and the report.
+#[test]
+fn the_shipped_walk_forward_runs_end_to_end() {
+    let ctx = TestContext::new();
+    copy_pipelines(&ctx);
+    let run = ctx.run(&["run", "pipelines/walk_forward.toml", "--plain"]).ok();
+    assert!(run.stdout.contains("Walk-forward ablation, pooled over 30 folds"), "{}", run.stdout);
+    assert!(run.stdout.contains("buy_and_hold") && run.stdout.contains("gate: "), "{}", run.stdout);
+    let verdict: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ctx.path("out/walk_forward/promoted.json")).unwrap()).unwrap();
+    assert!(["promote", "keep", "none"].contains(&verdict["decision"].as_str().unwrap()));
+    assert_eq!(verdict["candidate"]["fold"], "2024-02-29");
+    assert!(ctx.path("out/walk_forward/report.html").is_file());
+    // Buy-and-hold is the market: filled at the second bar's open, out at the last close, less
+    // a fee and a slippage on each side.
+    let bars = ctx.table("aligned", "table");
+    let times: Vec<i64> = bars
+        .column("timestamp")
+        .unwrap()
+        .as_materialized_series()
+        .to_physical_repr()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let first = times.iter().position(|&t| t == 1_706_659_200_000).unwrap(); // 2024-01-31
+    let last = times.iter().position(|&t| t == 1_709_251_140_000).unwrap(); // 2024-02-29 23:59
+    let open = bars.column("open").unwrap().f64().unwrap().get(first + 1).unwrap();
+    let close = bars.column("close").unwrap().f64().unwrap().get(last).unwrap();
+    let manifest = ctx.manifest("backtest");
+    let hash = manifest["outputs"]["metrics"]["hash"].as_str().unwrap().to_string();
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ctx.store().join("objects").join(&hash[..2]).join(&hash[2..])).unwrap())
+            .unwrap();
+    let bh = &metrics["strategies"]["buy_and_hold"];
+    let (total, funding, fees) =
+        (bh["total_return"].as_f64().unwrap(), bh["funding"].as_f64().unwrap(), bh["fees"].as_f64().unwrap());
+    assert!(funding > 0.0, "the synthetic market has a positive funding rate: longs pay");
+    let expected = close / open - 1.0 - funding - fees;
+    assert!((total - expected).abs() < 0.002, "buy-and-hold {total} vs market less funding and fees {expected}");
+    assert_eq!(metrics["strategies"]["flat"]["total_return"], 0.0);
+    assert_eq!(metrics["convention"]["periods_per_year"], 525_600.0);
+}
+
+/// The real pipeline on the real bars and news (skips with a printed reason without them).
+#[test]
+fn walk_forward_real_runs_on_real_bars_and_news() {
+    let Some(data) = crate::support::real_data() else { return };
+    let ctx = TestContext::new();
+    copy_pipelines(&ctx);
+    let data_dir = format!("params.data_dir={}", data.display());
+    let run = ctx.run(&["run", "pipelines/walk_forward_real.toml", "--plain", "--set", &data_dir]).ok();
+    assert!(run.stdout.contains("Walk-forward ablation, pooled over 13 folds"), "{}", run.stdout);
+    let verdict: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ctx.path("out/walk_forward_real/promoted.json")).unwrap())
+            .unwrap();
+    assert_eq!(verdict["candidate"]["fold"], "2023-03-20");
+    // No funding column in these files: none is charged, and the report says so.
+    let report = std::fs::read_to_string(ctx.path("out/walk_forward_real/report.html")).unwrap();
+    assert!(report.contains("funding is not charged"));
 }

@@ -3,5 +3,6 @@
 
 pub mod dataset;
 pub mod fold_window;
+pub mod logistic;
 pub mod models;
 pub mod train;

@@ -2,7 +2,7 @@
 //!
 //! - `gbdt`: forust-ml gradient-boosted trees (pure Rust; picked from the measured table in the
 //!   shared PEERS.md). Native missing-value handling, early stopping on validation log loss.
-//! - `logistic`: smartcore logistic regression (L-BFGS) on standardised features.
+//! - `logistic`: L2 logistic regression on standardised features, argmin's L-BFGS (`logistic.rs`).
 //! - `random_forest`: smartcore random forest; the score is the fraction of trees voting up.
 //! - `decision_tree`: linfa-trees CART on standardised features (linfa skips split points closer
 //!   than 1e-5, which raw returns are); the score is the training class fraction of the leaf.
@@ -60,7 +60,7 @@ impl Default for GbdtParams {
     }
 }
 
-/// Logistic regression (smartcore).
+/// Logistic regression (L2; argmin's L-BFGS).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogisticParams {
@@ -275,18 +275,12 @@ impl ModelSpec {
                 importance
             }
             ModelSpec::Logistic(p) => {
-                let x = file.dense(data.train)?;
-                let y: Vec<i32> = data.train_label.iter().map(|&b| b as i32).collect();
-                if y.iter().all(|&v| v == y[0]) {
+                if data.train_label.iter().all(|&v| v == data.train_label[0]) {
                     bail!("the training split has only one class; widen it or pick another label");
                 }
-                let params =
-                    smartcore::linear::logistic_regression::LogisticRegressionParameters::default().with_alpha(p.alpha);
-                let model = smartcore::linear::logistic_regression::LogisticRegression::fit(&x, &y, params)
-                    .map_err(|e| anyhow!("logistic regression failed: {e}"))?;
-                use smartcore::linalg::basic::arrays::Array;
-                let weights: Vec<f64> = (0..k).map(|j| *model.coefficients().get((0, j))).collect();
-                let intercept = *model.intercept().get((0, 0));
+                let scaled: Vec<Vec<f64>> =
+                    data.train.iter().enumerate().map(|(j, c)| file.fill_column(j, c)).collect();
+                let (weights, intercept) = super::logistic::fit(&scaled, data.train_label, p.alpha)?;
                 let importance = weights.iter().map(|w| w.abs()).collect();
                 file.fitted = Fitted::Logistic { weights, intercept };
                 importance
