@@ -126,9 +126,9 @@ mod tests {
         let labels: Vec<i32> = y.iter().map(|&v| v as i32).collect();
         let params = smartcore::linear::logistic_regression::LogisticRegressionParameters::default().with_alpha(1.0);
         let reference = smartcore::linear::logistic_regression::LogisticRegression::fit(&x, &labels, params).unwrap();
-        for j in 0..k {
+        for (j, wj) in w.iter().enumerate() {
             let r = *reference.coefficients().get((0, j));
-            assert!((w[j] - r).abs() < 1e-4, "w{j}: {} vs smartcore {r}", w[j]);
+            assert!((wj - r).abs() < 1e-4, "w{j}: {wj} vs smartcore {r}");
         }
         assert!((b - *reference.intercept().get((0, 0))).abs() < 1e-4);
         // And it recovers the planted weights roughly.
