@@ -1,7 +1,7 @@
 """The walk-forward loop of pipelines/walk_forward.toml written in Python (pandas + LightGBM + a
 vectorised backtest), on the tables the pipeline built (bench/walk_forward.sh): for each test day
 and feature set, an expanding training window with validation (early stopping) at its end, purged
-on the label's 30-minute interval; predictions on the test day; pooled AUC; positions from the
+on the label's 15-minute interval; predictions on the test day; pooled AUC; positions from the
 same thresholds, filled at the next bar's open; fees and slippage on position changes.
 
 usage: walk_forward.py FEATURES NEWS LABELS BARS FIRST_TEST UNTIL
@@ -18,7 +18,7 @@ features, news, labels, bars = (pd.read_parquet(p) for p in sys.argv[1:5])
 first_test, until = pd.Timestamp(sys.argv[5], tz="UTC"), pd.Timestamp(sys.argv[6], tz="UTC")
 frame = features.merge(news, on="timestamp", how="left").merge(labels, on="timestamp", how="left")
 frame = frame.set_index("timestamp").sort_index()
-label, horizon = "label_dir_30", pd.Timedelta(minutes=30)
+label, horizon = "label_dir_15", pd.Timedelta(minutes=15)
 all_cols = [c for c in frame.columns if not c.startswith("label_") and frame[c].dtype.kind in "fiub"]
 sets = {"with_news": all_cols, "price_only": [c for c in all_cols if not c.startswith("news_")]}
 params = dict(n_estimators=300, learning_rate=0.05, max_depth=6, num_leaves=31, min_child_weight=20.0,
