@@ -68,7 +68,7 @@ pub struct TrainParams {
     /// Params of `gbdt` (forust-ml).
     #[serde(default)]
     pub gbdt: GbdtParams,
-    /// Params of `logistic` (smartcore).
+    /// Params of `logistic` (L2 logistic regression, argmin L-BFGS).
     #[serde(default)]
     pub logistic: LogisticParams,
     /// Params of `random_forest` (smartcore).
