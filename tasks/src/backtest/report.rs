@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::evaluate::report::esc;
 use crate::learn::dataset::{column_f64, format_ms, timestamps_ms};
 
 /// Title and provenance of the report.
@@ -32,10 +33,6 @@ fn default_title() -> String {
 pub struct WalkForwardReport;
 
 const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 fn pct(v: &Value) -> String {
     v.as_f64().map_or("-".into(), |x| format!("{:+.2}%", x * 100.0))

@@ -98,7 +98,8 @@ inputs = { summary = "compare.summary" }
     }
 }
 
-fn esc(text: &str) -> String {
+/// Text for HTML (both reports use it).
+pub(crate) fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
