@@ -401,7 +401,7 @@ fn render(i: &Inputs, params: &WalkForwardReportParams) -> String {
             ]
         })
         .collect();
-    body.push_str("<h3>Pooled over all folds: with news minus price only</h3>");
+    body.push_str("<h3>Pooled over all folds: with news minus price only (AUC ranked within each test day, averaged; bootstrap within folds)</h3>");
     body.push_str(&table(
         &["model", "label", "AUC baseline", "AUC treatment", "dAUC", "95% interval", "reading"],
         &pooled,

@@ -3,6 +3,7 @@
 //! confidence interval on every difference, so that noise is not read as signal.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use anyhow::{Result, anyhow, bail};
 use pipeline_artifacts::{ArtifactKind, read_json, read_table, write_json, write_table};
@@ -12,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::metrics::{auc, block_bootstrap_interval, brier, log_loss};
+use super::metrics::{brier, log_loss, stratified_block_bootstrap_interval};
 use crate::synth_table::SplitMix64;
 
 /// Which feature sets to compare, on which split, with what interval.
@@ -74,6 +75,9 @@ struct Variant {
     high_vol: Vec<bool>,
     vol_decile: Vec<Option<i32>>,
     importance: Vec<(String, f64, Option<f64>)>,
+    /// The rows of each walk-forward fold's test window (one range for a single split). AUC is
+    /// computed within each and averaged: see [`stratified_auc`].
+    folds: Vec<Range<usize>>,
 }
 
 impl Variant {
@@ -88,7 +92,8 @@ impl Stage for Compare {
     type Params = CompareParams;
     const NAME: &'static str = "compare";
     // 3: news coverage. 4: coverage of the training window too, partial days, thin reasons.
-    const VERSION: u32 = 4;
+    // 5: walk-forward AUC within each fold's test window, bootstrap stratified by fold.
+    const VERSION: u32 = 5;
     const DOC: &'static str = "The ablation table: every `train` variant's out-of-sample metrics, and treatment minus baseline with paired block-bootstrap confidence intervals.\n\n\
         Inputs: the `metrics` and `predictions` outputs of `train` nodes (a matrix fans in as `metrics[...]`, \
         `predictions[...]`), optionally `importance`; they are paired by their matrix suffix. Optional input \
@@ -97,7 +102,9 @@ impl Stage for Compare {
         by model and label; within a group the `treatment` feature set is compared with the `baseline` on the same \
         rows of `split`. Each difference (AUC, hit rate, log loss, Brier; overall and in high-volatility rows) gets \
         a percentile interval from `bootstrap_draws` moving-block resamples of `block_rows` rows, the same rows for \
-        both variants. A treatment whose metrics say `degraded` (e.g. no news source) is reported as unavailable, \
+        both variants. Walk-forward folds of a variant are pooled: AUC is computed within each fold's test window \
+        and averaged (weighted by rows; the all-rows ranking is kept as `auc_pooled`), and the bootstrap resamples \
+        within each fold. A treatment whose metrics say `degraded` (e.g. no news source) is reported as unavailable, \
         never as a zero difference. Outputs: `table` (one row per variant), `ablation` (one row per model and \
         label), `summary` (JSON: both tables plus ROC, calibration, volatility-decile and importance data for \
         `report`) and `headline` (the text table; `show = \"headline\"` prints it after the run).";
@@ -425,6 +432,7 @@ fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
         variants.push(Variant {
             key: key.to_string(),
             metrics,
+            folds: vec![0..ts.len()],
             timestamps: ts,
             labels,
             scores,
@@ -492,6 +500,7 @@ fn pool_folds(variants: Vec<Variant>, split: &str) -> Result<Vec<Variant>> {
             high_vol: Vec::new(),
             vol_decile: Vec::new(),
             importance: Vec::new(),
+            folds: Vec::new(),
         };
         let mut importance: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
         let mut degraded = None;
@@ -514,6 +523,8 @@ fn pool_folds(variants: Vec<Variant>, split: &str) -> Result<Vec<Variant>> {
                 "rows": m["rows"], "auc": m["auc"], "accuracy": m["accuracy"],
                 "log_loss": m["log_loss"], "brier": m["brier"], "base_rate": m["base_rate"],
             }));
+            let first = pooled.timestamps.len();
+            pooled.folds.push(first..first + v.timestamps.len());
             pooled.timestamps.extend(&v.timestamps);
             pooled.labels.extend(&v.labels);
             pooled.scores.extend(&v.scores);
@@ -542,6 +553,15 @@ fn pool_folds(variants: Vec<Variant>, split: &str) -> Result<Vec<Variant>> {
             &hv.iter().map(|&k| pooled.labels[k]).collect::<Vec<_>>(),
             &hv.iter().map(|&k| pooled.scores[k]).collect::<Vec<_>>(),
         );
+        // AUC within each fold's test window, averaged (see `stratified_auc`); the ranking of all
+        // test rows together is kept beside it for reference.
+        let all: Vec<usize> = (0..pooled.labels.len()).collect();
+        let within_folds =
+            |rows: &[usize]| Strata::of(rows, &pooled.folds, &pooled.scores).auc(&pooled.scores, &pooled.labels, None);
+        m["auc_pooled"] = m["auc"].take();
+        m["auc"] = json!(within_folds(&all));
+        m["high_vol"]["auc_pooled"] = m["high_vol"]["auc"].take();
+        m["high_vol"]["auc"] = json!(within_folds(&hv));
         pooled.metrics["splits"][split] = m;
         pooled.metrics["folds"] = json!(fold_rows);
         if let Some(reason) = degraded {
@@ -554,13 +574,72 @@ fn pool_folds(variants: Vec<Variant>, split: &str) -> Result<Vec<Variant>> {
 }
 
 fn auc_interval(v: &Variant, p: &CompareParams) -> Option<(f64, f64)> {
-    let order = sorted_order(&v.scores);
+    let all: Vec<usize> = (0..v.scores.len()).collect();
+    let strata = Strata::of(&all, &v.folds, &v.scores);
     let mut counts = vec![0u32; v.scores.len()];
-    block_bootstrap_interval(v.scores.len(), p.block_rows, p.bootstrap_draws, p.seed, p.level, |rows| {
+    stratified_block_bootstrap_interval(&strata.ranges, p.block_rows, p.bootstrap_draws, p.seed, p.level, |rows| {
         counts.iter_mut().for_each(|c| *c = 0);
-        rows.iter().for_each(|&r| counts[r] += 1);
-        weighted_auc(&order, &v.scores, &v.labels, &counts)
+        rows.iter().for_each(|&r| counts[strata.rows[r]] += 1);
+        strata.auc(&v.scores, &v.labels, Some(&counts))
     })
+}
+
+/// Rows of a variant grouped by the fold they belong to, for fold-stratified AUC and bootstrap.
+/// `rows` lists the variant rows taken (all, or the high-volatility ones), in order; `ranges`
+/// are the positions in `rows` of each fold's rows; `orders` each fold's variant rows by score.
+struct Strata {
+    rows: Vec<usize>,
+    ranges: Vec<Range<usize>>,
+    orders: Vec<Vec<usize>>,
+}
+
+impl Strata {
+    /// `rows` must be ascending; `folds` are the variant's fold ranges.
+    fn of(rows: &[usize], folds: &[Range<usize>], scores: &[f64]) -> Strata {
+        let mut ranges = Vec::new();
+        let mut orders = Vec::new();
+        let mut at = 0;
+        for fold in folds {
+            let start = at;
+            while at < rows.len() && fold.contains(&rows[at]) {
+                at += 1;
+            }
+            if at > start {
+                ranges.push(start..at);
+                let mut order = rows[start..at].to_vec();
+                order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+                orders.push(order);
+            }
+        }
+        debug_assert_eq!(at, rows.len(), "rows outside every fold");
+        Strata { rows: rows.to_vec(), ranges, orders }
+    }
+
+    /// Fold-stratified AUC: each fold's test window is ranked on its own and the folds' AUCs are
+    /// averaged, weighted by their rows (`counts`: bootstrap multiplicities, indexed by variant row;
+    /// `None` for the sample itself). Why not rank all test rows together: the level of a model's
+    /// scores moves from day to day (news of the day, the trend the features see), and so does the
+    /// share of up-minutes; ranked together, a chance match between the two over 30 days reads as
+    /// skill that no within-day resampling can see as noise. Within a day that cannot happen, and
+    /// a trader acting within the day needs exactly the within-day ranking. One fold: plain AUC.
+    fn auc(&self, scores: &[f64], labels: &[bool], counts: Option<&[u32]>) -> Option<f64> {
+        let ones;
+        let counts = match counts {
+            Some(c) => c,
+            None => {
+                ones = vec![1u32; scores.len()];
+                &ones
+            }
+        };
+        let (mut sum, mut weight) = (0.0, 0.0);
+        for (range, order) in self.ranges.iter().zip(&self.orders) {
+            if let Some(a) = weighted_auc(order, scores, labels, counts) {
+                sum += a * range.len() as f64;
+                weight += range.len() as f64;
+            }
+        }
+        (weight > 0.0).then(|| sum / weight)
+    }
 }
 
 /// Rows ordered by score (ties by row), computed once per variant.
@@ -624,42 +703,66 @@ fn paired(model: &str, label: &str, horizon: Value, t: &Variant, b: &Variant, p:
     let high: Vec<bool> = pairs.iter().map(|&(i, j)| t.high_vol[i] && b.high_vol[j]).collect();
     let all: Vec<usize> = (0..pairs.len()).collect();
     let hv: Vec<usize> = all.iter().copied().filter(|&k| high[k]).collect();
+    // The treatment's folds, as ranges of pairs (pairs follow the treatment's row order).
+    let pair_folds: Vec<Range<usize>> = t
+        .folds
+        .iter()
+        .map(|fold| {
+            let lo = pairs.partition_point(|&(i, _)| i < fold.start);
+            lo..lo + pairs[lo..].partition_point(|&(i, _)| i < fold.end)
+        })
+        .collect();
 
     let measure = |rows: &[usize], seed: u64| -> Value {
-        let y: Vec<bool> = rows.iter().map(|&k| labels[k]).collect();
-        let st: Vec<f64> = rows.iter().map(|&k| ts[k]).collect();
-        let sb: Vec<f64> = rows.iter().map(|&k| bs[k]).collect();
-        if y.is_empty() {
+        if rows.is_empty() {
             return json!({ "rows": 0 });
         }
-        let hit = |s: &[f64], r: &[usize]| {
+        let n = rows.len();
+        let (strata_t, strata_b) = (Strata::of(rows, &pair_folds, &ts), Strata::of(rows, &pair_folds, &bs));
+        // `r` below are positions in `rows` (what the bootstrap resamples); `rows[r]` the pair.
+        let hit = |s: &[f64], r: &mut dyn Iterator<Item = usize>| {
             // The same call as `Confusion::at(.., 0.5)`: up only above 0.5.
-            r.iter().filter(|&&k| (s[k] > 0.5) == y[k]).count() as f64 / r.len().max(1) as f64
+            let (mut hits, mut count) = (0usize, 0usize);
+            for k in r {
+                hits += ((s[k] > 0.5) == labels[k]) as usize;
+                count += 1;
+            }
+            hits as f64 / count.max(1) as f64
         };
-        let (ot, obb) = (sorted_order(&st), sorted_order(&sb));
-        let mut counts = vec![0u32; y.len()];
-        let n = y.len();
-        let auc_delta = block_bootstrap_interval(n, p.block_rows, p.bootstrap_draws, seed, p.level, |r| {
-            counts.iter_mut().for_each(|c| *c = 0);
-            r.iter().for_each(|&k| counts[k] += 1);
-            Some(weighted_auc(&ot, &st, &y, &counts)? - weighted_auc(&obb, &sb, &y, &counts)?)
-        });
-        let hit_delta = block_bootstrap_interval(n, p.block_rows, p.bootstrap_draws, seed ^ 1, p.level, |r| {
-            Some(hit(&st, r) - hit(&sb, r))
-        });
         let ll = |s: &[f64], r: &[usize]| {
             r.iter()
-                .map(|&k| {
+                .map(|&p| {
+                    let k = rows[p];
                     let q = s[k].clamp(1e-15, 1.0 - 1e-15);
-                    if y[k] { -q.ln() } else { -(1.0 - q).ln() }
+                    if labels[k] { -q.ln() } else { -(1.0 - q).ln() }
                 })
                 .sum::<f64>()
                 / r.len().max(1) as f64
         };
-        let ll_delta = block_bootstrap_interval(n, p.block_rows, p.bootstrap_draws, seed ^ 2, p.level, |r| {
-            Some(ll(&st, r) - ll(&sb, r))
+        let mut counts = vec![0u32; labels.len()];
+        let interval = |seed: u64, statistic: &mut dyn FnMut(&[usize]) -> Option<f64>| {
+            stratified_block_bootstrap_interval(
+                &strata_t.ranges,
+                p.block_rows,
+                p.bootstrap_draws,
+                seed,
+                p.level,
+                statistic,
+            )
+        };
+        let auc_delta = interval(seed, &mut |r| {
+            counts.iter_mut().for_each(|c| *c = 0);
+            r.iter().for_each(|&k| counts[rows[k]] += 1);
+            Some(strata_t.auc(&ts, &labels, Some(&counts))? - strata_b.auc(&bs, &labels, Some(&counts))?)
         });
-        let (auc_t, auc_b) = (auc(&y, &st), auc(&y, &sb));
+        let hit_delta = interval(seed ^ 1, &mut |r| {
+            Some(hit(&ts, &mut r.iter().map(|&k| rows[k])) - hit(&bs, &mut r.iter().map(|&k| rows[k])))
+        });
+        let ll_delta = interval(seed ^ 2, &mut |r| Some(ll(&ts, r) - ll(&bs, r)));
+        let y: Vec<bool> = rows.iter().map(|&k| labels[k]).collect();
+        let st: Vec<f64> = rows.iter().map(|&k| ts[k]).collect();
+        let sb: Vec<f64> = rows.iter().map(|&k| bs[k]).collect();
+        let (auc_t, auc_b) = (strata_t.auc(&ts, &labels, None), strata_b.auc(&bs, &labels, None));
         json!({
             "rows": n,
             "auc_treatment": auc_t,
@@ -667,8 +770,8 @@ fn paired(model: &str, label: &str, horizon: Value, t: &Variant, b: &Variant, p:
             "auc_delta": auc_t.zip(auc_b).map(|(a, b)| a - b),
             "auc_delta_interval": interval_json(auc_delta),
             "auc_significant": auc_delta.map(|(lo, hi)| lo > 0.0 || hi < 0.0),
-            "hit_rate_treatment": hit(&st, &(0..n).collect::<Vec<_>>()),
-            "hit_rate_baseline": hit(&sb, &(0..n).collect::<Vec<_>>()),
+            "hit_rate_treatment": hit(&ts, &mut rows.iter().copied()),
+            "hit_rate_baseline": hit(&bs, &mut rows.iter().copied()),
             "hit_rate_delta_interval": interval_json(hit_delta),
             "log_loss_treatment": log_loss(&y, &st),
             "log_loss_baseline": log_loss(&y, &sb),
@@ -861,12 +964,13 @@ pub fn headline(summary: &Value) -> String {
         .and_then(|f| f["folds"].as_array())
         .map_or(0, |f| f.len());
     let what = if folds > 0 {
-        format!("Walk-forward ablation, pooled over {folds} folds' test windows")
+        format!("Walk-forward ablation, pooled over {folds} folds' test windows (AUC within each, averaged)")
     } else {
         format!("Stage 1 ablation, on the {split} split")
     };
+    let within = if folds > 0 { " within folds" } else { "" };
     let mut out = format!(
-        "{what}: {} vs {} ({} block-bootstrap draws of {}-row blocks; * = CI excludes 0)\n",
+        "{what}: {} vs {} ({} block-bootstrap draws of {}-row blocks{within}; * = CI excludes 0)\n",
         summary["treatment"].as_str().unwrap_or(""),
         summary["baseline"].as_str().unwrap_or(""),
         summary["bootstrap_draws"],
@@ -923,6 +1027,56 @@ pub fn headline(summary: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evaluate::metrics::auc;
+
+    /// Fold-stratified AUC is the row-weighted mean of each fold's own AUC (high-volatility
+    /// subsets included), and plain AUC with one fold.
+    #[test]
+    fn stratified_auc_is_the_weighted_mean_of_fold_aucs() {
+        let mut rng = SplitMix64::new(5);
+        let n = 300;
+        let scores: Vec<f64> = (0..n).map(|_| rng.next_f64()).collect();
+        let labels: Vec<bool> = (0..n).map(|i| rng.next_f64() < 0.2 + 0.6 * scores[i]).collect();
+        let folds = [0..100, 100..130, 130..300];
+        let rows: Vec<usize> = (0..n).filter(|k| k % 3 != 0).collect();
+        let strata = Strata::of(&rows, &folds, &scores);
+        let (mut sum, mut weight) = (0.0, 0.0);
+        for fold in &folds {
+            let inside: Vec<usize> = rows.iter().copied().filter(|k| fold.contains(k)).collect();
+            let y: Vec<bool> = inside.iter().map(|&k| labels[k]).collect();
+            let s: Vec<f64> = inside.iter().map(|&k| scores[k]).collect();
+            sum += auc(&y, &s).unwrap() * inside.len() as f64;
+            weight += inside.len() as f64;
+        }
+        assert!((strata.auc(&scores, &labels, None).unwrap() - sum / weight).abs() < 1e-12);
+        let one = Strata::of(&rows, &[0..n], &scores);
+        let y: Vec<bool> = rows.iter().map(|&k| labels[k]).collect();
+        let s: Vec<f64> = rows.iter().map(|&k| scores[k]).collect();
+        assert!((one.auc(&scores, &labels, None).unwrap() - auc(&y, &s).unwrap()).abs() < 1e-12);
+    }
+
+    /// The failure the stratification removes: scores that only know which day it is, on days
+    /// whose share of up-minutes differs, rank well across days and not at all within them.
+    #[test]
+    fn a_day_level_match_is_not_skill_within_days() {
+        let mut rng = SplitMix64::new(8);
+        let (days, per_day) = (6, 400);
+        let mut scores = Vec::new();
+        let mut labels = Vec::new();
+        for day in 0..days {
+            let up_share = if day % 2 == 0 { 0.65 } else { 0.35 };
+            for _ in 0..per_day {
+                scores.push(up_share + 0.01 * rng.next_f64());
+                labels.push(rng.next_f64() < up_share);
+            }
+        }
+        let folds: Vec<Range<usize>> = (0..days).map(|d| d * per_day..(d + 1) * per_day).collect();
+        let all: Vec<usize> = (0..scores.len()).collect();
+        let across = Strata::of(&all, &[0..scores.len()], &scores).auc(&scores, &labels, None).unwrap();
+        let within = Strata::of(&all, &folds, &scores).auc(&scores, &labels, None).unwrap();
+        assert!(across > 0.6, "{across}");
+        assert!((within - 0.5).abs() < 0.05, "{within}");
+    }
 
     /// The one-pass weighted AUC equals the plain AUC on the sample the weights expand to.
     #[test]

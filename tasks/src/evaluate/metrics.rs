@@ -1,6 +1,8 @@
 //! Binary classification metrics, written out so that their definitions are on the page and
 //! checked against reference values computed elsewhere (see the tests).
 
+use std::ops::Range;
+
 /// Area under the ROC curve: the probability that a random positive scores above a random
 /// negative, ties counting one half (the Mann-Whitney U statistic). `None` without both classes.
 pub fn auc(labels: &[bool], scores: &[f64]) -> Option<f64> {
@@ -89,16 +91,32 @@ impl Confusion {
     }
 }
 
+/// The fewest blocks of rows a bootstrap interval is computed from.
+pub const MIN_BLOCKS: usize = 5;
+
 /// A percentile interval from a moving-block bootstrap: rows are resampled in contiguous blocks
 /// of `block` so that the serial dependence of minute data is kept, `draws` times, with a fixed
 /// seed. `statistic` gets the resampled row indices. `None` when there are fewer than
 /// [`MIN_BLOCKS`] blocks of rows: with so few distinct resamples the interval would be far too
 /// narrow (with one block, a single point), and a difference would look significant when it is not.
-/// The fewest blocks of rows a bootstrap interval is computed from.
-pub const MIN_BLOCKS: usize = 5;
-
 pub fn block_bootstrap_interval(
     n: usize,
+    block: usize,
+    draws: usize,
+    seed: u64,
+    level: f64,
+    statistic: impl FnMut(&[usize]) -> Option<f64>,
+) -> Option<(f64, f64)> {
+    stratified_block_bootstrap_interval(&[0..n], block, draws, seed, level, statistic)
+}
+
+/// [`block_bootstrap_interval`] within strata: each stratum (a walk-forward fold's test window)
+/// is resampled from its own rows to its own size, so every resample keeps each fold's share and
+/// no block straddles two folds. With one stratum it is the plain moving-block bootstrap, draw
+/// for draw. A stratum shorter than `block` is one block (it adds no resampling variance of its
+/// own); only whole blocks count towards [`MIN_BLOCKS`].
+pub fn stratified_block_bootstrap_interval(
+    strata: &[Range<usize>],
     block: usize,
     draws: usize,
     seed: u64,
@@ -106,17 +124,23 @@ pub fn block_bootstrap_interval(
     mut statistic: impl FnMut(&[usize]) -> Option<f64>,
 ) -> Option<(f64, f64)> {
     let block = block.max(1);
-    if n < MIN_BLOCKS * block || draws == 0 {
+    let whole_blocks: usize = strata.iter().map(|s| s.len() / block).sum();
+    if whole_blocks < MIN_BLOCKS || draws == 0 {
         return None;
     }
+    let n: usize = strata.iter().map(|s| s.len()).sum();
     let mut rng = crate::synth_table::SplitMix64::new(seed);
     let mut values = Vec::with_capacity(draws);
     let mut rows = Vec::with_capacity(n);
     for _ in 0..draws {
         rows.clear();
-        while rows.len() < n {
-            let start = (rng.next_u64() % (n - block + 1) as u64) as usize;
-            rows.extend((start..start + block).take(n - rows.len()));
+        for stratum in strata.iter().filter(|s| !s.is_empty()) {
+            let (len, size) = (stratum.len(), block.min(stratum.len()));
+            let end = rows.len() + len;
+            while rows.len() < end {
+                let start = stratum.start + (rng.next_u64() % (len - size + 1) as u64) as usize;
+                rows.extend((start..start + size).take(end - rows.len()));
+            }
         }
         if let Some(value) = statistic(&rows) {
             values.push(value);
@@ -186,5 +210,35 @@ mod tests {
         // Too few blocks: no interval rather than a point that looks significant.
         assert_eq!(block_bootstrap_interval(99, 20, 400, 7, 0.95, mean), None);
         assert!(block_bootstrap_interval(100, 20, 400, 7, 0.95, mean).is_some());
+    }
+
+    #[test]
+    fn stratified_bootstrap_resamples_within_strata_and_reduces_to_the_plain_one() {
+        let mut rng = crate::synth_table::SplitMix64::new(3);
+        let data: Vec<f64> = (0..600).map(|_| rng.next_normal()).collect();
+        let mean = |rows: &[usize]| Some(rows.iter().map(|&r| data[r]).sum::<f64>() / rows.len() as f64);
+        // One stratum: the plain bootstrap, draw for draw.
+        assert_eq!(
+            stratified_block_bootstrap_interval(&[0..600], 20, 300, 9, 0.95, mean),
+            block_bootstrap_interval(600, 20, 300, 9, 0.95, mean)
+        );
+        // Every resample keeps each stratum's size and draws only from its own rows.
+        let strata = [0..250, 250..260, 260..600];
+        stratified_block_bootstrap_interval(&strata, 20, 50, 9, 0.95, |rows| {
+            assert_eq!(rows.len(), 600);
+            assert!(rows[..250].iter().all(|r| *r < 250));
+            assert_eq!(&rows[250..260], &(250..260).collect::<Vec<_>>()[..]);
+            assert!(rows[260..].iter().all(|r| (260..600).contains(r)));
+            Some(0.0)
+        });
+        // A level shift between strata is not resampling noise: the stratified interval of the
+        // overall mean keeps each stratum's share; the plain one lets it vary and is far wider.
+        let shifted: Vec<f64> = (0..600).map(|r| data[r] + if r < 300 { 3.0 } else { -3.0 }).collect();
+        let overall = |rows: &[usize]| Some(rows.iter().map(|&r| shifted[r]).sum::<f64>() / rows.len() as f64);
+        let within = stratified_block_bootstrap_interval(&[0..300, 300..600], 20, 300, 9, 0.95, overall).unwrap();
+        let mixed = block_bootstrap_interval(600, 20, 300, 9, 0.95, overall).unwrap();
+        assert!(within.1 - within.0 < 0.4 && mixed.1 - mixed.0 > 4.0 * (within.1 - within.0), "{within:?} {mixed:?}");
+        // Too few whole blocks across all strata: no interval.
+        assert_eq!(stratified_block_bootstrap_interval(&[0..39, 39..78], 20, 300, 9, 0.95, mean), None);
     }
 }
