@@ -432,7 +432,7 @@ fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
         variants.push(Variant {
             key: key.to_string(),
             metrics,
-            folds: vec![0..ts.len()],
+            folds: std::iter::once(0..ts.len()).collect(),
             timestamps: ts,
             labels,
             scores,
@@ -1049,7 +1049,7 @@ mod tests {
             weight += inside.len() as f64;
         }
         assert!((strata.auc(&scores, &labels, None).unwrap() - sum / weight).abs() < 1e-12);
-        let one = Strata::of(&rows, &[0..n], &scores);
+        let one = Strata::of(&rows, std::slice::from_ref(&(0..n)), &scores);
         let y: Vec<bool> = rows.iter().map(|&k| labels[k]).collect();
         let s: Vec<f64> = rows.iter().map(|&k| scores[k]).collect();
         assert!((one.auc(&scores, &labels, None).unwrap() - auc(&y, &s).unwrap()).abs() < 1e-12);
@@ -1072,7 +1072,8 @@ mod tests {
         }
         let folds: Vec<Range<usize>> = (0..days).map(|d| d * per_day..(d + 1) * per_day).collect();
         let all: Vec<usize> = (0..scores.len()).collect();
-        let across = Strata::of(&all, &[0..scores.len()], &scores).auc(&scores, &labels, None).unwrap();
+        let across =
+            Strata::of(&all, std::slice::from_ref(&(0..scores.len())), &scores).auc(&scores, &labels, None).unwrap();
         let within = Strata::of(&all, &folds, &scores).auc(&scores, &labels, None).unwrap();
         assert!(across > 0.6, "{across}");
         assert!((within - 0.5).abs() < 0.05, "{within}");

@@ -107,7 +107,7 @@ pub fn block_bootstrap_interval(
     level: f64,
     statistic: impl FnMut(&[usize]) -> Option<f64>,
 ) -> Option<(f64, f64)> {
-    stratified_block_bootstrap_interval(&[0..n], block, draws, seed, level, statistic)
+    stratified_block_bootstrap_interval(std::slice::from_ref(&(0..n)), block, draws, seed, level, statistic)
 }
 
 /// [`block_bootstrap_interval`] within strata: each stratum (a walk-forward fold's test window)
@@ -219,7 +219,7 @@ mod tests {
         let mean = |rows: &[usize]| Some(rows.iter().map(|&r| data[r]).sum::<f64>() / rows.len() as f64);
         // One stratum: the plain bootstrap, draw for draw.
         assert_eq!(
-            stratified_block_bootstrap_interval(&[0..600], 20, 300, 9, 0.95, mean),
+            stratified_block_bootstrap_interval(std::slice::from_ref(&(0..600)), 20, 300, 9, 0.95, mean),
             block_bootstrap_interval(600, 20, 300, 9, 0.95, mean)
         );
         // Every resample keeps each stratum's size and draws only from its own rows.
