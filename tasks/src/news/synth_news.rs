@@ -155,45 +155,52 @@ params = { days = 30, seed = 7 }
     }
 
     fn run(params: &SynthNewsParams, ctx: &mut StageContext) -> Result<()> {
-        let start_ms = chrono::DateTime::parse_from_rfc3339(&params.start)?.timestamp_millis();
-        let days =
-            crate::market::synth::market_days(&params.start, params.days, params.until.as_deref(), params.extra_days)
-                .map_err(anyhow::Error::msg)?;
-        let events = news_events(params.seed, days as usize * 1440, params.news_per_day);
-        let n = events.len();
-        let (mut date, mut scraped, mut titles, mut bodies, mut sources) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for event in &events {
-            // Published somewhere within its minute.
-            let published = start_ms + event.minute as i64 * 60_000 + (event.topic as i64 % 60) * 1000;
-            date.push(published);
-            scraped.push(published + event.scrape_delay as i64 * 60_000);
-            let (title, body, source) = render(event, params.seed);
-            titles.push(title);
-            bodies.push(body);
-            sources.push(source);
-        }
-        let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));
-        let mut df = DataFrame::new(
-            n,
-            vec![
-                Series::new("date".into(), date).cast(&utc)?.into(),
-                Series::new("scraped_at".into(), scraped).cast(&utc)?.into(),
-                Series::new("title".into(), titles).into(),
-                Series::new("content".into(), bodies).into(),
-                Series::new("source".into(), sources).into(),
-            ],
-        )?;
-        ctx.metric("items", n as u64);
+        let (mut df, events) = news_frame(params)?;
+        ctx.metric("items", events.len() as u64);
         ctx.metric("positive", events.iter().filter(|e| e.sentiment > 0.0).count() as u64);
         ctx.metric("negative", events.iter().filter(|e| e.sentiment < 0.0).count() as u64);
         write_table(&mut df, &ctx.output_path("table")?)
     }
+}
+
+/// The news items as a frame, with the events they render (public for tests and benchmarks).
+/// Append-stable: a later `until` adds items after the earlier ones and changes none of them.
+pub fn news_frame(params: &SynthNewsParams) -> Result<(DataFrame, Vec<NewsEvent>)> {
+    let start_ms = chrono::DateTime::parse_from_rfc3339(&params.start)?.timestamp_millis();
+    let days =
+        crate::market::synth::market_days(&params.start, params.days, params.until.as_deref(), params.extra_days)
+            .map_err(anyhow::Error::msg)?;
+    let events = news_events(params.seed, days as usize * 1440, params.news_per_day);
+    let n = events.len();
+    let (mut date, mut scraped, mut titles, mut bodies, mut sources) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for event in &events {
+        // Published somewhere within its minute.
+        let published = start_ms + event.minute as i64 * 60_000 + (event.topic as i64 % 60) * 1000;
+        date.push(published);
+        scraped.push(published + event.scrape_delay as i64 * 60_000);
+        let (title, body, source) = render(event, params.seed);
+        titles.push(title);
+        bodies.push(body);
+        sources.push(source);
+    }
+    let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));
+    let df = DataFrame::new(
+        n,
+        vec![
+            Series::new("date".into(), date).cast(&utc)?.into(),
+            Series::new("scraped_at".into(), scraped).cast(&utc)?.into(),
+            Series::new("title".into(), titles).into(),
+            Series::new("content".into(), bodies).into(),
+            Series::new("source".into(), sources).into(),
+        ],
+    )?;
+    Ok((df, events))
 }
 
 #[cfg(test)]
@@ -217,5 +224,24 @@ mod tests {
                 _ => assert!(!positive && !negative, "{text}"),
             }
         }
+    }
+
+    /// The nightly path without files: one more day appends items and changes none before it,
+    /// and every item it adds is published on the new day.
+    #[test]
+    fn a_longer_news_feed_starts_with_the_shorter_one() {
+        let with_until = |until: &str| {
+            let params: SynthNewsParams =
+                serde_json::from_value(serde_json::json!({ "seed": 4, "until": until, "extra_days": 1 })).unwrap();
+            news_frame(&params).unwrap().0
+        };
+        let (short, longer) = (with_until("2024-01-06"), with_until("2024-01-07"));
+        assert!(longer.height() > short.height() && short.height() > 40);
+        assert!(longer.head(Some(short.height())).equals_missing(&short));
+        let added = longer.slice(short.height() as i64, longer.height() - short.height());
+        let dates = added.column("date").unwrap().as_materialized_series().to_physical_repr().into_owned();
+        let first_new: Vec<i64> = dates.i64().unwrap().into_no_null_iter().collect();
+        let new_day = crate::learn::dataset::parse_boundary("2024-01-07").unwrap();
+        assert!(first_new.iter().all(|&t| t >= new_day), "added items are on the added day");
     }
 }
