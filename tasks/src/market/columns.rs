@@ -53,6 +53,43 @@ pub const BINANCE_KLINE: &[&str] = &[
     "ignore",
 ];
 
+/// The check of [`numeric_column`] without building the values: a float column's NaN or
+/// infinity is an error naming its row (integers are always finite). For stages that only need
+/// to refuse such input (a scan over the column's memory, not a copy).
+pub fn check_finite(column: &Column, file: &str, name: &str, first_row: usize) -> Result<()> {
+    let series = column.as_materialized_series();
+    let bad = match series.dtype() {
+        DataType::Float64 => first_non_finite(series.f64()?),
+        DataType::Float32 => first_non_finite(series.cast(&DataType::Float64)?.f64()?),
+        dtype if dtype.is_primitive_numeric() || dtype.is_bool() => None,
+        _ => return numeric_column(column, file, name, first_row).map(|_| ()),
+    };
+    if let Some((idx, value)) = bad {
+        bail!(
+            "{file}: row {}, column `{name}`: `{value}` is not a finite number\nhint: read the source through ingest_bars, whose params.bad_rows drops or nulls such values",
+            idx + first_row
+        );
+    }
+    Ok(())
+}
+
+/// Row and value of the first non-null non-finite value of a float column.
+fn first_non_finite(values: &Float64Chunked) -> Option<(usize, f64)> {
+    let mut offset = 0;
+    for array in values.downcast_iter() {
+        let found = if array.validity().is_none() {
+            array.values().iter().position(|x| !x.is_finite()).map(|i| (i, array.values()[i]))
+        } else {
+            array.iter().enumerate().find_map(|(i, v)| v.filter(|x| !x.is_finite()).map(|x| (i, *x)))
+        };
+        if let Some((i, value)) = found {
+            return Some((offset + i, value));
+        }
+        offset += array.len();
+    }
+    None
+}
+
 /// Reads a column of a table as f64, with null as NaN (the caller's marker for "no value"; it
 /// never writes a NaN out). A NaN or an infinity in the data itself is refused, with its row:
 /// tables written by `ingest_bars` hold none, so one here came from elsewhere and would flow on

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::labels::LABEL_PREFIX;
 use super::time::Window;
+use super::window_sums;
+use rayon::prelude::*;
 
 /// Windows (in minutes unless said otherwise) of the feature families.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -171,7 +173,8 @@ impl Stage for Features {
     // 4: VPIN fills whole buckets of one minute in closed form; residue test scaled to the column.
     // 5: windows in bars or time units, VPIN warm-up and buckets scale with the grid, NaN refused.
     // 6: ln(close), the Corwin-Schultz spread and BVC computed once in Rust (last-bit changes).
-    const VERSION: u32 = 6;
+    // 7: the window statistics, ATR and returns by the one-pass kernels of window_sums.rs.
+    const VERSION: u32 = 7;
     const DOC: &'static str = "The Stage 1 feature set (docs/features.md), each value computed from data at or before its minute.\n\n\
         Input: one aligned bar table. Output `table`: `timestamp` plus multi-scale log returns, realized volatility, \
         ATR, high-low range, volume z-score and slope, VWAP deviation, signed volume, order-book imbalance (OBI) \
@@ -281,7 +284,7 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
     // A NaN or an infinity in the input would flow on as a number: refused with its row.
     for column in input.columns() {
         if column.name() != "timestamp" && column.dtype().is_primitive_numeric() {
-            super::columns::numeric_column(column, "input", column.name().as_str(), 1)?;
+            super::columns::check_finite(column, "input", column.name().as_str(), 1)?;
         }
     }
     let has = |c: &str| names.iter().any(|n| n == c);
@@ -304,16 +307,17 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         );
     }
     let (close, high, low, volume) = (f("close"), f("high"), f("low"), f("volume"));
-    // ln(close) once, as a helper column (the expressions below would each recompute it).
-    let log_close = col("__log_close");
-    let r1 = log_close.clone() - log_close.clone().shift(lit(1));
     let mut exprs: Vec<Expr> = vec![col("timestamp")];
 
     // Returns, volatility, ranges.
+    let mut return_rows = Vec::new();
     for k in &params.return_windows {
         let rows = bars(k, "return_windows")?;
-        exprs.push((log_close.clone() - log_close.clone().shift(lit(rows as i64))).alias(format!("ret_{}", k.label())));
+        exprs.push(col(format!("__ret_{}", return_rows.len()).as_str()).alias(format!("ret_{}", k.label())));
+        return_rows.push(rows);
     }
+    // Columns computed by the one-pass kernels of `window_sums` (helper name, window).
+    let mut rv_windows = Vec::new();
     for w in &params.rv_windows {
         let rows = bars(w, "rv_windows")?;
         if rows < 2 {
@@ -322,28 +326,13 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
                 w.label()
             );
         }
-        // A sliding sum of squares can end a hair below zero after large values leave the
-        // window (add-and-subtract residue): floor it at 0, or flat bars give sqrt(-1e-20) = NaN.
-        let sum_sq = (r1.clone() * r1.clone()).rolling_sum(window(rows));
-        let floored = when(sum_sq.clone().lt(lit(0.0))).then(lit(0.0)).otherwise(sum_sq);
-        exprs.push(floored.sqrt().alias(format!("rv_{}", w.label())));
+        let helper = format!("__rv_{}", rv_windows.len());
+        exprs.push(col(helper.as_str()).alias(format!("rv_{}", w.label())));
+        rv_windows.push((helper, rows));
     }
-    let prev_close = close.clone().shift(lit(1));
-    let greater = |a: Expr, b: Expr| when(a.clone().gt(b.clone())).then(a).otherwise(b);
-    let true_range = greater(
-        greater(high.clone() - low.clone(), (high.clone() - prev_close.clone()).abs()),
-        (low.clone() - prev_close).abs(),
-    );
     let n = bars(&params.atr_window, "atr_window")?.max(1);
     let n_name = params.atr_window.label();
-    let atr = true_range.ewm_mean(EWMOptions {
-        alpha: 1.0 / n as f64,
-        adjust: false,
-        bias: false,
-        min_periods: n,
-        ignore_nulls: true,
-    });
-    exprs.push((atr / close.clone()).alias(format!("atr_{n_name}")));
+    exprs.push(col("__atr").alias(format!("atr_{n_name}")));
     exprs.push(((high.clone() - low.clone()) / close.clone()).alias("hl_range"));
     prov.set("returns_volatility", "real");
 
@@ -354,50 +343,10 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         bail!("params.volume_window: `{}` is {vw} bar on this grid; a z-score needs at least 2", volume_window.label());
     }
     let vw_name = volume_window.label();
-    let v_mean = volume.clone().rolling_mean(window(vw));
-    let v_std = volume.clone().rolling_std(window(vw));
-    exprs.push(
-        ratio_over_window_sum(volume.clone() - v_mean.clone(), v_std, "volume").alias(format!("volume_z_{vw_name}")),
-    );
+    exprs.push(col("__volume_z").alias(format!("volume_z_{vw_name}")));
     let sw = bars(&params.slope_window, "slope_window")?.max(2);
-    let sw_name = params.slope_window.label();
-    // OLS slope of volume on time within the window: sum((k - mid) * v_k) / (w * var(k)), as a
-    // weighted window sum (each window summed afresh: no sliding-sum residue, which a
-    // global-index formula amplifies into nonsense on sparse grids).
-    let mid = (sw as f64 - 1.0) / 2.0;
-    let weights: Vec<f64> = (0..sw).map(|k| k as f64 - mid).collect();
-    // polars' weighted windows refuse nulls: sum over volume with nulls as 0, then null every
-    // window that held a null (the same rule as the unweighted windows).
-    let volume_or_zero = volume.clone().fill_null(lit(0.0));
-    let nulls_in_slope_window = volume.clone().is_null().cast(DataType::Float64).rolling_sum(window(sw));
-    let weighted = volume_or_zero.clone().rolling_sum(RollingOptionsFixedWindow {
-        window_size: sw,
-        min_periods: sw,
-        weights: Some(weights),
-        ..Default::default()
-    });
-    let fresh_mean = vec![1.0 / sw as f64; sw];
-    let mean_v = volume_or_zero.rolling_sum(RollingOptionsFixedWindow {
-        window_size: sw,
-        min_periods: sw,
-        weights: Some(fresh_mean),
-        ..Default::default()
-    });
-    let var_k = ((sw * sw) as f64 - 1.0) / 12.0;
-    let slope = weighted / lit(sw as f64 * var_k);
-    exprs.push(
-        when(nulls_in_slope_window.gt(lit(0.0)))
-            .then(lit(NULL).cast(DataType::Float64))
-            .otherwise(ratio(slope, mean_v))
-            .alias(format!("volume_slope_{sw_name}")),
-    );
-    let typical = (high.clone() + low.clone() + close.clone()) / lit(3.0);
-    let vwap = ratio_over_window_sum(
-        (typical * volume.clone()).rolling_sum(window(vw)),
-        volume.clone().rolling_sum(window(vw)),
-        "volume",
-    );
-    exprs.push((close.clone() / vwap - lit(1.0)).alias(format!("vwap_dev_{vw_name}")));
+    exprs.push(col("__volume_slope").alias(format!("volume_slope_{}", params.slope_window.label())));
+    exprs.push(col("__vwap_dev").alias(format!("vwap_dev_{vw_name}")));
     prov.set("volume", "real");
 
     // Signed volume and order-book imbalance.
@@ -428,7 +377,7 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         exprs.push(ratio(f("ask") - f("bid"), mid).alias("spread"));
     } else {
         prov.set("spread", "proxy: Corwin-Schultz high-low estimator");
-        exprs.push(col("__cs_spread").rolling_mean(window(vw)).alias(format!("spread_cs_proxy_{vw_name}")));
+        exprs.push(col("__cs_spread_mean").alias(format!("spread_cs_proxy_{vw_name}")));
     }
     if has("bid_size") && has("ask_size") {
         prov.set("depth", "real");
@@ -507,45 +456,94 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         prov.set("open_interest", "unavailable: no open_interest");
     }
     if params.leaky_canary {
+        let log_close = ln(close.clone());
         exprs.push((log_close.clone().shift(lit(-5)) - log_close).alias("canary_future_ret_5"));
     }
 
     // Helper columns for the expressions, computed in Rust once: the BVC buy share (past-only),
     // ln(close), the Corwin-Schultz spread of each bar.
+    // The hand-written families (the one-pass window kernels of `window_sums`, BVC and VPIN,
+    // Corwin-Schultz, time cycles and clocks) all side by side; then the polars expressions
+    // that read their helper columns.
     let mut indexed = input.clone();
     let (closes, highs, lows) = (column_f64(input, "close")?, column_f64(input, "high")?, column_f64(input, "low")?);
-    let ((bvc, log_close), spread) = rayon::join(
-        || {
-            rayon::join(
-                || bvc_buy_share(&closes),
-                || closes.iter().map(|c| (!c.is_nan()).then(|| c.ln())).collect::<Vec<_>>(),
-            )
-        },
-        || corwin_schultz(&highs, &lows),
-    );
-    indexed.with_column(Series::new("__bvc_buy_share".into(), bvc.as_slice()).into())?;
-    indexed.with_column(Series::new("__log_close".into(), log_close).into())?;
-    indexed.with_column(Series::new("__cs_spread".into(), spread).into())?;
     let volumes = column_f64(input, "volume")?;
     let buys = if has("taker_buy_volume") { Some(column_f64(input, "taker_buy_volume")?) } else { None };
     // Bars a day: from the grid's step, or on a grid without one (calendar months, gaps) from
     // its finest spacing.
     let resolution = step.or_else(|| timestamps.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).min());
     let bars_per_day = resolution.map_or(1440, |s| (86_400_000 / s).max(1) as usize);
-    // The polars expressions and the hand-written families (VPIN, time cycles, event clock)
-    // run side by side.
-    let (out, (vpin_values, vpin_name), time_columns) = {
-        let (out, (vpin, time)) = rayon::join(
-            || indexed.lazy().select(exprs).collect(),
+    let scale = window_sums::residue_scale(&volumes);
+    let (((bvc, (vpin_values, vpin_name)), (returns, rvs)), (((spread, z), (slope, (vwap_dev, atr))), time_columns)) =
+        rayon::join(
             || {
                 rayon::join(
-                    || vpin(&bvc, &volumes, buys.as_deref(), params, bars_per_day),
+                    || {
+                        let bvc = bvc_buy_share(&closes);
+                        let vpin = vpin(&bvc, &volumes, buys.as_deref(), params, bars_per_day);
+                        (bvc, vpin)
+                    },
+                    || {
+                        let log_close: Vec<f64> = closes.iter().map(|c| c.ln()).collect();
+                        let r_squared: Vec<f64> = std::iter::once(f64::NAN)
+                            .chain(log_close.windows(2).map(|w| (w[1] - w[0]) * (w[1] - w[0])))
+                            .collect();
+                        let rvs: Vec<Vec<f64>> =
+                            rv_windows.iter().map(|(_, w)| window_sums::realized_volatility(&r_squared, *w)).collect();
+                        let returns: Vec<Vec<f64>> = return_rows
+                            .iter()
+                            .map(|&k| {
+                                (0..log_close.len())
+                                    .map(|t| if t >= k { log_close[t] - log_close[t - k] } else { f64::NAN })
+                                    .collect()
+                            })
+                            .collect();
+                        (returns, rvs)
+                    },
+                )
+            },
+            || {
+                rayon::join(
+                    || {
+                        rayon::join(
+                            || {
+                                let spread: Vec<f64> =
+                                    corwin_schultz(&highs, &lows).into_iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+                                (window_sums::sliding_mean(&spread, vw), window_sums::z_score(&volumes, &scale, vw))
+                            },
+                            || {
+                                (
+                                    window_sums::volume_slope(&volumes, sw),
+                                    (
+                                        window_sums::vwap_deviation(&highs, &lows, &closes, &volumes, &scale, vw),
+                                        window_sums::atr_ratio(&highs, &lows, &closes, n),
+                                    ),
+                                )
+                            },
+                        )
+                    },
                     || time_features(&timestamps, params),
                 )
             },
         );
-        (out?, vpin, time?)
-    };
+    let time_columns = time_columns?;
+    let mut helpers: Vec<(String, Vec<f64>)> =
+        returns.into_iter().enumerate().map(|(k, values)| (format!("__ret_{k}"), values)).collect();
+    helpers.extend(rv_windows.iter().map(|(helper, _)| helper.clone()).zip(rvs));
+    helpers.extend([
+        ("__cs_spread_mean".to_string(), spread),
+        ("__atr".to_string(), atr),
+        ("__volume_z".to_string(), z),
+        ("__volume_slope".to_string(), slope),
+        ("__vwap_dev".to_string(), vwap_dev),
+    ]);
+    let helpers: Vec<Column> =
+        helpers.into_par_iter().map(|(name, values)| nullable(&name, values)).collect::<Result<_>>()?;
+    indexed.with_column(Series::new("__bvc_buy_share".into(), bvc.as_slice()).into())?;
+    for helper in helpers {
+        indexed.with_column(helper)?;
+    }
+    let out = indexed.lazy().select(exprs).collect()?;
     let mut out = out;
     debug_assert!(out.column("__bvc_buy_share").is_err(), "helper columns never reach the output");
     if bars_per_day < params.vpin_buckets_per_day {
@@ -585,9 +583,18 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         let values = out.column(&name)?.as_materialized_series().f64()?.clone();
         let bad: usize = values
             .downcast_iter()
-            .map(|array| match array.validity() {
-                None => array.values().iter().filter(|x| !x.is_finite()).count(),
-                Some(valid) => array.values().iter().zip(valid.iter()).filter(|(x, ok)| *ok && !x.is_finite()).count(),
+            .map(|array| {
+                // The raw values first (null slots included: 0 from polars and `nullable`); the
+                // validity only when that finds something.
+                if array.values().iter().all(|x| x.is_finite()) {
+                    return 0;
+                }
+                match array.validity() {
+                    None => array.values().iter().filter(|x| !x.is_finite()).count(),
+                    Some(valid) => {
+                        array.values().iter().zip(valid.iter()).filter(|(x, ok)| *ok && !x.is_finite()).count()
+                    }
+                }
             })
             .sum();
         if bad > 0 {
@@ -612,6 +619,21 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
     Ok((lazy.collect()?, prov))
 }
 
+/// A column from values in which NaN marks a missing value (the hand-written families' marker:
+/// their input has no NaN, checked on entry), as nulls. Zero-copy: the values move into the
+/// column, the NaN mask becomes its validity.
+fn nullable(name: &str, mut values: Vec<f64>) -> Result<Column> {
+    let valid = Float64Chunked::from_slice(name.into(), &values).is_not_nan();
+    // Null slots hold 0, not NaN, so that a scan of the raw values finds no false alarm.
+    values.iter_mut().filter(|v| v.is_nan()).for_each(|v| *v = 0.0);
+    let values = Float64Chunked::from_vec(name.into(), values);
+    let (Some(array), Some(mask)) = (values.downcast_iter().next(), valid.downcast_iter().next()) else {
+        return Ok(values.into_series().into());
+    };
+    let array = array.clone().with_validity(Some(mask.values().clone()));
+    Ok(Float64Chunked::with_chunk(name.into(), array).into_series().into())
+}
+
 /// A window whose default was chosen for 1-minute bars (`volume_window`: 60, an hour;
 /// `funding_window`: 1440, a day): on a 1-minute grid the default holds; on another grid it
 /// would mean something else, so the user must say what they mean.
@@ -629,7 +651,11 @@ fn minute_default(given: Option<&Window>, minutes: u32, param: &str, step: Optio
 
 fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     let series = df.column(name)?.as_materialized_series().cast(&DataType::Float64)?;
-    Ok(series.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    let values = series.f64()?;
+    if let Ok(slice) = values.cont_slice() {
+        return Ok(slice.to_vec()); // no nulls, one chunk: a copy
+    }
+    Ok(values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 /// Corwin and Schultz (2012) bid-ask spread of each bar from its and the previous bar's
@@ -639,17 +665,20 @@ fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
 fn corwin_schultz(high: &[f64], low: &[f64]) -> Vec<Option<f64>> {
     let k = 3.0 - 2.0 * std::f64::consts::SQRT_2;
     let mut out = vec![None; high.len()];
+    // ln(h/l) of each bar once (each enters two estimates); sqrt(2 beta) - sqrt(beta) as
+    // (sqrt 2 - 1) sqrt(beta).
+    let log_range: Vec<f64> = high.iter().zip(low).map(|(h, l)| (h / l).ln()).collect();
     for t in 1..high.len() {
         let (h, l, h1, l1) = (high[t], low[t], high[t - 1], low[t - 1]);
         if h.is_nan() || l.is_nan() || h1.is_nan() || l1.is_nan() {
             continue; // a missing bar (null in the input)
         }
-        let (hl, hl1) = ((h / l).ln(), (h1 / l1).ln());
+        let (hl, hl1) = (log_range[t], log_range[t - 1]);
         let beta = hl * hl + hl1 * hl1;
         let (hmax, lmin) = (if h > h1 { h } else { h1 }, if l < l1 { l } else { l1 });
         let g = (hmax / lmin).ln();
         let gamma = g * g;
-        let alpha = ((2.0 * beta).sqrt() - beta.sqrt()) / k - (gamma / k).sqrt();
+        let alpha = (std::f64::consts::SQRT_2 - 1.0) * beta.sqrt() / k - (gamma / k).sqrt();
         let e = alpha.exp();
         let spread = 2.0 * (e - 1.0) / (1.0 + e);
         out[t] = Some(if spread < 0.0 { 0.0 } else { spread });
@@ -824,7 +853,7 @@ fn time_features(timestamps: &[i64], params: &FeaturesParams) -> Result<Vec<Colu
         .filter_map(|e| chrono::DateTime::parse_from_rfc3339(e).ok().map(|t| t.timestamp_millis()))
         .collect();
     events.sort_unstable();
-    let clock = |instants: &[i64]| -> (Vec<Option<f64>>, Vec<Option<f64>>) {
+    let clock = |instants: &[i64]| -> (Vec<f64>, Vec<f64>) {
         let (mut to, mut since) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let mut next = 0usize;
         for &ts in timestamps {
@@ -832,7 +861,7 @@ fn time_features(timestamps: &[i64], params: &FeaturesParams) -> Result<Vec<Colu
                 next += 1;
             }
             // Scheduled instants are public in advance: knowing the next one is not a leak.
-            to.push(instants.get(next).map(|&e| (e - ts) as f64 / 60_000.0));
+            to.push(instants.get(next).map_or(f64::NAN, |&e| (e - ts) as f64 / 60_000.0));
             let previous = if next < instants.len() && instants[next] == ts {
                 Some(ts)
             } else if next > 0 {
@@ -840,9 +869,9 @@ fn time_features(timestamps: &[i64], params: &FeaturesParams) -> Result<Vec<Colu
             } else {
                 None
             };
-            since.push(previous.map(|p| (ts - p) as f64 / 60_000.0));
+            since.push(previous.map_or(f64::NAN, |p| (ts - p) as f64 / 60_000.0));
         }
-        (to, since)
+        (to, since) // NaN: none (null in the column)
     };
     let (to_open, since_open) = clock(&opens);
     let mut columns: Vec<Column> = vec![
@@ -850,8 +879,8 @@ fn time_features(timestamps: &[i64], params: &FeaturesParams) -> Result<Vec<Colu
         Series::new("hour_cos".into(), hour_cos).into(),
         Series::new("dow_sin".into(), dow_sin).into(),
         Series::new("dow_cos".into(), dow_cos).into(),
-        Series::new("minutes_to_us_open".into(), to_open).into(),
-        Series::new("minutes_since_us_open".into(), since_open).into(),
+        nullable("minutes_to_us_open", to_open)?,
+        nullable("minutes_since_us_open", since_open)?,
     ];
     if !events.is_empty() {
         let (to_event, since_event) = clock(&events);
@@ -859,10 +888,10 @@ fn time_features(timestamps: &[i64], params: &FeaturesParams) -> Result<Vec<Colu
         let inside: Vec<f64> = to_event
             .iter()
             .zip(&since_event)
-            .map(|(to, since)| (to.is_some_and(|m| m <= half) || since.is_some_and(|m| m <= half)) as u8 as f64)
+            .map(|(to, since)| (*to <= half || *since <= half) as u8 as f64) // NaN <= x is false
             .collect();
-        columns.push(Series::new("minutes_to_event".into(), to_event).into());
-        columns.push(Series::new("minutes_since_event".into(), since_event).into());
+        columns.push(nullable("minutes_to_event", to_event)?);
+        columns.push(nullable("minutes_since_event", since_event)?);
         columns.push(Series::new("in_event_window".into(), inside).into());
     }
     Ok(columns)

@@ -11,6 +11,7 @@ pub mod labels;
 mod no_nan_props;
 pub mod synth;
 pub mod time;
+mod window_sums;
 
 use pipeline_artifacts::ArtifactKind;
 use pipeline_engine::InputInfo;
