@@ -76,7 +76,7 @@ struct Variant {
     vol_decile: Vec<Option<i32>>,
     importance: Vec<(String, f64, Option<f64>)>,
     /// The rows of each walk-forward fold's test window (one range for a single split). AUC is
-    /// computed within each and averaged: see [`stratified_auc`].
+    /// computed within each and averaged: see [`Strata::auc`].
     folds: Vec<Range<usize>>,
 }
 
@@ -553,7 +553,7 @@ fn pool_folds(variants: Vec<Variant>, split: &str) -> Result<Vec<Variant>> {
             &hv.iter().map(|&k| pooled.labels[k]).collect::<Vec<_>>(),
             &hv.iter().map(|&k| pooled.scores[k]).collect::<Vec<_>>(),
         );
-        // AUC within each fold's test window, averaged (see `stratified_auc`); the ranking of all
+        // AUC within each fold's test window, averaged (see `Strata::auc`); the ranking of all
         // test rows together is kept beside it for reference.
         let all: Vec<usize> = (0..pooled.labels.len()).collect();
         let within_folds =

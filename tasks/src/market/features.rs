@@ -25,7 +25,7 @@ use rayon::prelude::*;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesParams {
-    /// Log-return horizons: `ret_K` = ln(close[t] / close[t-K]); bars (`5`) or a length of time
+    /// Log-return horizons: `ret_K = ln(close[t] / close[t-K])`; bars (`5`) or a length of time
     /// (`"4h"`, named `ret_4h`, counted on the input's regular grid).
     #[serde(default = "default_returns")]
     pub return_windows: Vec<Window>,
