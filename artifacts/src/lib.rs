@@ -8,6 +8,7 @@
 mod audit;
 mod describe;
 mod json;
+pub mod partitioned;
 mod table;
 
 use std::fmt;

@@ -27,13 +27,25 @@ pub fn write_table(df: &mut DataFrame, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads a table: a Parquet file, or a partition index (the concatenation of its partitions in
+/// time order; see [`crate::partitioned`]).
 pub fn read_table(path: &Path) -> Result<DataFrame> {
+    if crate::partitioned::is_partition_index(path)? {
+        return crate::partitioned::read_partitioned(path);
+    }
+    read_parquet(path)
+}
+
+pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     ParquetReader::new(file).finish().with_context(|| format!("cannot read Parquet from {}", path.display()))
 }
 
 /// Row count from the Parquet footer alone (cheap: no column is read).
 pub fn table_rows(path: &Path) -> Result<u64> {
+    if crate::partitioned::is_partition_index(path)? {
+        return Ok(crate::partitioned::read_partition_index(path)?.rows());
+    }
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let rows = ParquetReader::new(file)
         .num_rows()

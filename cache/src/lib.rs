@@ -11,6 +11,7 @@
 //! VERSION            store format version
 //! objects/ab/cd..    immutable objects, named by blake3 of their bytes
 //! keys/ab/cd...json  manifests: cache key -> output hashes, metrics, timings
+//! parts/ab/cd..json partition records: partition key -> the object of one partition
 //! runs/ID.json       the run ledger, one record per `pipeline run`
 //! pins/ID            runs kept by `gc` whatever their age
 //! state/P.json       per pipeline: the last key of each stage (explains "why" a stage re-runs)
@@ -33,7 +34,7 @@ pub use hash::{Hash, KeyBuilder, hash_bytes, hash_file, hash_reader};
 pub use ledger::{RunId, RunRecord, RunStatus, StageOutcome, StageRecord};
 pub use lock::{KeyLock, StoreLock};
 pub use maintenance::{GcOptions, GcReport, VerifyReport};
-pub use manifest::{KeyMaterial, Manifest, OutputRecord};
+pub use manifest::{KeyMaterial, Manifest, OutputRecord, PartitionRecord};
 pub use memo::FileHashOutcome;
 pub use state::PipelineState;
 pub use store::{ObjectInfo, Store};

@@ -75,6 +75,8 @@ impl Store {
             if live_keys.contains(&key) {
                 if let Ok(Some(manifest)) = self.read_manifest(&key) {
                     live_objects.extend(manifest.outputs.values().map(|o| o.hash));
+                    // A partitioned table's index keeps its partitions.
+                    live_objects.extend(manifest.outputs.values().flat_map(|o| o.parts.iter().copied()));
                 }
                 report.keys_kept += 1;
             } else {
@@ -82,6 +84,17 @@ impl Store {
                 if !options.dry_run {
                     fs::remove_file(self.manifest_path(&key)).ok();
                 }
+            }
+        }
+        // A partition record is worth keeping while its object is: it lets the next run reuse the
+        // partition without computing it.
+        for (_, path) in self.partition_records()? {
+            let live = fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<crate::PartitionRecord>(&bytes).ok())
+                .is_some_and(|record| live_objects.contains(&record.object));
+            if !live && !options.dry_run {
+                fs::remove_file(&path).ok();
             }
         }
         for hash in self.object_hashes()? {
@@ -240,7 +253,7 @@ mod tests {
             material: KeyMaterial::default(),
             outputs: [(
                 "out".to_string(),
-                OutputRecord { hash: kept.hash, size: kept.size, kind: "file".into(), rows: None },
+                OutputRecord { hash: kept.hash, size: kept.size, kind: "file".into(), rows: None, parts: vec![] },
             )]
             .into_iter()
             .collect(),

@@ -27,6 +27,21 @@ pub struct OutputRecord {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// For a partitioned table (whose object is its index): the partitions' objects, so that
+    /// `gc` keeps them with the index without reading it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Hash>,
+}
+
+/// The result of computing one partition of a partitioned stage: a partition key -> one object.
+/// `entry` is opaque here (the artifacts crate's description of the partition).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub key: Hash,
+    pub object: Hash,
+    pub size: u64,
+    pub entry: serde_json::Value,
+    pub created_at: String,
 }
 
 /// The result of computing one cache key. Written only after every object it names is in place,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, bail};
 
 use crate::hash::{Hash, hash_file};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, PartitionRecord};
 
 /// A store directory. Cheap to clone; all state lives on disk.
 #[derive(Clone, Debug)]
@@ -23,7 +23,7 @@ pub struct ObjectInfo {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-const DIRS: &[&str] = &["objects", "keys", "runs", "pins", "state", "memo", "locks", "tmp", "quarantine"];
+const DIRS: &[&str] = &["objects", "keys", "parts", "runs", "pins", "state", "memo", "locks", "tmp", "quarantine"];
 
 impl Store {
     /// Opens the store at `root`, creating it if it does not exist yet.
@@ -197,6 +197,39 @@ impl Store {
         Ok(Some(manifest))
     }
 
+    fn partition_path(&self, key: &Hash) -> PathBuf {
+        let hex = key.to_hex();
+        self.root.join("parts").join(&hex[..2]).join(format!("{}.json", &hex[2..]))
+    }
+
+    /// The record of a partition key, if there is one whose object is present and whole; a
+    /// damaged record reads as absent (the partition is computed again and the record rewritten).
+    pub fn read_partition(&self, key: &Hash) -> Option<PartitionRecord> {
+        let bytes = fs::read(self.partition_path(key)).ok()?;
+        let record: PartitionRecord = serde_json::from_slice(&bytes).ok()?;
+        (record.key == *key && self.has_object(&record.object, record.size)).then_some(record)
+    }
+
+    /// Written only after the partition's object is in place.
+    pub fn write_partition(&self, record: &PartitionRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(record)?;
+        self.write_atomic(&self.partition_path(&record.key), &bytes)
+    }
+
+    /// All partition records: (key, object).
+    pub fn partition_records(&self) -> Result<Vec<(Hash, PathBuf)>> {
+        let mut out = Vec::new();
+        for (prefix, name) in two_level_entries(&self.dir("parts"))? {
+            if let Some(rest) = name.strip_suffix(".json")
+                && let Ok(hash) = format!("{prefix}{rest}").parse()
+            {
+                out.push((hash, self.partition_path(&hash)));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(manifest)?;
         self.write_atomic(&self.manifest_path(&manifest.key), &bytes)
@@ -207,7 +240,9 @@ impl Store {
         manifest
             .outputs
             .iter()
-            .filter(|(_, out)| !self.has_object(&out.hash, out.size))
+            .filter(|(_, out)| {
+                !self.has_object(&out.hash, out.size) || out.parts.iter().any(|p| !self.object_path(p).is_file())
+            })
             .map(|(name, _)| name.clone())
             .collect()
     }

@@ -31,6 +31,8 @@ pub struct Node {
     pub base_dir: PathBuf,
     pub exports: Vec<ExportSpec>,
     pub show: Vec<ShowSpec>,
+    /// `partition = "day"`: the output is a time-partitioned table (`crate::partitions`).
+    pub partition: Option<crate::partitions::NodePartitioning>,
 }
 
 #[derive(Clone, Debug)]
@@ -430,6 +432,24 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 );
                 continue;
             }
+            let partition = match &stage.partition {
+                None => None,
+                Some((grain, at)) => match partitioning(stage, &prepared, *grain) {
+                    Ok(p) => Some(p),
+                    Err(message) => {
+                        if reported.insert((spec_index, "partition".into(), message.clone())) {
+                            diagnostics.push(
+                                Diagnostic::error(
+                                    format!("stage `{}` ({}) cannot be partitioned: {message}", stage.name, stage.task),
+                                    Some(at.clone()),
+                                )
+                                .with_hint("docs/nightly.md lists the stages that can, and what each needs"),
+                            );
+                        }
+                        continue;
+                    }
+                },
+            };
             nodes_of_spec[spec_index].push(nodes.len());
             nodes.push(Node {
                 name,
@@ -444,6 +464,7 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 base_dir: stage.base_dir.clone(),
                 exports: stage.exports.clone(),
                 show: stage.show.clone(),
+                partition,
             });
         }
     }
@@ -601,6 +622,30 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
         for node in &nodes {
             let infos: Vec<InputInfo> =
                 node.inputs.iter().map(|i| InputInfo { name: i.local.clone(), kind: i.kind }).collect();
+            // A partitioned stage is keyed by its input partitions: its tables must have them.
+            if node.partition.is_some() {
+                for input in &node.inputs {
+                    if input.kind == ArtifactKind::Table && nodes[input.producer].partition.is_none() {
+                        let stage = &spec.stages[node.spec_index];
+                        let at =
+                            stage.partition.as_ref().map(|(_, l)| l.clone()).unwrap_or_else(|| stage.name_loc.clone());
+                        diagnostics.push(
+                            Diagnostic::error(
+                                format!(
+                                    "stage `{}` is partitioned but its input `{}` (from `{}`) is not",
+                                    node.name, input.local, nodes[input.producer].name
+                                ),
+                                Some(at),
+                            )
+                            .with_hint(format!(
+                                "add partition = \"{}\" to stage `{}` as well, or remove it here",
+                                node.partition.map(|p| p.grain.as_str()).unwrap_or("day"),
+                                spec.stages[nodes[input.producer].spec_index].name
+                            )),
+                        );
+                    }
+                }
+            }
             if let Err(message) = node.stage.check_inputs(&infos) {
                 let stage = &spec.stages[node.spec_index];
                 let loc = stage.inputs.first().map(|i| i.loc.clone()).unwrap_or_else(|| stage.name_loc.clone());
@@ -723,4 +768,21 @@ fn topological_order(nodes: &[Node]) -> Vec<usize> {
         }
     }
     order
+}
+
+/// What `partition = "..."` on a stage means for its node: the stage's declared history, and
+/// only table outputs; walk-forward folds are not partitioned (each fold reads its own window).
+fn partitioning(
+    stage: &StageSpec,
+    prepared: &Arc<dyn PreparedStage>,
+    grain: pipeline_artifacts::partitioned::Grain,
+) -> Result<crate::partitions::NodePartitioning, String> {
+    if stage.folds.is_some() {
+        return Err("a stage with `folds` reads one window per fold; partition its inputs instead".into());
+    }
+    if let Some(other) = prepared.outputs().iter().find(|o| o.kind != ArtifactKind::Table) {
+        return Err(format!("its output `{}` is a {}, and only tables are partitioned", other.name, other.kind));
+    }
+    let history = prepared.history()?;
+    Ok(crate::partitions::NodePartitioning { grain, history })
 }

@@ -10,6 +10,7 @@ pub mod diag;
 pub mod exports;
 pub mod folds;
 pub mod graph;
+pub mod partitions;
 pub mod plan;
 pub mod run;
 pub mod spec;

@@ -17,16 +17,38 @@ use crate::graph::{Graph, Node};
 pub enum Reason {
     NeverRun,
     Forced,
-    TaskChanged { old: String, new: String },
-    TaskVersionChanged { old: u32, new: u32 },
-    ParamsChanged { changes: Vec<ParamChange> },
-    InputChanged { inputs: Vec<String> },
+    TaskChanged {
+        old: String,
+        new: String,
+    },
+    TaskVersionChanged {
+        old: u32,
+        new: u32,
+    },
+    ParamsChanged {
+        changes: Vec<ParamChange>,
+    },
+    InputChanged {
+        inputs: Vec<String>,
+    },
     InputsRewired,
-    UpstreamWillRun { stages: Vec<String> },
-    FileChanged { files: Vec<String> },
-    ObjectMissing { outputs: Vec<String> },
+    UpstreamWillRun {
+        stages: Vec<String>,
+    },
+    FileChanged {
+        files: Vec<String>,
+    },
+    ObjectMissing {
+        outputs: Vec<String>,
+    },
     PreviousResultGone,
     KeyChanged,
+    /// A partitioned stage: which of its periods would be computed (the rest are recorded).
+    Partitions {
+        run: usize,
+        total: usize,
+        periods: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -62,6 +84,14 @@ impl std::fmt::Display for Reason {
             }
             Reason::PreviousResultGone => write!(f, "its last result is gone from the store"),
             Reason::KeyChanged => write!(f, "cache key changed (a newer key format)"),
+            Reason::Partitions { run, total, periods } => {
+                let shown = if periods.len() > 6 {
+                    format!("{} .. {}", periods[..3].join(", "), periods[periods.len() - 2..].join(", "))
+                } else {
+                    periods.join(", ")
+                };
+                write!(f, "{run} of {total} partitions to compute: {shown}")
+            }
         }
     }
 }
@@ -248,7 +278,13 @@ pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>
                         NodeStatus::Stale { key: Some(key), reasons: vec![Reason::ObjectMissing { outputs: missing }] }
                     }
                 }
-                None => NodeStatus::Stale { key: Some(key), reasons: explain(store, &state, node, &material, &[]) },
+                None => {
+                    let mut reasons = explain(store, &state, node, &material, &[]);
+                    if let Some(partitions) = partition_reason(store, node, &material) {
+                        reasons.push(partitions);
+                    }
+                    NodeStatus::Stale { key: Some(key), reasons }
+                }
             }
         } else if forced[idx] {
             NodeStatus::Stale { key: None, reasons: vec![Reason::Forced] }
@@ -258,6 +294,24 @@ pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>
         statuses[idx] = Some(status);
     }
     Ok(Plan { selected, forced, files, statuses, files_hashed })
+}
+
+/// For a partitioned node whose inputs are known: which periods would be computed. Reads the
+/// inputs' partition indexes (small JSON objects), the one thing planning reads from the store
+/// besides manifests. `None` for a source (it runs whole) or when an index cannot be read (the
+/// run will say why).
+fn partition_reason(store: &Store, node: &Node, material: &KeyMaterial) -> Option<Reason> {
+    let partitioning = node.partition?;
+    let indexes = crate::partitions::input_indexes(store, node, material).ok()?;
+    if indexes.is_empty() {
+        return None;
+    }
+    let plan = crate::partitions::plan_periods(store, node, partitioning, material, &indexes, false).ok()?;
+    Some(Reason::Partitions {
+        run: plan.missing.len(),
+        total: plan.periods.len(),
+        periods: plan.missing.iter().map(|&i| plan.periods[i].label.clone()).collect(),
+    })
 }
 
 /// The name under which a pipeline's per-stage state is kept.

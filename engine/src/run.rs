@@ -331,62 +331,60 @@ fn run_node(
         })
         .collect();
     let work_dir = store.tmp_path(&format!("stage-{}", node.name));
+    let invoke =
+        |inputs: Vec<InputArtifact>, dir: &std::path::Path| invoke_stage(node, inputs, dir, cancel, observer, threads);
     let result = (|| -> Result<Manifest, String> {
-        let mut ctx = StageContext::standalone(
-            &node.name,
-            inputs,
-            node.outputs.clone(),
-            &work_dir,
-            &node.base_dir,
-            cancel,
-            observer,
-        )
-        .map_err(|e| format!("cannot create the work directory {}: {e}", work_dir.display()))?;
-        ctx.threads = threads;
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&mut ctx)));
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(format!("{err:#}")),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                return Err(format!("this is a bug: stage `{}` panicked: {message}", node.name));
+        let (records, metrics) = match node.partition {
+            Some(partitioning) => {
+                let result = crate::partitions::run_partitioned(
+                    store,
+                    node,
+                    partitioning,
+                    &material,
+                    forced,
+                    &work_dir,
+                    &invoke,
+                )?;
+                (result.outputs, result.metrics)
             }
-        }
-        if ctx.is_cancelled() {
+            None => {
+                let (written, metrics) = invoke(inputs, &work_dir)?;
+                let mut records = BTreeMap::new();
+                for (decl, (_, path)) in node.outputs.iter().zip(written) {
+                    let rows = if decl.kind == ArtifactKind::Table {
+                        Some(pipeline_artifacts::table_rows(&path).map_err(|e| {
+                            format!(
+                                "output `{}` of stage `{}` is not a readable Parquet table: {e:#}",
+                                decl.name, node.name
+                            )
+                        })?)
+                    } else {
+                        None
+                    };
+                    let info = store.put_file(&path).map_err(|e| format!("{e:#}"))?;
+                    records.insert(
+                        decl.name.clone(),
+                        OutputRecord {
+                            hash: info.hash,
+                            size: info.size,
+                            kind: decl.kind.to_string(),
+                            rows,
+                            parts: vec![],
+                        },
+                    );
+                }
+                (records, metrics)
+            }
+        };
+        if cancel.load(Ordering::Relaxed) {
             return Err("cancelled".into());
-        }
-        let mut records = BTreeMap::new();
-        for decl in &node.outputs {
-            let path = ctx.output_path(&decl.name).map_err(|e| format!("{e:#}"))?;
-            if !path.is_file() {
-                return Err(format!(
-                    "this is a bug: stage `{}` finished without writing its declared output `{}`",
-                    node.name, decl.name
-                ));
-            }
-            let rows = if decl.kind == ArtifactKind::Table {
-                Some(pipeline_artifacts::table_rows(&path).map_err(|e| {
-                    format!("output `{}` of stage `{}` is not a readable Parquet table: {e:#}", decl.name, node.name)
-                })?)
-            } else {
-                None
-            };
-            let info = store.put_file(&path).map_err(|e| format!("{e:#}"))?;
-            records.insert(
-                decl.name.clone(),
-                OutputRecord { hash: info.hash, size: info.size, kind: decl.kind.to_string(), rows },
-            );
         }
         let manifest = Manifest {
             key,
             stage: node.name.clone(),
             material,
             outputs: records,
-            metrics: ctx.take_metrics(),
+            metrics,
             duration_ms: started.elapsed().as_millis() as u64,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
@@ -416,4 +414,48 @@ fn run_node(
         }
         Err(error) => failed(error),
     }
+}
+
+/// Runs the stage once on the given inputs, in `work_dir` (its outputs under `out/`): the path of
+/// each declared output, in declaration order, and the stage's metrics.
+fn invoke_stage(
+    node: &crate::graph::Node,
+    inputs: Vec<InputArtifact>,
+    work_dir: &std::path::Path,
+    cancel: &AtomicBool,
+    observer: &dyn RunObserver,
+    threads: usize,
+) -> Result<crate::partitions::StageRun, String> {
+    let mut ctx =
+        StageContext::standalone(&node.name, inputs, node.outputs.clone(), work_dir, &node.base_dir, cancel, observer)
+            .map_err(|e| format!("cannot create the work directory {}: {e}", work_dir.display()))?;
+    ctx.threads = threads;
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&mut ctx)));
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(format!("{err:#}")),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            return Err(format!("this is a bug: stage `{}` panicked: {message}", node.name));
+        }
+    }
+    if ctx.is_cancelled() {
+        return Err("cancelled".into());
+    }
+    let mut written = Vec::with_capacity(node.outputs.len());
+    for decl in &node.outputs {
+        let path = ctx.output_path(&decl.name).map_err(|e| format!("{e:#}"))?;
+        if !path.is_file() {
+            return Err(format!(
+                "this is a bug: stage `{}` finished without writing its declared output `{}`",
+                node.name, decl.name
+            ));
+        }
+        written.push((decl.name.clone(), path));
+    }
+    Ok((written, ctx.take_metrics()))
 }

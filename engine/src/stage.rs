@@ -206,6 +206,12 @@ pub trait Stage: Send + Sync + 'static {
         Ok(())
     }
     fn run(params: &Self::Params, ctx: &mut StageContext) -> Result<()>;
+    /// How far each output row reaches into the input, for running on a time slice when the
+    /// pipeline says `partition = "day"` (docs/nightly.md). The default: the stage keeps state
+    /// across all rows and cannot be partitioned; the message says why and what to do.
+    fn history(_params: &Self::Params) -> Result<crate::partitions::History, String> {
+        Err(crate::partitions::NOT_PARTITIONABLE.to_string())
+    }
 }
 
 /// A stage kind with its type erased, as the registry holds it.
@@ -229,6 +235,7 @@ pub trait PreparedStage: Send + Sync {
     fn files(&self) -> Vec<String>;
     fn check_inputs(&self, inputs: &[InputInfo]) -> Result<(), String>;
     fn run(&self, ctx: &mut StageContext) -> Result<()>;
+    fn history(&self) -> Result<crate::partitions::History, String>;
 }
 
 struct TaskOf<S>(PhantomData<fn() -> S>);
@@ -343,6 +350,9 @@ impl<S: Stage> PreparedStage for PreparedOf<S> {
     }
     fn check_inputs(&self, inputs: &[InputInfo]) -> Result<(), String> {
         S::check_inputs(&self.params, inputs)
+    }
+    fn history(&self) -> Result<crate::partitions::History, String> {
+        S::history(&self.params)
     }
     fn run(&self, ctx: &mut StageContext) -> Result<()> {
         S::run(&self.params, ctx)

@@ -140,6 +140,10 @@ pub struct ShowArgs {
     /// Rows of each table to print.
     #[arg(long, default_value_t = 5)]
     pub rows: usize,
+    /// For a stage with `partition`: list its partitions (period, rows, time range, hash), and
+    /// which of them the run that produced this result computed.
+    #[arg(long)]
+    pub partitions: bool,
 }
 
 #[derive(Args, Debug)]

@@ -198,6 +198,9 @@ pub fn show(args: ShowArgs, store: Store) -> CliResult {
             && let Some(key) = stage.key
             && let Some(manifest) = store.read_manifest(&key)?
         {
+            if args.partitions {
+                return print_partitions(&store, what, &manifest, args.json);
+            }
             if args.json {
                 print_json(&manifest)?;
             } else {
@@ -211,6 +214,68 @@ pub fn show(args: ShowArgs, store: Store) -> CliResult {
         "`{what}` is not a run, a stage with a recorded result, or a hash in {}\nhint: `pipeline runs` lists runs; `pipeline show last` shows the newest",
         store.root().display()
     )))
+}
+
+/// `show STAGE --partitions`: each partitioned output's periods.
+fn print_partitions(store: &Store, stage: &str, manifest: &Manifest, json: bool) -> CliResult {
+    use pipeline_artifacts::partitioned::{is_partition_index, read_partition_index};
+    let ran: Vec<&str> = manifest
+        .metrics
+        .get("partitions")
+        .and_then(|p| p.get("ran_periods"))
+        .and_then(|r| r.as_array())
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let mut report = serde_json::Map::new();
+    let mut text = String::new();
+    for (name, output) in &manifest.outputs {
+        let path = store.object_path(&output.hash);
+        if output.kind != "table" || !is_partition_index(&path)? {
+            continue;
+        }
+        let index = read_partition_index(&path)?;
+        let time = |ms: Option<i64>| {
+            ms.and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        let mut rows =
+            vec![vec!["  period".to_string(), "rows".into(), "first".into(), "last".into(), "hash".into(), "".into()]];
+        for entry in &index.partitions {
+            rows.push(vec![
+                format!("  {}", entry.label),
+                entry.rows.to_string(),
+                time(entry.first_ms),
+                time(entry.last_ms),
+                entry.hash[..12].to_string(),
+                if ran.contains(&entry.label.as_str()) { "computed".into() } else { "".into() },
+            ]);
+        }
+        text.push_str(&format!(
+            "{stage}.{name}: {} partitions by {} of `{}`, {} rows, index {}\n",
+            index.partitions.len(),
+            index.grain.as_str(),
+            index.column,
+            index.rows(),
+            output.hash.short()
+        ));
+        text.push_str(&table(&rows));
+        report.insert(name.clone(), serde_json::to_value(&index).map_err(|e| CliError::failure(e.to_string()))?);
+    }
+    if report.is_empty() {
+        return Err(CliError::usage(format!(
+            "stage `{stage}` has no partitioned output\nhint: a stage is partitioned with partition = \"day\" in the pipeline file (docs/nightly.md)"
+        )));
+    }
+    if json {
+        print_json(&serde_json::Value::Object(report))?;
+    } else {
+        let computed =
+            if ran.is_empty() { String::new() } else { format!(" ({} computed by the run that made it)", ran.len()) };
+        println!("(key {}{computed})", manifest.key.short());
+        print!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Serialize, Default)]

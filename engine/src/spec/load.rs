@@ -12,7 +12,8 @@ pub const DEFAULT_MAX_MATRIX: usize = 64;
 
 const TOP_KEYS: &[&str] = &["pipeline", "params", "stages", "include"];
 const PIPELINE_KEYS: &[&str] = &["name", "description", "max_matrix"];
-const STAGE_KEYS: &[&str] = &["task", "description", "inputs", "params", "matrix", "folds", "exports", "show"];
+const STAGE_KEYS: &[&str] =
+    &["task", "description", "inputs", "params", "matrix", "folds", "partition", "exports", "show"];
 
 struct Loader {
     sources: SourceMap,
@@ -343,6 +344,7 @@ impl Loader {
             params_loc: name_loc.clone(),
             matrix: Vec::new(),
             folds: None,
+            partition: None,
             exports: Vec::new(),
             show: Vec::new(),
         };
@@ -386,6 +388,21 @@ impl Loader {
                             }
                             Ok(_) => {}
                             Err(message) => self.error(Diagnostic::error(message, Some(loc(file, value.span())))),
+                        }
+                    }
+                }
+                "partition" => {
+                    if let Some(text) = self.expect_string(file, "`partition`", value) {
+                        let at = loc(file, value.span());
+                        match pipeline_artifacts::partitioned::Grain::parse(&text) {
+                            Some(grain) => stage.partition = Some((grain, at)),
+                            None => self.error(
+                                Diagnostic::error(
+                                    format!("`partition = \"{text}\"` is not a partition length"),
+                                    Some(at),
+                                )
+                                .with_hint("write partition = \"day\" (or \"hour\", \"month\"); docs/nightly.md"),
+                            ),
                         }
                     }
                 }

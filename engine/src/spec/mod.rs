@@ -51,6 +51,9 @@ pub struct StageSpec {
     pub matrix: Vec<MatrixAxis>,
     /// Walk-forward folds (`folds = { start, until, train, test, ... }`), as written.
     pub folds: Option<FoldsSpec>,
+    /// `partition = "day"`: the output is a time-partitioned table (docs/nightly.md), and where
+    /// that was written.
+    pub partition: Option<(pipeline_artifacts::partitioned::Grain, Loc)>,
     pub exports: Vec<ExportSpec>,
     /// Outputs whose text is printed after a successful run (`show = "headline"`).
     pub show: Vec<ShowSpec>,

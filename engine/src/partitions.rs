@@ -1,0 +1,514 @@
+//! Partitions: the seam for nightly refreshes (docs/nightly.md).
+//!
+//! A stage written with `partition = "day"` (or `"hour"`, `"month"`) produces a time-partitioned
+//! table: one Parquet object per period of its output's time column, and an index object that
+//! stands for the whole table (`pipeline_artifacts::partitioned`). The node still has one cache
+//! key over everything it reads, so a run where nothing changed is a plain hit. When that key
+//! misses, each output period gets its own *partition key*: the stage's task, version, params
+//! and files, the period, and the hashes of exactly the input partitions the period's rows can
+//! depend on, which the stage declares as its [`History`] (how far back and forward a row
+//! reaches). Periods whose key has a record in the store are reused; the missing ones run as
+//! few calls as possible (one per run of consecutive periods, on the inputs of that run plus its
+//! warm-up), and only the rows of the missing periods are kept from each call.
+//!
+//! Invariants:
+//! * A period's key covers every input row that can reach it: `History` is a promise of the
+//!   stage, tested per stage by computing a slice and comparing with the whole
+//!   (`tests/it/nightly.rs`). So a period computed on a slice has the bytes it would have in a
+//!   run from scratch, and the index (hence the node's output hash) is the same either way.
+//! * A stage with no partitioned input (a source: `ingest_bars`, `synth_market`) runs whole and
+//!   its output is split; its partitions' hashes are their content, so a consumer's partition
+//!   keys change only where the source's rows did.
+//! * A partitioned stage's table inputs are partitioned too (checked when the graph is built);
+//!   other inputs (a JSON, a model) are part of every partition key.
+//! * Periods with no rows are computed and recorded (so they are not recomputed) but left out of
+//!   the index.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use pipeline_artifacts::ArtifactKind;
+use pipeline_artifacts::partitioned::{Grain, PartitionEntry, PartitionIndex, Period};
+use pipeline_cache::{Hash, KeyBuilder, KeyMaterial, OutputRecord, PartitionRecord, Store};
+
+use crate::graph::Node;
+use crate::stage::InputArtifact;
+
+/// Why a stage that did not declare its history cannot be partitioned.
+pub const NOT_PARTITIONABLE: &str = "this stage's rows depend on all earlier rows (it declares no bounded history), so a slice of time cannot be computed alone; remove `partition`";
+
+/// How far an output row reaches into the stage's input: a length of time, a number of input
+/// rows (windows counted in rows), or both (the window covers each).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub millis: i64,
+    pub rows: usize,
+}
+
+impl Reach {
+    pub const NONE: Reach = Reach { millis: 0, rows: 0 };
+
+    pub fn millis(millis: i64) -> Reach {
+        Reach { millis, rows: 0 }
+    }
+
+    pub fn rows(rows: usize) -> Reach {
+        Reach { millis: 0, rows }
+    }
+
+    /// The reach that covers both.
+    pub fn and(self, other: Reach) -> Reach {
+        Reach { millis: self.millis.max(other.millis), rows: self.rows.max(other.rows) }
+    }
+}
+
+/// What a stage promises about its rows when it runs on a slice of time: the row at time t
+/// depends only on input rows within `lookback` before it and `lookahead` after it (and on inputs
+/// that are not tables). `column` is the output's time column, which partitions it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct History {
+    pub lookback: Reach,
+    pub lookahead: Reach,
+    pub column: &'static str,
+}
+
+impl History {
+    /// Each output row depends on its own input rows only (or the stage is a source).
+    pub const ROW_LOCAL: History = History { lookback: Reach::NONE, lookahead: Reach::NONE, column: "timestamp" };
+
+    pub fn back(lookback: Reach) -> History {
+        History { lookback, ..History::ROW_LOCAL }
+    }
+}
+
+/// A node's partitioning: the period length and the history the stage declared.
+#[derive(Clone, Copy, Debug)]
+pub struct NodePartitioning {
+    pub grain: Grain,
+    pub history: History,
+}
+
+/// What running a partitioned node did, for its manifest.
+pub struct PartitionedResult {
+    pub outputs: BTreeMap<String, OutputRecord>,
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Runs the stage on some inputs in a fresh work directory: the paths of its outputs and its
+/// metrics. Provided by the scheduler.
+pub type InvokeStage<'a> = dyn Fn(Vec<InputArtifact>, &Path) -> Result<StageRun, String> + 'a;
+
+/// What one call of a stage wrote: each declared output's path (in declaration order), and the
+/// stage's metrics.
+pub type StageRun = (Vec<(String, std::path::PathBuf)>, serde_json::Map<String, serde_json::Value>);
+
+fn fail(e: impl std::fmt::Display) -> String {
+    format!("{e:#}")
+}
+
+/// The partition index an input is, if it is one.
+pub fn input_index(store: &Store, kind: ArtifactKind, hash: &Hash) -> Result<Option<PartitionIndex>, String> {
+    if kind != ArtifactKind::Table {
+        return Ok(None);
+    }
+    let path = store.object_path(hash);
+    if !pipeline_artifacts::partitioned::is_partition_index(&path).map_err(fail)? {
+        return Ok(None);
+    }
+    pipeline_artifacts::partitioned::read_partition_index(&path).map(Some).map_err(fail)
+}
+
+/// The input partitions a period's rows can depend on: those overlapping
+/// `[start - lookback, end + lookahead)`, rows counted outwards from the period.
+pub fn window<'a>(index: &'a PartitionIndex, period: &Period, history: &History) -> &'a [PartitionEntry] {
+    let parts = &index.partitions;
+    let before = parts.partition_point(|e| e.end_ms <= period.start_ms);
+    let after = parts.partition_point(|e| e.start_ms < period.end_ms);
+    let mut from = parts.partition_point(|e| e.end_ms <= period.start_ms - history.lookback.millis);
+    let (mut i, mut rows) = (before, 0u64);
+    while i > 0 && rows < history.lookback.rows as u64 {
+        i -= 1;
+        rows += parts[i].rows;
+    }
+    from = from.min(i);
+    let mut to = parts.partition_point(|e| e.start_ms < period.end_ms + history.lookahead.millis);
+    let (mut i, mut rows) = (after, 0u64);
+    while i < parts.len() && rows < history.lookahead.rows as u64 {
+        rows += parts[i].rows;
+        i += 1;
+    }
+    to = to.max(i);
+    &parts[from.min(before)..to.max(after)]
+}
+
+/// The key of one period of one output.
+fn partition_key(
+    material: &KeyMaterial,
+    grain: Grain,
+    period: &Period,
+    output: &str,
+    windows: &[(String, Vec<&PartitionEntry>)],
+) -> Hash {
+    let mut builder = KeyBuilder::new("partition");
+    builder.field("task", material.task.as_bytes());
+    builder.field("task-version", &material.task_version.to_le_bytes());
+    builder.field("params", serde_json::to_string(&material.params).unwrap_or_default().as_bytes());
+    builder.field("grain", grain.as_str().as_bytes());
+    builder.field("period", period.label.as_bytes());
+    builder.field("output", output.as_bytes());
+    for (path, hash) in &material.files {
+        builder.field("file-path", path.as_bytes());
+        builder.field("file-hash", hash.as_bytes());
+    }
+    for (name, hash) in &material.inputs {
+        match windows.iter().find(|(n, _)| n == name) {
+            Some((_, entries)) => {
+                builder.field("input-name", name.as_bytes());
+                for entry in entries {
+                    builder.field("input-period", entry.label.as_bytes());
+                    builder.field("input-part", entry.hash.as_bytes());
+                }
+            }
+            None => {
+                builder.field("input-name", name.as_bytes());
+                builder.field("input-hash", hash.as_bytes());
+            }
+        }
+    }
+    builder.finish()
+}
+
+/// Stores one period's rows of an output (an empty frame gives a recorded, unlisted period).
+fn store_period(
+    store: &Store,
+    work_dir: &Path,
+    column: &str,
+    period: &Period,
+    mut frame: pipeline_artifacts::partitioned::Frame,
+    key: Option<Hash>,
+) -> Result<PartitionEntry, String> {
+    let path = work_dir.join(format!("part-{}.parquet", period.label));
+    pipeline_artifacts::write_table(&mut frame, &path).map_err(fail)?;
+    let info = store.put_file(&path).map_err(fail)?;
+    let times = pipeline_artifacts::partitioned::time_column_ms(&frame, column).map_err(fail)?;
+    let entry = PartitionEntry {
+        label: period.label.clone(),
+        start_ms: period.start_ms,
+        end_ms: period.end_ms,
+        hash: info.hash.to_hex(),
+        size: info.size,
+        rows: frame.height() as u64,
+        first_ms: times.iter().min().copied(),
+        last_ms: times.iter().max().copied(),
+        path: None,
+    };
+    if let Some(key) = key {
+        store
+            .write_partition(&PartitionRecord {
+                key,
+                object: info.hash,
+                size: info.size,
+                entry: serde_json::to_value(&entry).map_err(fail)?,
+                created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            })
+            .map_err(fail)?;
+    }
+    Ok(entry)
+}
+
+/// Writes the index of an output and returns its record.
+fn store_index(
+    store: &Store,
+    grain: Grain,
+    column: &str,
+    entries: Vec<PartitionEntry>,
+) -> Result<OutputRecord, String> {
+    let listed: Vec<PartitionEntry> = entries.into_iter().filter(|e| e.rows > 0).collect();
+    if listed.is_empty() {
+        return Err("the stage produced no rows: a partitioned table needs at least one".into());
+    }
+    let parts: Vec<Hash> = listed.iter().map(|e| e.hash.parse().map_err(fail)).collect::<Result<_, String>>()?;
+    let index = PartitionIndex::new(grain, column, listed);
+    let info = store.put_bytes(&index.to_bytes()).map_err(fail)?;
+    Ok(OutputRecord {
+        hash: info.hash,
+        size: info.size,
+        kind: ArtifactKind::Table.to_string(),
+        rows: Some(index.rows()),
+        parts,
+    })
+}
+
+/// Which periods of a partitioned node's output exist in the store and which must be computed.
+pub struct PeriodPlan {
+    pub periods: Vec<Period>,
+    /// Per period, per table output: its partition key.
+    pub keys: Vec<BTreeMap<String, Hash>>,
+    /// Per period, the outputs whose partition is recorded.
+    pub found: Vec<BTreeMap<String, PartitionEntry>>,
+    /// Indices of the periods to compute.
+    pub missing: Vec<usize>,
+    pub table_outputs: Vec<String>,
+}
+
+/// The partition indexes among a node's inputs, by input name (none: the node is a source).
+pub fn input_indexes(
+    store: &Store,
+    node: &Node,
+    material: &KeyMaterial,
+) -> Result<Vec<(String, PartitionIndex)>, String> {
+    let mut indexes = Vec::new();
+    for (input, (name, hash)) in node.inputs.iter().zip(&material.inputs) {
+        if let Some(index) = input_index(store, input.kind, hash)? {
+            indexes.push((name.clone(), index));
+        }
+    }
+    Ok(indexes)
+}
+
+/// Every period from the first input row's to the last's, its keys, and what the store holds.
+pub fn plan_periods(
+    store: &Store,
+    node: &Node,
+    partitioning: NodePartitioning,
+    material: &KeyMaterial,
+    indexes: &[(String, PartitionIndex)],
+    forced: bool,
+) -> Result<PeriodPlan, String> {
+    let NodePartitioning { grain, history } = partitioning;
+    let first = indexes.iter().filter_map(|(_, i)| i.partitions.first().map(|e| e.start_ms)).min();
+    let last = indexes.iter().filter_map(|(_, i)| i.partitions.last().map(|e| e.end_ms - 1)).max();
+    let (Some(first), Some(last)) = (first, last) else {
+        return Err("the partitioned inputs have no partitions".into());
+    };
+    let periods = grain.periods_between(first, last);
+    let table_outputs: Vec<String> =
+        node.outputs.iter().filter(|o| o.kind == ArtifactKind::Table).map(|o| o.name.clone()).collect();
+    let mut keys: Vec<BTreeMap<String, Hash>> = Vec::with_capacity(periods.len());
+    let mut found: Vec<BTreeMap<String, PartitionEntry>> = Vec::with_capacity(periods.len());
+    let mut missing: Vec<usize> = Vec::new();
+    for (i, period) in periods.iter().enumerate() {
+        let windows: Vec<(String, Vec<&PartitionEntry>)> = indexes
+            .iter()
+            .map(|(name, index)| (name.clone(), window(index, period, &history).iter().collect()))
+            .collect();
+        let mut period_keys = BTreeMap::new();
+        let mut period_found = BTreeMap::new();
+        for output in &table_outputs {
+            let key = partition_key(material, grain, period, output, &windows);
+            if !forced
+                && let Some(record) = store.read_partition(&key)
+                && let Ok(entry) = serde_json::from_value::<PartitionEntry>(record.entry)
+            {
+                period_found.insert(output.clone(), entry);
+            }
+            period_keys.insert(output.clone(), key);
+        }
+        if period_found.len() < table_outputs.len() {
+            missing.push(i);
+        }
+        keys.push(period_keys);
+        found.push(period_found);
+    }
+    Ok(PeriodPlan { periods, keys, found, missing, table_outputs })
+}
+
+/// Runs a partitioned node: reuses every period whose partition key is recorded and computes the
+/// rest (see the module documentation).
+pub fn run_partitioned(
+    store: &Store,
+    node: &Node,
+    partitioning: NodePartitioning,
+    material: &KeyMaterial,
+    forced: bool,
+    work_dir: &Path,
+    invoke: &InvokeStage<'_>,
+) -> Result<PartitionedResult, String> {
+    let NodePartitioning { grain, history } = partitioning;
+    let column = history.column;
+    let mut inputs: Vec<InputArtifact> = Vec::new();
+    let mut indexes: Vec<(String, PartitionIndex)> = Vec::new();
+    for (input, (name, hash)) in node.inputs.iter().zip(&material.inputs) {
+        if let Some(index) = input_index(store, input.kind, hash)? {
+            indexes.push((name.clone(), index));
+        }
+        inputs.push(InputArtifact { name: name.clone(), kind: input.kind, path: store.object_path(hash), hash: *hash });
+    }
+    let mut metrics = serde_json::Map::new();
+    let mut outputs = BTreeMap::new();
+
+    // A source: run whole, split what it wrote.
+    if indexes.is_empty() {
+        let run_dir = work_dir.join("run-0");
+        let (written, stage_metrics) = invoke(inputs, &run_dir)?;
+        metrics.extend(stage_metrics);
+        let mut periods = 0usize;
+        for (name, path) in written {
+            let frame = pipeline_artifacts::read_table(&path).map_err(fail)?;
+            let split = pipeline_artifacts::partitioned::split_by_period(&frame, column, grain)
+                .map_err(|e| format!("output `{name}`: {e:#}"))?;
+            periods = periods.max(split.len());
+            let mut entries = Vec::with_capacity(split.len());
+            for (period, part) in split {
+                entries.push(store_period(store, &run_dir, column, &period, part, None)?);
+            }
+            outputs.insert(name, store_index(store, grain, column, entries)?);
+        }
+        metrics.insert("partitions".into(), serde_json::json!({ "total": periods, "ran": periods, "reused": 0 }));
+        return Ok(PartitionedResult { outputs, metrics });
+    }
+
+    let PeriodPlan { periods, keys, mut found, missing, table_outputs } =
+        plan_periods(store, node, partitioning, material, &indexes, forced)?;
+    // Runs of consecutive missing periods: one call each, on their inputs plus the warm-up.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &i in &missing {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    let mut ran_labels: Vec<String> = Vec::new();
+    let mut run_metrics: Vec<serde_json::Value> = Vec::new();
+    for (run_number, &(a, b)) in runs.iter().enumerate() {
+        let run_dir = work_dir.join(format!("run-{run_number}"));
+        std::fs::create_dir_all(&run_dir).map_err(fail)?;
+        let mut run_inputs = inputs.clone();
+        let mut any_rows = false;
+        for (name, index) in &indexes {
+            // The union of the run's periods' windows (each is a contiguous slice of the index).
+            let lo = window(index, &periods[a], &history).first().map(|e| e.start_ms);
+            let hi = window(index, &periods[b], &history).last().map(|e| e.start_ms);
+            let mut entries: Vec<PartitionEntry> = match (lo, hi) {
+                (Some(lo), Some(hi)) => index
+                    .partitions
+                    .iter()
+                    .filter(|e| lo <= e.start_ms && e.start_ms <= hi)
+                    .cloned()
+                    .map(|mut e| {
+                        let hash: Hash = e.hash.parse().expect("index hashes are hex");
+                        e.path = Some(store.object_path(&hash));
+                        e
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            entries.sort_by_key(|e| e.start_ms);
+            any_rows |= entries.iter().any(|e| e.rows > 0);
+            let sub = PartitionIndex::new(index.grain, &index.column, entries);
+            let path = run_dir.join(format!("input-{name}.json"));
+            std::fs::write(&path, sub.to_bytes()).map_err(fail)?;
+            if let Some(input) = run_inputs.iter_mut().find(|i| &i.name == name) {
+                input.path = path;
+            }
+        }
+        if !any_rows
+            || indexes.iter().any(|(name, _)| {
+                let path = run_dir.join(format!("input-{name}.json"));
+                pipeline_artifacts::partitioned::read_partition_index(&path)
+                    .map(|i| i.partitions.is_empty())
+                    .unwrap_or(true)
+            })
+        {
+            // Nothing to read in these periods' windows: they have no rows, and are not recorded
+            // (an input arriving later gives them new keys anyway).
+            continue;
+        }
+        let (written, stage_metrics) = invoke(run_inputs, &run_dir.join("stage"))?;
+        run_metrics.push(serde_json::json!({
+            "from": periods[a].label,
+            "to": periods[b].label,
+            "metrics": serde_json::Value::Object(stage_metrics),
+        }));
+        for (name, path) in written {
+            let Some(_) = table_outputs.iter().find(|o| **o == name) else { continue };
+            let frame = pipeline_artifacts::read_table(&path).map_err(fail)?;
+            let split = pipeline_artifacts::partitioned::split_by_period(&frame, column, grain)
+                .map_err(|e| format!("output `{name}`: {e:#}"))?;
+            let mut by_start: BTreeMap<i64, pipeline_artifacts::partitioned::Frame> =
+                split.into_iter().map(|(p, df)| (p.start_ms, df)).collect();
+            for i in a..=b {
+                let period = &periods[i];
+                let part = by_start.remove(&period.start_ms).unwrap_or_else(|| frame.clear());
+                let entry = store_period(store, &run_dir, column, period, part, Some(keys[i][&name]))?;
+                found[i].insert(name.clone(), entry);
+            }
+        }
+        ran_labels.extend((a..=b).map(|i| periods[i].label.clone()));
+    }
+
+    for output in &table_outputs {
+        let entries: Vec<PartitionEntry> = found.iter().filter_map(|f| f.get(output).cloned()).collect();
+        outputs.insert(output.clone(), store_index(store, grain, column, entries)?);
+    }
+    let reused = found.iter().filter(|f| f.len() == table_outputs.len()).count() - ran_labels.len();
+    metrics.insert(
+        "partitions".into(),
+        serde_json::json!({ "total": periods.len(), "ran": ran_labels.len(), "reused": reused, "ran_periods": ran_labels }),
+    );
+    // The stage's own metrics describe the slices it ran (warm-up rows included).
+    match run_metrics.len() {
+        0 => {}
+        1 => {
+            if let Some(serde_json::Value::Object(m)) = run_metrics[0].get("metrics") {
+                metrics.extend(m.clone());
+            }
+        }
+        _ => {
+            metrics.insert("runs".into(), serde_json::Value::Array(run_metrics));
+        }
+    }
+    Ok(PartitionedResult { outputs, metrics })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(rows: &[u64]) -> PartitionIndex {
+        let day = 86_400_000;
+        let entries = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                let p = Grain::Day.period(i as i64 * day);
+                PartitionEntry {
+                    label: p.label,
+                    start_ms: p.start_ms,
+                    end_ms: p.end_ms,
+                    hash: format!("{i:064}"),
+                    size: 1,
+                    rows: r,
+                    first_ms: None,
+                    last_ms: None,
+                    path: None,
+                }
+            })
+            .collect();
+        PartitionIndex::new(Grain::Day, "timestamp", entries)
+    }
+
+    fn labels(entries: &[PartitionEntry]) -> Vec<&str> {
+        entries.iter().map(|e| &e.label[8..]).collect()
+    }
+
+    #[test]
+    fn windows_cover_the_declared_reach_in_time_or_rows() {
+        let idx = index(&[1440, 1440, 0, 1440, 1440]);
+        let day3 = Grain::Day.period(3 * 86_400_000);
+        let local = History::ROW_LOCAL;
+        assert_eq!(labels(window(&idx, &day3, &local)), ["04"]);
+        let one_day = History { lookback: Reach::millis(86_400_000), ..local };
+        assert_eq!(labels(window(&idx, &day3, &one_day)), ["03", "04"]);
+        // 2000 rows back skips the empty day and takes two days.
+        let rows = History { lookback: Reach::rows(2000), ..local };
+        assert_eq!(labels(window(&idx, &day3, &rows)), ["01", "02", "03", "04"]);
+        let ahead = History { lookahead: Reach::rows(1), ..local };
+        assert_eq!(labels(window(&idx, &day3, &ahead)), ["04", "05"]);
+        // At the ends the window is cut, never out of range.
+        let day0 = Grain::Day.period(0);
+        assert_eq!(labels(window(&idx, &day0, &rows)), ["01"]);
+        let day4 = Grain::Day.period(4 * 86_400_000);
+        assert_eq!(labels(window(&idx, &day4, &ahead)), ["05"]);
+    }
+}
