@@ -10,6 +10,7 @@ mod features;
 mod inspect;
 mod market;
 mod news;
+mod nightly;
 mod real_news;
 mod research_validity;
 mod stage1;

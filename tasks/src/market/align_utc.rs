@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::columns::{OPTIONAL_FLOW, OPTIONAL_STATE, numeric_column};
 use super::time::Span;
+use pipeline_engine::partitions::{History, Reach};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -35,9 +36,25 @@ pub struct AlignUtcParams {
     /// What to do with two rows at the same time whose values differ (identical rows are always dropped and counted).
     #[serde(default = "default_conflict")]
     pub on_conflict: OnConflict,
+    /// Longest gap to fill, as a length of time ("6h"): a longer gap (an exchange outage) is left
+    /// out of the grid instead of filled with a flat price, counted and warned about. Unset:
+    /// every gap is filled. Needed for `partition`, where it bounds how far back a day reaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fill: Option<String>,
 }
 
 impl AlignUtcParams {
+    /// `max_fill` in ms, with the grid's fixed step; validated.
+    pub fn max_fill_ms(&self) -> Result<Option<(i64, i64)>, String> {
+        let Some(text) = &self.max_fill else { return Ok(None) };
+        let limit = Span::parse(text)?.fixed_ms().ok_or("a number of minutes, hours or days (not months)")?;
+        let step = self.span()?.fixed_ms().ok_or("max_fill needs a fixed grid step (not calendar months)")?;
+        if limit < 0 {
+            return Err("must not be negative".into());
+        }
+        Ok(Some((limit, step)))
+    }
+
     /// The grid step; validated.
     pub fn span(&self) -> Result<Span, String> {
         match (&self.step, self.step_seconds) {
@@ -64,6 +81,8 @@ struct Stats {
     filled: u64,
     longest_gap_steps: u64,
     out_of_order: u64,
+    unfilled_gaps: u64,
+    unfilled_steps: u64,
 }
 
 impl Stage for AlignUtc {
@@ -94,7 +113,20 @@ inputs = ["bars"]
 params = { on_conflict = "last" }
 "#;
 
+    fn history(params: &AlignUtcParams) -> Result<History, String> {
+        match params.max_fill_ms()? {
+            // A filled step reaches back to the bar before its gap and forward to the one after.
+            Some((limit, step)) => Ok(History {
+                lookback: Reach::millis(limit + step),
+                lookahead: Reach::millis(limit + step),
+                column: "timestamp",
+            }),
+            None => Err("it fills gaps of any length from the close before them; set params.max_fill (e.g. \"6h\") so that a day depends on a bounded stretch of time".into()),
+        }
+    }
+
     fn validate(params: &AlignUtcParams) -> Result<(), ParamError> {
+        params.max_fill_ms().map_err(|e| ParamError::new("max_fill", e))?;
         let which = if params.step.is_some() { "step" } else { "step_seconds" };
         let span = params.span().map_err(|e| ParamError::new(which, e))?;
         match span {
@@ -246,6 +278,10 @@ params = { on_conflict = "last" }
         let mut filled: Vec<bool> = Vec::with_capacity(n_slots);
         // The last close that is a number: a missing step's price (a null close stays null).
         let mut last_close = f64::NAN;
+        let mut last_close_slot = i64::MIN;
+        let max_fill = params.max_fill_ms().map_err(anyhow::Error::msg)?;
+        let mut prev_slot = first_slot;
+        let mut in_hole = false;
         let mut k = 0;
         let mut slot = first_slot;
         for slot_idx in 0..n_slots {
@@ -260,26 +296,46 @@ params = { on_conflict = "last" }
                 k += 1;
             }
             let rows = &kept[start..k];
-            out_ts.push(slot);
             if rows.is_empty() {
+                if let Some((limit, step)) = max_fill {
+                    // A gap longer than max_fill is left out (k < kept.len(): the last slot has rows).
+                    let next_slot = span.slot_start(ts[kept[k]]);
+                    if next_slot - prev_slot - step > limit {
+                        if !in_hole {
+                            stats.unfilled_gaps += 1;
+                        }
+                        in_hole = true;
+                        stats.unfilled_steps += 1;
+                        continue;
+                    }
+                }
+                // The last close, but with max_fill only one from within reach.
+                let carried = match max_fill {
+                    Some((limit, step)) if slot - last_close_slot > limit + step => f64::NAN,
+                    _ => last_close,
+                };
+                out_ts.push(slot);
                 // A missing step: no trade happened, the price is the last close.
                 for (c, column) in out.iter_mut().enumerate() {
                     let previous = column[column.len() - 1];
                     column.push(if is_flow[c] {
                         0.0
                     } else if c == open || c == high || c == low || c == close {
-                        last_close
+                        carried
                     } else {
                         previous
                     });
                 }
-                filled.push(true);
-                stats.filled += 1;
-                if slot_idx > 0 && !filled[slot_idx - 1] {
+                if filled.last() == Some(&false) {
                     stats.gaps += 1;
                 }
+                filled.push(true);
+                stats.filled += 1;
                 continue;
             }
+            out_ts.push(slot);
+            prev_slot = slot;
+            in_hole = false;
             if rows.len() > 1 {
                 stats.merged_rows += rows.len() as u64 - 1;
             }
@@ -302,6 +358,7 @@ params = { on_conflict = "last" }
             }
             if out[close].last().is_some_and(|c| c.is_finite()) {
                 last_close = out[close][out[close].len() - 1];
+                last_close_slot = slot;
             }
             filled.push(false);
         }
@@ -322,6 +379,15 @@ params = { on_conflict = "last" }
             stats.longest_gap_steps = stats.longest_gap_steps.max(run);
         }
 
+        let out_ts_len = out_ts.len();
+        if stats.unfilled_gaps > 0 {
+            ctx.warn(format!(
+                "{} gap(s) longer than max_fill = {} left out of the grid ({} steps); rows before and after them are not neighbours",
+                stats.unfilled_gaps,
+                params.max_fill.as_deref().unwrap_or_default(),
+                stats.unfilled_steps
+            ));
+        }
         let mut columns: Vec<Column> = vec![
             Series::new("timestamp".into(), out_ts)
                 .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))?
@@ -332,9 +398,14 @@ params = { on_conflict = "last" }
             columns.push(Series::new((*name).into(), column).into());
         }
         columns.push(Series::new("was_filled".into(), filled).into());
-        let mut df = DataFrame::new(n_slots, columns)?;
+        let rows_out = out_ts_len;
+        let mut df = DataFrame::new(rows_out, columns)?;
         ctx.metric("rows_in", n as u64);
-        ctx.metric("rows_out", n_slots as u64);
+        ctx.metric("rows_out", rows_out as u64);
+        if max_fill.is_some() {
+            ctx.metric("unfilled_gaps", stats.unfilled_gaps);
+            ctx.metric("unfilled_steps", stats.unfilled_steps);
+        }
         ctx.metric("rows_out_of_order", stats.out_of_order);
         ctx.metric("exact_duplicates_dropped", stats.exact_duplicates);
         ctx.metric("conflicting_duplicates", stats.conflicting_duplicates);

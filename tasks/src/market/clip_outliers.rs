@@ -92,6 +92,11 @@ params = { columns = ["c0"], k = 5.0, window = 500 }
         super::one_table(inputs, Self::NAME)
     }
 
+    /// A row's band comes from the `window` rows up to it, and nothing else.
+    fn history(params: &ClipOutliersParams) -> Result<pipeline_engine::partitions::History, String> {
+        Ok(pipeline_engine::partitions::History::back(pipeline_engine::partitions::Reach::rows(params.window)))
+    }
+
     fn run(params: &ClipOutliersParams, ctx: &mut StageContext) -> Result<()> {
         let df = read_table(&ctx.inputs()[0].path)?;
         let present: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();

@@ -601,6 +601,11 @@ params = { path = "prices.csv", columns = { close = "close" }, timezone = "UTC",
         crate::no_inputs(inputs, Self::NAME, "the files named by params.path")
     }
 
+    /// A source: with `partition`, its table is split by the rows' UTC time.
+    fn history(_params: &IngestBarsParams) -> Result<pipeline_engine::partitions::History, String> {
+        Ok(pipeline_engine::partitions::History::ROW_LOCAL)
+    }
+
     fn run(params: &IngestBarsParams, ctx: &mut StageContext) -> Result<()> {
         let paths = ctx.resolve_files(&params.path)?;
         let reader = TimeReader {

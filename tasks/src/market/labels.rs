@@ -8,6 +8,7 @@ use polars::prelude::*;
 use schemars::JsonSchema;
 
 use super::time::Window;
+use pipeline_engine::partitions::{History, Reach};
 use serde::{Deserialize, Serialize};
 
 /// The prefix that marks a label column.
@@ -59,6 +60,9 @@ fn default_volume_window() -> Window {
 pub struct ResolvedLabels {
     /// (bars, name suffix) per horizon.
     pub horizons: Vec<(usize, String)>,
+    /// Per horizon, its length of time when it was written as one: the row h bars ahead counts
+    /// only if it is exactly that much later (not across a hole in the grid).
+    pub horizon_ms: Vec<Option<i64>>,
     pub volume_window: usize,
 }
 
@@ -67,9 +71,14 @@ impl LabelsParams {
     /// between rows.
     pub fn resolve(&self, step_ms: Option<i64>, resolution_ms: i64) -> Result<ResolvedLabels, String> {
         let mut horizons = Vec::new();
+        let mut horizon_ms = Vec::new();
         for (i, h) in self.horizons.iter().enumerate() {
             let bars = h.bars(step_ms).map_err(|e| format!("params.horizons[{i}]: {e}"))?;
             horizons.push((bars, h.label()));
+            horizon_ms.push(match h {
+                Window::Bars(_) => None,
+                Window::Time(_) => step_ms.map(|step| step * bars as i64),
+            });
         }
         // The trailing mean volume is a yardstick, not a feature: on a grid without one step
         // (calendar months, gaps) or coarser than the window, count bars at the grid's finest
@@ -82,7 +91,7 @@ impl LabelsParams {
             }
             (Err(e), _) => return Err(format!("params.volume_window: {e}")),
         };
-        Ok(ResolvedLabels { horizons, volume_window })
+        Ok(ResolvedLabels { horizons, horizon_ms, volume_window })
     }
 }
 
@@ -92,7 +101,9 @@ impl Stage for Labels {
     type Params = LabelsParams;
     const NAME: &'static str = "labels";
     // 2: horizons and the volume window in bars or time units; bad closes refused.
-    const VERSION: u32 = 2;
+    // 3: volume windows block-anchored on the grid (the same bits from any starting row), none
+    // across a hole; a time horizon never spans one.
+    const VERSION: u32 = 3;
     const DOC: &'static str = "Forward-looking labels per horizon (default 5, 15, 60 bars: minutes on a 1-minute grid), by design the only stage that looks ahead.\n\n\
         Horizons are bars (`15`, columns `label_*_15`) or lengths of time (`\"4h\"`, columns `label_*_4h`, counted on the \
         input's regular grid; put `align_utc` first). A null close gives null labels, never a made-up direction. \
@@ -135,6 +146,31 @@ params = { horizons = [5, 15], fee_bps = 2.0 }
         ParamError::all(errors)
     }
 
+    /// Looks ahead by the longest horizon and back by the volume window: in bars (rows) or in
+    /// time, as written.
+    fn history(params: &LabelsParams) -> Result<History, String> {
+        if params.shuffle_within_days.is_some() {
+            return Err(
+                "shuffle_within_days draws one random sequence across all days; run the null test unpartitioned".into(),
+            );
+        }
+        let reach = |w: &Window| -> Result<Reach, String> {
+            Ok(match w {
+                Window::Bars(n) => Reach::rows(*n as usize),
+                Window::Time(text) => Reach::millis(
+                    super::time::Span::parse(text)?
+                        .fixed_ms()
+                        .ok_or_else(|| format!("`{text}` is not a fixed length"))?,
+                ),
+            })
+        };
+        let mut ahead = Reach::NONE;
+        for h in &params.horizons {
+            ahead = ahead.and(reach(h)?);
+        }
+        Ok(History { lookback: reach(&params.volume_window)?, lookahead: ahead, column: "timestamp" })
+    }
+
     fn outputs(_params: &LabelsParams) -> Vec<OutputDecl> {
         vec![OutputDecl::new("table", ArtifactKind::Table)]
     }
@@ -159,8 +195,9 @@ params = { horizons = [5, 15], fee_bps = 2.0 }
         super::columns::numeric_column(df.column("volume")?, "input", "volume", 1)?;
         let times = crate::learn::dataset::timestamps_ms(&df)?;
         let resolution = times.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).min().unwrap_or(60_000);
-        let resolved = params.resolve(super::time::regular_step(&times), resolution).map_err(anyhow::Error::msg)?;
-        let mut out = label_frame(df.lazy(), &resolved, params).collect()?;
+        let step = grid_step(&times, resolution);
+        let resolved = params.resolve(step, resolution).map_err(anyhow::Error::msg)?;
+        let mut out = label_frame(&df, &times, step, &resolved, params)?;
         if let Some(seed) = params.shuffle_within_days {
             out = shuffle_within_days(out, &times, seed)?;
             ctx.warn(format!(
@@ -211,66 +248,91 @@ fn shuffle_within_days(frame: DataFrame, times: &[i64], seed: u64) -> Result<Dat
     Ok(DataFrame::new(n, columns)?)
 }
 
-/// The label columns as a lazy frame (timestamp + labels).
-pub fn label_frame(frame: LazyFrame, resolved: &ResolvedLabels, params: &LabelsParams) -> LazyFrame {
-    let log_close = col("close").cast(DataType::Float64).log(lit(std::f64::consts::E));
-    let volume = col("volume").cast(DataType::Float64);
-    let trailing_volume = volume.clone().rolling_mean(RollingOptionsFixedWindow {
-        window_size: resolved.volume_window,
-        min_periods: 1,
-        ..Default::default()
-    });
-    let mut exprs = vec![col("timestamp")];
+/// The grid's step when every gap between rows is a whole number of the smallest one (a grid,
+/// perhaps with holes `align_utc` left for `max_fill`); `None` for irregular times.
+pub fn grid_step(times: &[i64], resolution: i64) -> Option<i64> {
+    (resolution > 0 && times.windows(2).all(|w| (w[1] - w[0]) % resolution == 0 && w[1] > w[0])).then_some(resolution)
+}
+
+/// The label columns (timestamp + labels). Written by hand rather than as polars rolling
+/// expressions: the trailing and forward volume sums come from block-anchored windows
+/// (`window_sums`), so a row's labels have the same bits whatever row the table starts at (a
+/// partition computed on a slice of time), and no volume window crosses a hole in the grid.
+pub fn label_frame(
+    df: &DataFrame,
+    times: &[i64],
+    step: Option<i64>,
+    resolved: &ResolvedLabels,
+    params: &LabelsParams,
+) -> Result<DataFrame> {
+    use super::window_sums::{grid_forward_sum, grid_trailing_mean};
+    let n = df.height();
+    let close = super::columns::numeric_column(df.column("close")?, "input", "close", 1)?;
+    let volume = super::columns::numeric_column(df.column("volume")?, "input", "volume", 1)?;
+    let log_close: Vec<f64> = close.iter().map(|c| c.ln()).collect();
+    // Irregular times: one run, blocks from the first row (no slice of such a table is partitioned).
+    let (grid_times, grid): (Vec<i64>, i64) = match step {
+        Some(step) => (times.to_vec(), step),
+        None => ((0..n as i64).collect(), 1),
+    };
+    let trailing_volume = grid_trailing_mean(&volume, &grid_times, grid, resolved.volume_window, 1);
     let fee = params.fee_bps * 1e-4;
     let flat = params.flat_bps * 1e-4;
-    for (h, name) in &resolved.horizons {
-        let h = *h as i64;
-        let ret = log_close.clone().shift(lit(-h)) - log_close.clone();
-        // Volume over (t, t+h]: sum of the next h minutes, from a reversed rolling sum.
-        let forward_volume = volume
-            .clone()
-            .reverse()
-            .rolling_sum(RollingOptionsFixedWindow {
-                window_size: h as usize,
-                min_periods: h as usize,
-                ..Default::default()
+    let mut columns: Vec<Column> = vec![df.column("timestamp")?.clone()];
+    let code = |name: String, values: Vec<Option<i8>>| -> Column { Series::new(name.into(), values).into() };
+    for ((h, name), exact_ms) in resolved.horizons.iter().zip(&resolved.horizon_ms) {
+        let h = *h;
+        let ret: Vec<f64> = (0..n)
+            .map(|t| match t + h < n {
+                true if exact_ms.is_none_or(|ms| times[t + h] - times[t] == ms) => log_close[t + h] - log_close[t],
+                _ => f64::NAN,
             })
-            .reverse()
-            .shift(lit(-1));
-        let spike = forward_volume.gt(trailing_volume.clone() * lit(params.volume_spike_ratio * h as f64));
-        exprs.push(ret.clone().alias(format!("label_ret_{name}")));
-        exprs.push(
-            // A null return is no direction (polars orders NaN above every number, so a NaN
-            // would read as "up": the inputs are checked for NaN, and the null case is explicit).
-            when(ret.clone().is_null())
-                .then(lit(NULL).cast(DataType::Int8))
-                .when(ret.clone().gt(lit(fee)))
-                .then(lit(1i8))
-                .when(ret.clone().lt(lit(-fee)))
-                .then(lit(0i8))
-                .otherwise(lit(NULL).cast(DataType::Int8))
-                .alias(format!("label_dir_{name}")),
-        );
-        exprs.push(
-            when(ret.clone().is_null())
-                .then(lit(NULL).cast(DataType::Int8))
-                .when(ret.clone().gt(lit(flat)))
-                .then(lit(1i8))
-                .when(ret.clone().lt(lit(-flat)))
-                .then(lit(-1i8))
-                .otherwise(lit(0i8))
-                .alias(format!("label_class_{name}")),
-        );
-        exprs.push(
-            when(ret.clone().is_null().or(spike.clone().is_null()))
-                .then(lit(NULL).cast(DataType::Int8))
-                .when(spike.clone().and(ret.clone().gt(lit(0.0))))
-                .then(lit(1i8))
-                .when(spike.and(ret.lt(lit(0.0))))
-                .then(lit(-1i8))
-                .otherwise(lit(0i8))
-                .alias(format!("label_regime_{name}")),
-        );
+            .collect();
+        // Volume over (t, t+h].
+        let forward_volume = grid_forward_sum(&volume, &grid_times, grid, h);
+        let ratio = params.volume_spike_ratio * h as f64;
+        let known = |r: f64| r.is_finite();
+        let dir: Vec<Option<i8>> = ret
+            .iter()
+            .map(|&r| match known(r) {
+                true if r > fee => Some(1),
+                true if r < -fee => Some(0),
+                _ => None,
+            })
+            .collect();
+        let class: Vec<Option<i8>> = ret
+            .iter()
+            .map(|&r| {
+                known(r).then_some(if r > flat {
+                    1
+                } else if r < -flat {
+                    -1
+                } else {
+                    0
+                })
+            })
+            .collect();
+        let regime: Vec<Option<i8>> = (0..n)
+            .map(|t| {
+                let (r, fwd, trail) = (ret[t], forward_volume[t], trailing_volume[t]);
+                if !known(r) || fwd.is_nan() || trail.is_nan() {
+                    return None;
+                }
+                let spike = fwd > trail * ratio;
+                Some(if spike && r > 0.0 {
+                    1
+                } else if spike && r < 0.0 {
+                    -1
+                } else {
+                    0
+                })
+            })
+            .collect();
+        let ret: Vec<Option<f64>> = ret.into_iter().map(|r| known(r).then_some(r)).collect();
+        columns.push(Series::new(format!("label_ret_{name}").into(), ret).into());
+        columns.push(code(format!("label_dir_{name}"), dir));
+        columns.push(code(format!("label_class_{name}"), class));
+        columns.push(code(format!("label_regime_{name}"), regime));
     }
-    frame.select(exprs)
+    Ok(DataFrame::new(n, columns)?)
 }

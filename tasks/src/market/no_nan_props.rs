@@ -81,7 +81,8 @@ fn labels_of(df: &DataFrame) -> DataFrame {
     let params: LabelsParams =
         serde_json::from_value(serde_json::json!({ "horizons": [1, 3], "volume_window": 10 })).unwrap();
     let resolved = params.resolve(Some(60_000), 60_000).unwrap();
-    label_frame(df.clone().lazy(), &resolved, &params).collect().unwrap()
+    let times = crate::learn::dataset::timestamps_ms(df).unwrap();
+    label_frame(df, &times, Some(60_000), &resolved, &params).unwrap()
 }
 
 fn step() -> impl Strategy<Value = (f64, f64, f64, f64)> {

@@ -209,6 +209,11 @@ params = { days = 30, seed = 7 }
         vec![OutputDecl::new("table", ArtifactKind::Table)]
     }
 
+    /// A source (days append without changing earlier ones): with `partition`, split by day.
+    fn history(_params: &SynthMarketParams) -> Result<pipeline_engine::partitions::History, String> {
+        Ok(pipeline_engine::partitions::History::ROW_LOCAL)
+    }
+
     fn run(params: &SynthMarketParams, ctx: &mut StageContext) -> Result<()> {
         let df = generate(params)?;
         ctx.metric("rows", df.height() as u64);

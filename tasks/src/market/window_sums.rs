@@ -23,11 +23,36 @@ fn over_windows<S: Copy>(
     merge: impl Fn(S, S) -> S,
     mut emit: impl FnMut(usize, S),
 ) {
+    over_anchored_windows(n, w, 0, w, empty, is_null, push, merge, |t, _, summary| emit(t, summary));
+}
+
+/// [`over_windows`] with the blocks placed by `anchor`, the absolute position of row 0 on its
+/// grid (a block starts where `(row + anchor) % w == 0`), and values from `min_rows` rows on
+/// (`emit(t, rows, summary)`, the window being the last `min(t + 1, w)` rows). Two tables that
+/// share rows on one grid then compute those rows' windows from the same blocks in the same
+/// order, bit for bit, wherever each table starts: what a partition computed on a slice of time
+/// needs (docs/nightly.md).
+#[allow(clippy::too_many_arguments)]
+fn over_anchored_windows<S: Copy>(
+    n: usize,
+    w: usize,
+    anchor: usize,
+    min_rows: usize,
+    empty: S,
+    is_null: impl Fn(usize) -> bool,
+    push: impl Fn(S, usize) -> S,
+    merge: impl Fn(S, S) -> S,
+    mut emit: impl FnMut(usize, usize, S),
+) {
     let w = w.max(1);
+    let min_rows = min_rows.clamp(1, w);
     let mut suffix = vec![empty; w]; // the previous block's suffixes, by offset in it
+    let mut previous_start = 0usize;
     let mut last_null: Option<usize> = None;
-    for start in (0..n).step_by(w) {
-        let end = (start + w).min(n);
+    let mut start = 0usize;
+    while start < n {
+        let length = if start == 0 { w - anchor % w } else { w };
+        let end = (start + length).min(n);
         let mut prefix = empty;
         for t in start..end {
             if is_null(t) {
@@ -35,11 +60,12 @@ fn over_windows<S: Copy>(
             } else {
                 prefix = push(prefix, t);
             }
-            if t + 1 < w || last_null.is_some_and(|k| k + w > t) {
+            let rows = (t + 1).min(w);
+            if rows < min_rows || last_null.is_some_and(|k| k + w > t) {
                 continue;
             }
-            let first = t + 1 - w;
-            emit(t, if first == start { prefix } else { merge(suffix[first + w - start], prefix) });
+            let first = t + 1 - rows;
+            emit(t, rows, if first >= start { prefix } else { merge(suffix[first - previous_start], prefix) });
         }
         let mut summary = empty;
         for t in (start..end).rev() {
@@ -48,7 +74,75 @@ fn over_windows<S: Copy>(
             }
             suffix[t - start] = summary;
         }
+        previous_start = start;
+        start = end;
     }
+}
+
+/// Runs of rows one `step` apart: a longer gap (a hole `align_utc` left for `max_fill`) ends a
+/// run, and no window crosses it.
+pub fn grid_runs(times: &[i64], step: i64) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for t in 1..=times.len() {
+        if t == times.len() || times[t] - times[t - 1] != step {
+            if start < t {
+                out.push(start..t);
+            }
+            start = t;
+        }
+    }
+    out
+}
+
+/// Means over the last `w` rows (fewer at the start of a run of the grid, from `min_rows`),
+/// with blocks anchored on the grid (`times` / `step`) and never across a hole: each value is
+/// the same whatever row the table starts at. NaN where a window holds a null or is too short.
+pub fn grid_trailing_mean(values: &[f64], times: &[i64], step: i64, w: usize, min_rows: usize) -> Vec<f64> {
+    let mut out = vec![f64::NAN; values.len()];
+    for run in grid_runs(times, step) {
+        let anchor = times[run.start].div_euclid(step).rem_euclid(w.max(1) as i64) as usize;
+        let part = &values[run.clone()];
+        over_anchored_windows(
+            part.len(),
+            w,
+            anchor,
+            min_rows,
+            0.0f64,
+            |t| part[t].is_nan(),
+            |sum, t| sum + part[t],
+            |a, b| a + b,
+            |t, rows, sum| out[run.start + t] = sum / rows as f64,
+        );
+    }
+    out
+}
+
+/// Sums over the next `h` rows after each row, `(t, t + h]`, on the grid (none across a hole or
+/// past the end): NaN where fewer than `h` rows follow in the run.
+pub fn grid_forward_sum(values: &[f64], times: &[i64], step: i64, h: usize) -> Vec<f64> {
+    let mut out = vec![f64::NAN; values.len()];
+    for run in grid_runs(times, step) {
+        let anchor = times[run.start].div_euclid(step).rem_euclid(h.max(1) as i64) as usize;
+        let part = &values[run.clone()];
+        over_anchored_windows(
+            part.len(),
+            h,
+            anchor,
+            h,
+            0.0f64,
+            |t| part[t].is_nan(),
+            |sum, t| sum + part[t],
+            |a, b| a + b,
+            // The window ending at t is the forward window of row t - h.
+            |t, _, sum| {
+                if t >= h {
+                    out[run.start + t - h] = sum;
+                }
+            },
+        );
+    }
+    out
 }
 
 /// Sums over the last `w` rows of each column; NaN where the window is not full of non-null rows.
@@ -331,5 +425,65 @@ mod tests {
         let slope = volume_slope(&gappy, 15);
         assert!(slope[20..35].iter().all(|x| x.is_nan()) && !slope[35].is_nan() && !slope[19].is_nan());
         assert!(volume_slope(&[0.0; 20], 15).iter().all(|x| x.is_nan()));
+    }
+
+    /// A grid of minutes from `first` with a hole (rows 600..700 missing) and values.
+    fn gappy_grid(first: i64, n: usize) -> (Vec<i64>, Vec<f64>) {
+        let mut rng = crate::synth_table::SplitMix64::new(5);
+        let times: Vec<i64> = (0..n as i64).map(|i| (first + i + if i >= 600 { 100 } else { 0 }) * 60_000).collect();
+        let values =
+            (0..n).map(|t| if t == 1234 { f64::NAN } else { 10.0 * (0.5 * rng.next_normal()).exp() }).collect();
+        (times, values)
+    }
+
+    #[test]
+    fn grid_windows_match_plain_sums_and_never_cross_a_hole() {
+        let (times, values) = gappy_grid(17, 3000);
+        let w = 60;
+        let mean = grid_trailing_mean(&values, &times, 60_000, w, 1);
+        let forward = grid_forward_sum(&values, &times, 60_000, 5);
+        for t in 0..values.len() {
+            // The run of the grid this row is in starts at 0 or at 600 (after the hole).
+            let run_start = if t >= 600 { 600 } else { 0 };
+            let first = run_start.max((t + 1).saturating_sub(w));
+            let window = &values[first..=t];
+            let expected = if window.iter().any(|v| v.is_nan()) {
+                f64::NAN
+            } else {
+                window.iter().sum::<f64>() / window.len() as f64
+            };
+            assert!(
+                (mean[t].is_nan() && expected.is_nan()) || (mean[t] - expected).abs() <= 1e-12 * expected.abs(),
+                "row {t}: {} vs {expected}",
+                mean[t]
+            );
+            let run_end = if t < 600 { 600 } else { values.len() };
+            let ahead = if t + 5 < run_end { Some(&values[t + 1..=t + 5]) } else { None };
+            match ahead {
+                Some(a) if !a.iter().any(|v| v.is_nan()) => {
+                    assert!((forward[t] - a.iter().sum::<f64>()).abs() <= 1e-12 * forward[t].abs(), "row {t}")
+                }
+                _ => assert!(forward[t].is_nan(), "row {t}: {}", forward[t]),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// A table that starts later on the same grid gives the same bits wherever its window is
+        /// inside it: the property a partition computed on a slice of time rests on.
+        #[test]
+        fn grid_windows_are_the_same_bits_from_any_start(start in 0usize..2500, w in 1usize..300, h in 1usize..30) {
+            let (times, values) = gappy_grid(17, 3000);
+            let full_mean = grid_trailing_mean(&values, &times, 60_000, w, 1);
+            let full_forward = grid_forward_sum(&values, &times, 60_000, h);
+            let mean = grid_trailing_mean(&values[start..], &times[start..], 60_000, w, 1);
+            let forward = grid_forward_sum(&values[start..], &times[start..], 60_000, h);
+            for t in (start + w)..values.len() {
+                proptest::prop_assert_eq!(full_mean[t].to_bits(), mean[t - start].to_bits(), "mean row {}", t);
+            }
+            for t in start..values.len() {
+                proptest::prop_assert_eq!(full_forward[t].to_bits(), forward[t - start].to_bits(), "forward row {}", t);
+            }
+        }
     }
 }

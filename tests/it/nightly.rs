@@ -1,0 +1,243 @@
+//! Nightly refreshes: time-partitioned stages recompute only the periods whose inputs changed,
+//! and the result is byte-identical to a run from scratch (docs/nightly.md).
+
+use std::collections::BTreeMap;
+
+use crate::support::TestContext;
+
+const SYNTH: &str = r#"
+[pipeline]
+name = "nightly-synth"
+
+[params]
+days = 5
+
+[stages.market]
+task = "synth_market"
+partition = "day"
+params = { seed = 3, days = "${params.days}", start = "2024-01-01T00:00:00Z" }
+
+[stages.aligned]
+task = "align_utc"
+inputs = ["market"]
+partition = "day"
+params = { max_fill = "6h" }
+
+[stages.clipped]
+task = "clip_outliers"
+inputs = ["aligned"]
+partition = "day"
+params = { window = 1440 }
+
+[stages.labels]
+task = "labels"
+inputs = ["clipped"]
+partition = "day"
+"#;
+
+const CSV: &str = r#"
+[pipeline]
+name = "nightly-csv"
+
+[stages.bars]
+task = "ingest_bars"
+partition = "day"
+params = { path = "data/bars.csv" }
+
+[stages.aligned]
+task = "align_utc"
+inputs = ["bars"]
+partition = "day"
+params = { max_fill = "6h" }
+
+[stages.clipped]
+task = "clip_outliers"
+inputs = ["aligned"]
+partition = "day"
+params = { window = 1440 }
+
+[stages.labels]
+task = "labels"
+inputs = ["clipped"]
+partition = "day"
+"#;
+
+/// The periods each partitioned stage of the newest run computed: stage -> day numbers (of January).
+fn ran_periods(ctx: &TestContext) -> BTreeMap<String, Vec<u32>> {
+    let run = ctx.last_run();
+    let mut out = BTreeMap::new();
+    for stage in run["stages"].as_array().unwrap() {
+        let Some(partitions) = stage["metrics"].get("partitions") else { continue };
+        let days = partitions["ran_periods"]
+            .as_array()
+            .map(|labels| labels.iter().map(|l| l.as_str().unwrap()[8..10].parse().unwrap()).collect())
+            .unwrap_or_default();
+        out.insert(stage["name"].as_str().unwrap().to_string(), days);
+    }
+    out
+}
+
+/// The output hashes of the same pipeline run in a fresh store: the from-scratch answer.
+fn from_scratch(ctx: &TestContext, file: &str, extra: &[&str]) -> BTreeMap<String, String> {
+    let mut args = vec!["run", file, "--plain", "--store", "scratch-store"];
+    args.extend_from_slice(extra);
+    ctx.run(&args).ok();
+    let run = ctx.run(&["show", "last", "--json", "--store", "scratch-store"]).ok();
+    let run: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    std::fs::remove_dir_all(ctx.path("scratch-store")).unwrap();
+    run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            let name = s["name"].as_str().unwrap().to_string();
+            s["outputs"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(move |(o, r)| (format!("{name}.{o}"), r["hash"].as_str().unwrap().to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// One-minute bars for January `first..=last` (a deterministic walk), as CSV lines.
+fn bar_lines(first: u32, last: u32) -> String {
+    let mut out = String::new();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut price = 40_000.0f64;
+    for day in 1..=last {
+        for minute in 0..1440 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let step = ((state % 2001) as f64 - 1000.0) / 100.0;
+            let volume =
+                1.0 + (state >> 20) as f64 % 50.0 + if (state >> 40).is_multiple_of(500) { 5000.0 } else { 0.0 };
+            let open = price;
+            price += step;
+            if day < first {
+                continue;
+            }
+            let (h, m) = (minute / 60, minute % 60);
+            out.push_str(&format!(
+                "2024-01-{day:02} {h:02}:{m:02}:00,{open:.2},{:.2},{:.2},{price:.2},{volume:.1}\n",
+                open.max(price) + 1.0,
+                open.min(price) - 1.0,
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn appending_a_synthetic_day_computes_one_new_day_and_matches_a_run_from_scratch() {
+    let ctx = TestContext::new();
+    ctx.write("n.toml", SYNTH);
+    ctx.run(&["run", "n.toml", "--plain"]).ok();
+    let ran = ran_periods(&ctx);
+    assert_eq!(ran["aligned"], [1, 2, 3, 4, 5]);
+    assert_eq!(ran["clipped"], [1, 2, 3, 4, 5]);
+
+    // Nothing changed: one hit per stage, no partition looked at.
+    ctx.run(&["run", "n.toml", "--plain"]).ok();
+    assert!(ctx.last_outcomes().values().all(|o| o == "hit"), "{:?}", ctx.last_outcomes());
+
+    // The new day as far as align: status says which partition of clip (and only that one) would run.
+    ctx.run(&["run", "n.toml", "aligned", "--plain", "--set", "params.days=6"]).ok();
+    let status = ctx.status("n.toml", &["--set", "params.days=6"]);
+    let clipped = status["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "clipped").unwrap().clone();
+    let partitions = clipped["reasons"].as_array().unwrap().iter().find(|r| r["reason"] == "partitions").unwrap();
+    assert_eq!(partitions["run"], 1, "{clipped:#}");
+    assert_eq!(partitions["total"], 6, "{clipped:#}");
+    assert_eq!(partitions["periods"], serde_json::json!(["2024-01-06"]));
+    let text = ctx.run(&["status", "n.toml", "--set", "params.days=6"]).ok();
+    assert!(text.stdout.contains("1 of 6 partitions to compute: 2024-01-06"), "{}", text.stdout);
+
+    ctx.run(&["run", "n.toml", "--plain", "--set", "params.days=6"]).ok();
+    let ran = ran_periods(&ctx);
+    // The source is split whole; align re-runs the day before the new one (its last minutes
+    // could have been a gap the new day closes); clip sees an unchanged day 5 and runs day 6 only.
+    assert_eq!(ran["aligned"], [5, 6]);
+    assert_eq!(ran["clipped"], [6]);
+    // Labels look 60 rows ahead: day 5's last hour becomes labellable.
+    assert_eq!(ran["labels"], [5, 6]);
+    assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "n.toml", &["--set", "params.days=6"]));
+    assert_eq!(ctx.table("clipped", "table").height(), 6 * 1440);
+
+    let listing = ctx.run(&["show", "clipped", "--partitions"]).ok().stdout;
+    assert!(listing.contains("clipped.table: 6 partitions by day of `timestamp`, 8640 rows"), "{listing}");
+    assert!(listing.contains("2024-01-06  1440  2024-01-06 00:00  2024-01-06 23:59"), "{listing}");
+    assert_eq!(listing.matches("computed").count(), 2, "the heading and day 6: {listing}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ctx.run(&["show", "clipped", "--partitions", "--json"]).ok().stdout).unwrap();
+    assert_eq!(json["table"]["partitions"].as_array().unwrap().len(), 6);
+    let refused = ctx.run(&["show", "market", "--partitions"]).ok();
+    assert!(refused.stdout.contains("6 partitions"), "{}", refused.stdout);
+}
+
+#[test]
+fn a_growing_file_and_a_late_correction_rerun_exactly_the_days_they_touch() {
+    let ctx = TestContext::new();
+    ctx.write("n.toml", CSV);
+    let header = "timestamp,open,high,low,close,volume\n";
+    ctx.write("data/bars.csv", &format!("{header}{}", bar_lines(1, 4)));
+    ctx.run(&["run", "n.toml", "--plain"]).ok();
+
+    // Yesterday's rows appended to the same file.
+    ctx.write("data/bars.csv", &format!("{header}{}", bar_lines(1, 5)));
+    ctx.run(&["run", "n.toml", "--plain"]).ok();
+    let ran = ran_periods(&ctx);
+    assert_eq!(ran["aligned"], [4, 5]);
+    assert_eq!(ran["clipped"], [5]);
+    assert_eq!(ran["labels"], [4, 5]);
+    assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "n.toml", &[]));
+
+    // A late correction of one row on January 2nd (a volume spike the clip must see).
+    let mut lines: Vec<String> = bar_lines(1, 5).lines().map(str::to_string).collect();
+    let row = lines.iter().position(|l| l.starts_with("2024-01-02 12:00:00")).unwrap();
+    let mut fields: Vec<String> = lines[row].split(',').map(str::to_string).collect();
+    fields[5] = "999999.0".into();
+    lines[row] = fields.join(",");
+    ctx.write("data/bars.csv", &format!("{header}{}\n", lines.join("\n")));
+    ctx.run(&["run", "n.toml", "--plain"]).ok();
+    let ran = ran_periods(&ctx);
+    // Align reaches 6h + 1 step each way: the 1st and 3rd read the 2nd. Clip's 1440-row window
+    // reaches back one day: the 2nd changed, so the 2nd and 3rd re-run; nothing else.
+    assert_eq!(ran["aligned"], [1, 2, 3]);
+    assert_eq!(ran["clipped"], [2, 3]);
+    // Labels reach a day back (the volume window) and 60 rows ahead, and read the clipped days:
+    // the 2nd changed (the 3rd ran but came out the same), so the 1st, 2nd and 3rd.
+    assert_eq!(ran["labels"], [1, 2, 3]);
+    assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "n.toml", &[]));
+}
+
+#[test]
+fn partitioning_errors_are_located_and_say_what_to_do() {
+    let ctx = TestContext::new();
+    // align_utc without max_fill fills gaps of any length: no bounded history.
+    ctx.write("a.toml", &SYNTH.replace("params = { max_fill = \"6h\" }", ""));
+    let run = ctx.run(&["validate", "a.toml"]).code(2);
+    assert!(run.stderr.contains("cannot be partitioned") && run.stderr.contains("max_fill"), "{}", run.stderr);
+    assert!(run.stderr.contains("a.toml:"), "{}", run.stderr);
+
+    // A partitioned stage reading an unpartitioned table.
+    ctx.write("b.toml", &SYNTH.replacen("partition = \"day\"\n", "", 1));
+    let run = ctx.run(&["validate", "b.toml"]).code(2);
+    assert!(run.stderr.contains("its input `market` (from `market`) is not"), "{}", run.stderr);
+    assert!(run.stderr.contains("add partition = \"day\" to stage `market`"), "{}", run.stderr);
+
+    // Not a length.
+    ctx.write("c.toml", &SYNTH.replacen("partition = \"day\"", "partition = \"daily\"", 1));
+    let run = ctx.run(&["validate", "c.toml"]).code(2);
+    assert!(run.stderr.contains("`partition = \"daily\"` is not a partition length"), "{}", run.stderr);
+    assert!(run.stderr.contains("partition = \"day\""), "{}", run.stderr);
+
+    // A stage that keeps state across all rows.
+    ctx.write(
+        "d.toml",
+        &format!("{SYNTH}\n[stages.features]\ntask = \"features\"\ninputs = [\"clipped\"]\npartition = \"day\"\n"),
+    );
+    let run = ctx.run(&["validate", "d.toml"]).code(2);
+    assert!(run.stderr.contains("stage `features` (features) cannot be partitioned"), "{}", run.stderr);
+}
