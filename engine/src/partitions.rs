@@ -70,11 +70,19 @@ pub struct History {
     pub lookback: Reach,
     pub lookahead: Reach,
     pub column: &'static str,
+    /// Outputs partitioned by another time column than `column`: (output, column).
+    pub output_columns: &'static [(&'static str, &'static str)],
 }
 
 impl History {
     /// Each output row depends on its own input rows only (or the stage is a source).
-    pub const ROW_LOCAL: History = History { lookback: Reach::NONE, lookahead: Reach::NONE, column: "timestamp" };
+    pub const ROW_LOCAL: History =
+        History { lookback: Reach::NONE, lookahead: Reach::NONE, column: "timestamp", output_columns: &[] };
+
+    /// The time column that partitions an output.
+    pub fn column_of(&self, output: &str) -> &'static str {
+        self.output_columns.iter().find(|(o, _)| *o == output).map_or(self.column, |(_, c)| c)
+    }
 
     pub fn back(lookback: Reach) -> History {
         History { lookback, ..History::ROW_LOCAL }
@@ -239,6 +247,52 @@ fn store_index(
     })
 }
 
+/// The inputs a node reads, with a partitioned table narrowed to the partitions overlapping the
+/// node's declared input range (`Stage::input_range`): a range index, an object of its own whose
+/// hash the key takes instead of the whole table's. Planning only hashes it (`write = false`);
+/// the run stores it, so that the stage can read it like any table.
+pub fn restrict_inputs(
+    store: &Store,
+    node: &Node,
+    inputs: Vec<(String, Hash)>,
+    write: bool,
+) -> Result<Vec<(String, Hash)>, String> {
+    let Some((from, until)) = node.stage.input_range() else {
+        return Ok(inputs);
+    };
+    let mut out = Vec::with_capacity(inputs.len());
+    for (input, (name, hash)) in node.inputs.iter().zip(inputs) {
+        let Some(index) = input_index(store, input.kind, &hash)? else {
+            out.push((name, hash));
+            continue;
+        };
+        let inside: Vec<PartitionEntry> =
+            index.partitions.iter().filter(|e| e.end_ms > from && e.start_ms < until).cloned().collect();
+        if inside.is_empty() {
+            return Err(format!(
+                "input `{name}` has no partition in the time this stage reads ({} .. {}); it runs {} .. {}",
+                show_ms(from),
+                show_ms(until),
+                index.partitions.first().map(|e| e.label.as_str()).unwrap_or("-"),
+                index.partitions.last().map(|e| e.label.as_str()).unwrap_or("-"),
+            ));
+        }
+        let narrowed = PartitionIndex::new(index.grain, &index.column, inside).to_bytes();
+        let narrowed_hash =
+            if write { store.put_bytes(&narrowed).map_err(fail)?.hash } else { pipeline_cache::hash_bytes(&narrowed) };
+        out.push((name, narrowed_hash));
+    }
+    Ok(out)
+}
+
+fn show_ms(ms: i64) -> String {
+    match ms {
+        i64::MIN => "the start".into(),
+        i64::MAX => "the end".into(),
+        _ => chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_default(),
+    }
+}
+
 /// Which periods of a partitioned node's output exist in the store and which must be computed.
 pub struct PeriodPlan {
     pub periods: Vec<Period>,
@@ -325,7 +379,6 @@ pub fn run_partitioned(
     invoke: &InvokeStage<'_>,
 ) -> Result<PartitionedResult, String> {
     let NodePartitioning { grain, history } = partitioning;
-    let column = history.column;
     let mut inputs: Vec<InputArtifact> = Vec::new();
     let mut indexes: Vec<(String, PartitionIndex)> = Vec::new();
     for (input, (name, hash)) in node.inputs.iter().zip(&material.inputs) {
@@ -344,6 +397,7 @@ pub fn run_partitioned(
         metrics.extend(stage_metrics);
         let mut periods = 0usize;
         for (name, path) in written {
+            let column = history.column_of(&name);
             let frame = pipeline_artifacts::read_table(&path).map_err(fail)?;
             let split = pipeline_artifacts::partitioned::split_by_period(&frame, column, grain)
                 .map_err(|e| format!("output `{name}`: {e:#}"))?;
@@ -395,21 +449,26 @@ pub fn run_partitioned(
             };
             entries.sort_by_key(|e| e.start_ms);
             any_rows |= entries.iter().any(|e| e.rows > 0);
-            let sub = PartitionIndex::new(index.grain, &index.column, entries);
-            let path = run_dir.join(format!("input-{name}.json"));
-            std::fs::write(&path, sub.to_bytes()).map_err(fail)?;
+            let path = if entries.is_empty() {
+                // Nothing of this input in the run's reach (a day without news): its columns
+                // without rows, from its first partition.
+                let first = index.partitions.first().ok_or("an input index has no partitions")?;
+                let hash: Hash = first.hash.parse().map_err(fail)?;
+                let mut empty = pipeline_artifacts::read_table(&store.object_path(&hash)).map_err(fail)?.clear();
+                let path = run_dir.join(format!("input-{name}.parquet"));
+                pipeline_artifacts::write_table(&mut empty, &path).map_err(fail)?;
+                path
+            } else {
+                let path = run_dir.join(format!("input-{name}.json"));
+                std::fs::write(&path, PartitionIndex::new(index.grain, &index.column, entries).to_bytes())
+                    .map_err(fail)?;
+                path
+            };
             if let Some(input) = run_inputs.iter_mut().find(|i| &i.name == name) {
                 input.path = path;
             }
         }
-        if !any_rows
-            || indexes.iter().any(|(name, _)| {
-                let path = run_dir.join(format!("input-{name}.json"));
-                pipeline_artifacts::partitioned::read_partition_index(&path)
-                    .map(|i| i.partitions.is_empty())
-                    .unwrap_or(true)
-            })
-        {
+        if !any_rows {
             // Nothing to read in these periods' windows: they have no rows, and are not recorded
             // (an input arriving later gives them new keys anyway).
             continue;
@@ -422,6 +481,7 @@ pub fn run_partitioned(
         }));
         for (name, path) in written {
             let Some(_) = table_outputs.iter().find(|o| **o == name) else { continue };
+            let column = history.column_of(&name);
             let frame = pipeline_artifacts::read_table(&path).map_err(fail)?;
             let split = pipeline_artifacts::partitioned::split_by_period(&frame, column, grain)
                 .map_err(|e| format!("output `{name}`: {e:#}"))?;
@@ -439,7 +499,7 @@ pub fn run_partitioned(
 
     for output in &table_outputs {
         let entries: Vec<PartitionEntry> = found.iter().filter_map(|f| f.get(output).cloned()).collect();
-        outputs.insert(output.clone(), store_index(store, grain, column, entries)?);
+        outputs.insert(output.clone(), store_index(store, grain, history.column_of(output), entries)?);
     }
     let reused = found.iter().filter(|f| f.len() == table_outputs.len()).count() - ran_labels.len();
     metrics.insert(

@@ -263,6 +263,12 @@ pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>
                 }
             }
         }
+        // A stage that reads a stretch of time keys on the partitions inside it.
+        let inputs = if pending.is_empty() {
+            crate::partitions::restrict_inputs(store, node, inputs, false).map_err(anyhow::Error::msg)?
+        } else {
+            inputs
+        };
         let material = key_material(node, inputs, files[idx].clone());
         let status = if pending.is_empty() {
             let key = cache_key(&material);

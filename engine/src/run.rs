@@ -124,6 +124,7 @@ pub fn execute(
                         })
                     })
                     .collect();
+                let inputs = inputs.and_then(|inputs| crate::partitions::restrict_inputs(store, node, inputs, true));
                 let inputs = match inputs {
                     Ok(inputs) => inputs,
                     Err(error) => {
@@ -331,8 +332,15 @@ fn run_node(
         })
         .collect();
     let work_dir = store.tmp_path(&format!("stage-{}", node.name));
-    let invoke =
-        |inputs: Vec<InputArtifact>, dir: &std::path::Path| invoke_stage(node, inputs, dir, cancel, observer, threads);
+    let frozen: Vec<std::path::PathBuf> = material
+        .files
+        .iter()
+        .filter(|(path, _)| !path.starts_with(crate::plan::OPTIONAL_FILE))
+        .map(|(path, _)| node.base_dir.join(path))
+        .collect();
+    let invoke = |inputs: Vec<InputArtifact>, dir: &std::path::Path| {
+        invoke_stage(node, inputs, dir, &frozen, cancel, observer, threads)
+    };
     let result = (|| -> Result<Manifest, String> {
         let (records, metrics) = match node.partition {
             Some(partitioning) => {
@@ -389,15 +397,20 @@ fn run_node(
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
         // The files a stage read must be the ones its key hashed: if one changed while it ran,
-        // the result belongs to no key and must not be cached.
+        // the result belongs to no key and must not be cached. (A file that appeared meanwhile
+        // was not read: the stage sees the planned set.)
         if !manifest.material.files.is_empty() {
-            let (after, _) = crate::plan::hash_node_files(store, node).map_err(|e| format!("{e:#}"))?;
-            if after != manifest.material.files {
-                let changed: Vec<String> = after
-                    .iter()
-                    .filter(|f| !manifest.material.files.contains(f))
-                    .map(|(path, _)| path.clone())
-                    .collect();
+            let changed: Vec<String> = manifest
+                .material
+                .files
+                .iter()
+                .filter(|(path, hash)| {
+                    !path.starts_with(crate::plan::OPTIONAL_FILE)
+                        && store.hash_file_memo(&node.base_dir.join(path)).map(|(h, _)| h).ok() != Some(*hash)
+                })
+                .map(|(path, _)| path.clone())
+                .collect();
+            if !changed.is_empty() {
                 return Err(format!(
                     "input file(s) changed while the run was using them: {}; nothing was cached, run again",
                     changed.join(", ")
@@ -422,6 +435,7 @@ fn invoke_stage(
     node: &crate::graph::Node,
     inputs: Vec<InputArtifact>,
     work_dir: &std::path::Path,
+    frozen_files: &[std::path::PathBuf],
     cancel: &AtomicBool,
     observer: &dyn RunObserver,
     threads: usize,
@@ -430,6 +444,7 @@ fn invoke_stage(
         StageContext::standalone(&node.name, inputs, node.outputs.clone(), work_dir, &node.base_dir, cancel, observer)
             .map_err(|e| format!("cannot create the work directory {}: {e}", work_dir.display()))?;
     ctx.threads = threads;
+    ctx.frozen_files = Some(frozen_files.to_vec());
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&mut ctx)));
     match outcome {
         Ok(Ok(())) => {}

@@ -212,6 +212,12 @@ pub trait Stage: Send + Sync + 'static {
     fn history(_params: &Self::Params) -> Result<crate::partitions::History, String> {
         Err(crate::partitions::NOT_PARTITIONABLE.to_string())
     }
+    /// The stretch of time `[from, until)` (ms) this stage reads of its partitioned inputs, if
+    /// it reads only one (a walk-forward fold's window): the engine hands it, and keys it on, only
+    /// the partitions that overlap it, so data appended later leaves its key alone.
+    fn input_range(_params: &Self::Params) -> Option<(i64, i64)> {
+        None
+    }
 }
 
 /// A stage kind with its type erased, as the registry holds it.
@@ -236,6 +242,7 @@ pub trait PreparedStage: Send + Sync {
     fn check_inputs(&self, inputs: &[InputInfo]) -> Result<(), String>;
     fn run(&self, ctx: &mut StageContext) -> Result<()>;
     fn history(&self) -> Result<crate::partitions::History, String>;
+    fn input_range(&self) -> Option<(i64, i64)>;
 }
 
 struct TaskOf<S>(PhantomData<fn() -> S>);
@@ -354,6 +361,9 @@ impl<S: Stage> PreparedStage for PreparedOf<S> {
     fn history(&self) -> Result<crate::partitions::History, String> {
         S::history(&self.params)
     }
+    fn input_range(&self) -> Option<(i64, i64)> {
+        S::input_range(&self.params)
+    }
     fn run(&self, ctx: &mut StageContext) -> Result<()> {
         S::run(&self.params, ctx)
     }
@@ -444,6 +454,9 @@ pub struct StageContext<'a> {
     pub(crate) cancel: &'a AtomicBool,
     pub(crate) reporter: &'a dyn Reporter,
     pub(crate) threads: usize,
+    /// The files the plan hashed: a run reads those, so a file landing mid-run waits for the
+    /// next one (the frozen file set).
+    pub(crate) frozen_files: Option<Vec<PathBuf>>,
 }
 
 impl<'a> StageContext<'a> {
@@ -473,6 +486,7 @@ impl<'a> StageContext<'a> {
             cancel,
             reporter,
             threads: 1,
+            frozen_files: None,
         })
     }
 
@@ -517,7 +531,10 @@ impl<'a> StageContext<'a> {
     /// The files a path or glob from the pipeline file names, sorted: the same expansion the
     /// planner hashed into the cache key.
     pub fn resolve_files(&self, pattern: &str) -> Result<Vec<PathBuf>> {
-        let files = crate::plan::expand_files(&self.base_dir, pattern)?;
+        let mut files = crate::plan::expand_files(&self.base_dir, pattern)?;
+        if let Some(frozen) = &self.frozen_files {
+            files.retain(|f| frozen.contains(f));
+        }
         if files.is_empty() {
             bail!("no file matches `{pattern}` (looked in {})", self.base_dir.display());
         }

@@ -17,6 +17,11 @@ task = "synth_market"
 partition = "day"
 params = { seed = 3, days = "${params.days}", start = "2024-01-01T00:00:00Z" }
 
+[stages.news]
+task = "synth_news"
+partition = "day"
+params = { seed = 3, days = "${params.days}", start = "2024-01-01T00:00:00Z" }
+
 [stages.aligned]
 task = "align_utc"
 inputs = ["market"]
@@ -32,6 +37,16 @@ params = { window = 1440 }
 [stages.labels]
 task = "labels"
 inputs = ["clipped"]
+partition = "day"
+
+[stages.features]
+task = "features"
+inputs = ["clipped"]
+partition = "day"
+
+[stages.news_features]
+task = "embed_news"
+inputs = { news = "news", bars = "aligned" }
 partition = "day"
 "#;
 
@@ -58,6 +73,11 @@ params = { window = 1440 }
 
 [stages.labels]
 task = "labels"
+inputs = ["clipped"]
+partition = "day"
+
+[stages.features]
+task = "features"
 inputs = ["clipped"]
 partition = "day"
 "#;
@@ -116,7 +136,8 @@ fn bar_lines(first: u32, last: u32) -> String {
                 1.0 + (state >> 20) as f64 % 50.0 + if (state >> 40).is_multiple_of(500) { 5000.0 } else { 0.0 };
             let open = price;
             price += step;
-            if day < first {
+            // An 8-hour outage on the 3rd: longer than max_fill, a hole in the grid.
+            if day < first || (day == 3 && (120..600).contains(&minute)) {
                 continue;
             }
             let (h, m) = (minute / 60, minute % 60);
@@ -162,6 +183,9 @@ fn appending_a_synthetic_day_computes_one_new_day_and_matches_a_run_from_scratch
     assert_eq!(ran["clipped"], [6]);
     // Labels look 60 rows ahead: day 5's last hour becomes labellable.
     assert_eq!(ran["labels"], [5, 6]);
+    assert_eq!(ran["features"], [6]);
+    // News aggregates look back only: the new day alone.
+    assert_eq!(ran["news_features"], [6]);
     assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "n.toml", &["--set", "params.days=6"]));
     assert_eq!(ctx.table("clipped", "table").height(), 6 * 1440);
 
@@ -183,6 +207,8 @@ fn a_growing_file_and_a_late_correction_rerun_exactly_the_days_they_touch() {
     let header = "timestamp,open,high,low,close,volume\n";
     ctx.write("data/bars.csv", &format!("{header}{}", bar_lines(1, 4)));
     ctx.run(&["run", "n.toml", "--plain"]).ok();
+    let aligned = ctx.manifest("aligned");
+    assert_eq!(aligned["metrics"]["unfilled_gaps"], 1, "{aligned:#}");
 
     // Yesterday's rows appended to the same file.
     ctx.write("data/bars.csv", &format!("{header}{}", bar_lines(1, 5)));
@@ -191,6 +217,7 @@ fn a_growing_file_and_a_late_correction_rerun_exactly_the_days_they_touch() {
     assert_eq!(ran["aligned"], [4, 5]);
     assert_eq!(ran["clipped"], [5]);
     assert_eq!(ran["labels"], [4, 5]);
+    assert_eq!(ran["features"], [5]);
     assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "n.toml", &[]));
 
     // A late correction of one row on January 2nd (a volume spike the clip must see).
@@ -203,12 +230,15 @@ fn a_growing_file_and_a_late_correction_rerun_exactly_the_days_they_touch() {
     ctx.run(&["run", "n.toml", "--plain"]).ok();
     let ran = ran_periods(&ctx);
     // Align reaches 6h + 1 step each way: the 1st and 3rd read the 2nd. Clip's 1440-row window
-    // reaches back one day: the 2nd changed, so the 2nd and 3rd re-run; nothing else.
+    // reaches back 1440 rows: from the 3rd and, since the outage left the 3rd short of a day of
+    // rows, from the 4th; nothing else.
     assert_eq!(ran["aligned"], [1, 2, 3]);
-    assert_eq!(ran["clipped"], [2, 3]);
-    // Labels reach a day back (the volume window) and 60 rows ahead, and read the clipped days:
-    // the 2nd changed (the 3rd ran but came out the same), so the 1st, 2nd and 3rd.
-    assert_eq!(ran["labels"], [1, 2, 3]);
+    assert_eq!(ran["clipped"], [2, 3, 4]);
+    // Labels reach a day back (the volume window) and 60 rows ahead of the clipped days that
+    // changed (the 2nd and 3rd): the 1st to the 4th.
+    assert_eq!(ran["labels"], [1, 2, 3, 4]);
+    // Features reach three days back (VPIN's buckets): the 2nd to the 5th.
+    assert_eq!(ran["features"], [2, 3, 4, 5]);
     assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "n.toml", &[]));
 }
 
@@ -233,11 +263,92 @@ fn partitioning_errors_are_located_and_say_what_to_do() {
     assert!(run.stderr.contains("`partition = \"daily\"` is not a partition length"), "{}", run.stderr);
     assert!(run.stderr.contains("partition = \"day\""), "{}", run.stderr);
 
-    // A stage that keeps state across all rows.
+    // A stage whose rows depend on all earlier rows.
     ctx.write(
         "d.toml",
-        &format!("{SYNTH}\n[stages.features]\ntask = \"features\"\ninputs = [\"clipped\"]\npartition = \"day\"\n"),
+        &SYNTH.replace(
+            "task = \"labels\"\ninputs = [\"clipped\"]\npartition = \"day\"",
+            "task = \"labels\"\ninputs = [\"clipped\"]\npartition = \"day\"\nparams = { shuffle_within_days = 3 }",
+        ),
     );
     let run = ctx.run(&["validate", "d.toml"]).code(2);
-    assert!(run.stderr.contains("stage `features` (features) cannot be partitioned"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("stage `labels` (labels) cannot be partitioned: shuffle_within_days"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_file_landing_during_a_run_waits_for_the_next_run() {
+    let ctx = TestContext::new();
+    let header = "timestamp,open,high,low,close,volume\n";
+    for day in 1..=4 {
+        ctx.write(&format!("data/bars/2024-01-{day:02}.csv"), &format!("{header}{}", bar_lines(day, day)));
+    }
+    ctx.write("late/2024-01-05.csv", &format!("{header}{}", bar_lines(5, 5)));
+    // `land` runs first (declared first, one job at a time) and drops the fifth day's file into
+    // the folder that `bars` reads: after the plan fixed the files, before `bars` runs.
+    ctx.write(
+        "n.toml",
+        r#"
+[stages.land]
+task = "command"
+params = { cmd = ["sh", "-c", "cp {base}/late/2024-01-05.csv {base}/data/bars/ && echo landed > out.txt"], outputs = { out = "out.txt" } }
+
+[stages.bars]
+task = "ingest_bars"
+partition = "day"
+params = { path = "data/bars/*.csv" }
+"#,
+    );
+    ctx.run(&["run", "n.toml", "--plain", "--jobs", "1"]).ok();
+    assert!(ctx.path("data/bars/2024-01-05.csv").is_file(), "the file landed during the run");
+    // (The 3rd has an 8-hour outage: 480 rows short.)
+    assert_eq!(ctx.table("bars", "table").height(), 4 * 1440 - 480, "the run read the files it planned");
+    let status = ctx.status("n.toml", &[]);
+    let bars = status["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "bars").unwrap().clone();
+    assert_eq!(bars["status"], "will_run", "{bars:#}");
+    assert!(bars.to_string().contains("2024-01-05.csv"), "{bars:#}");
+    ctx.run(&["run", "n.toml", "--plain"]).ok();
+    assert_eq!(ctx.table("bars", "table").height(), 5 * 1440 - 480);
+    assert_eq!(ctx.manifest("bars")["metrics"]["partitions"]["total"], 5);
+}
+
+#[test]
+fn the_nightly_pipeline_adds_one_day_and_one_fold_and_equals_a_run_from_scratch() {
+    let ctx = TestContext::new();
+    std::fs::create_dir_all(ctx.path("pipelines/walk_forward")).unwrap();
+    for file in ["nightly.toml", "walk_forward/study.toml"] {
+        let from = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/").to_string() + file;
+        std::fs::copy(from, ctx.path(&format!("pipelines/{file}"))).unwrap();
+    }
+    let small = ["--set", "params.first_test=2024-01-08", "--set", "params.train_window=7d"];
+    let run = |until: &str| {
+        let mut args = vec!["run", "pipelines/nightly.toml", "--plain", "--set"];
+        let until = format!("params.until={until}");
+        args.push(&until);
+        args.extend_from_slice(&small);
+        ctx.run(&args).ok();
+    };
+    run("2024-01-11");
+    run("2024-01-12");
+    let outcomes = ctx.last_outcomes();
+    let ran: Vec<&str> =
+        outcomes.iter().filter(|(name, o)| name.starts_with("train") && *o == "ran").map(|(n, _)| n.as_str()).collect();
+    assert_eq!(ran, ["train[feature_set=price_only,fold=2024-01-11]", "train[feature_set=with_news,fold=2024-01-11]"]);
+    // Older folds' windows read only their own days: untouched, they are hits (the fold before
+    // the new one reads an hour into the day whose labels the new day completed, and re-cuts the
+    // same rows).
+    assert_eq!(outcomes["window[fold=2024-01-08]"], "hit");
+    assert_eq!(outcomes["window[fold=2024-01-09]"], "hit");
+    let periods = ran_periods(&ctx);
+    assert_eq!(periods["features"], [12]);
+    assert_eq!(periods["news_features"], [12]);
+    assert_eq!(periods["clipped"], [12]);
+    assert_eq!(periods["aligned"], [11, 12]);
+    assert_eq!(periods["labels"], [11, 12]);
+    let mut scratch = vec!["--set", "params.until=2024-01-12"];
+    scratch.extend_from_slice(&small);
+    assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "pipelines/nightly.toml", &scratch));
 }

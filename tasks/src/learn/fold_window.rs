@@ -73,6 +73,14 @@ folds = { start = "2024-01-08", until = "2024-01-11", train = "7d", test = "1d" 
         ParamError::all(errors)
     }
 
+    /// The fold's window: with partitioned inputs (docs/nightly.md), a later day never touches
+    /// an older fold's key.
+    fn input_range(params: &FoldWindowParams) -> Option<(i64, i64)> {
+        let bounds = params.fold.as_ref()?.bounds().ok()?;
+        let after = Span::parse(&params.keep_after).ok()?.fixed_ms()?;
+        Some((bounds.train_from.unwrap_or(i64::MIN), bounds.test_until + after))
+    }
+
     fn outputs(_params: &FoldWindowParams) -> Vec<OutputDecl> {
         vec![OutputDecl::new("table", ArtifactKind::Table)]
     }

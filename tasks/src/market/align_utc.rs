@@ -119,7 +119,7 @@ params = { on_conflict = "last" }
             Some((limit, step)) => Ok(History {
                 lookback: Reach::millis(limit + step),
                 lookahead: Reach::millis(limit + step),
-                column: "timestamp",
+                ..History::ROW_LOCAL
             }),
             None => Err("it fills gaps of any length from the close before them; set params.max_fill (e.g. \"6h\") so that a day depends on a bounded stretch of time".into()),
         }

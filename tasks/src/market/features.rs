@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::labels::LABEL_PREFIX;
 use super::time::Window;
 use super::window_sums;
+use pipeline_engine::partitions::{History, Reach};
 use rayon::prelude::*;
 
 /// Windows (in minutes unless said otherwise) of the feature families.
@@ -124,41 +125,44 @@ impl Provenance {
     }
 }
 
-fn window(size: usize) -> RollingOptionsFixedWindow {
-    RollingOptionsFixedWindow { window_size: size, min_periods: size, ..Default::default() }
-}
-
 fn ln(e: Expr) -> Expr {
     e.log(lit(std::f64::consts::E))
 }
 
-/// -1, 0 or 1; null stays null (so a window still warming up stays null).
-fn sign(e: Expr) -> Expr {
-    when(e.clone().is_null())
-        .then(lit(NULL).cast(DataType::Float64))
-        .when(e.clone().gt(lit(0.0)))
-        .then(lit(1.0))
-        .when(e.lt(lit(0.0)))
-        .then(lit(-1.0))
-        .otherwise(lit(0.0))
+/// For a window written as a length of time: that length in ms, which a shift by `rows` must span
+/// exactly (not across a hole in the grid); `None` for a window in bars.
+fn exact_span(window: &Window, rows: usize, step: Option<i64>) -> Option<i64> {
+    match window {
+        Window::Bars(_) => None,
+        Window::Time(_) => step.map(|s| s * rows as i64),
+    }
 }
 
-/// A window that yields a value once `min_periods` of its rows are non-null.
-fn window_min(size: usize, min_periods: usize) -> RollingOptionsFixedWindow {
-    RollingOptionsFixedWindow { window_size: size, min_periods: min_periods.clamp(1, size), ..Default::default() }
+/// `e`, a difference over `rows` rows, kept only where those rows span `exact` ms (if given).
+fn within(e: Expr, rows: i64, exact: Option<i64>) -> Expr {
+    match exact {
+        None => e,
+        Some(ms) => {
+            let span = col("timestamp").cast(DataType::Int64) - col("timestamp").cast(DataType::Int64).shift(lit(rows));
+            when(span.eq(lit(ms))).then(e).otherwise(lit(NULL).cast(DataType::Float64))
+        }
+    }
+}
+
+/// -1, 0 or 1 of a number.
+fn sign_of(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
 }
 
 /// `a / b`, null where `b` is 0.
 fn ratio(a: Expr, b: Expr) -> Expr {
     when(b.clone().eq(lit(0.0))).then(lit(NULL).cast(DataType::Float64)).otherwise(a / b)
-}
-
-/// `a / b` for a sliding-window sum `b` (of volume): null where `b` is 0 or is the residue a
-/// sliding sum leaves after its last non-zero value slides out (about 1e-15 of the sums it
-/// held), taken as at most 1e-9 of the largest value the column has had so far.
-fn ratio_over_window_sum(a: Expr, b: Expr, column: &str) -> Expr {
-    let scale = f(column).abs().cum_max(false) * lit(1e-9);
-    when(b.clone().abs().lt_eq(scale)).then(lit(NULL).cast(DataType::Float64)).otherwise(a / b)
 }
 
 fn f(name: &str) -> Expr {
@@ -174,7 +178,10 @@ impl Stage for Features {
     // 5: windows in bars or time units, VPIN warm-up and buckets scale with the grid, NaN refused.
     // 6: ln(close), the Corwin-Schultz spread and BVC computed once in Rust (last-bit changes).
     // 7: the window statistics, ATR and returns by the one-pass kernels of window_sums.rs.
-    const VERSION: u32 = 7;
+    // 8: every window a function of its own rows (blocks anchored on the grid, none across a
+    //    hole): ATR a mean true range, VPIN buckets by UTC day, BVC's sigma over 60 rows, the
+    //    whale, liquidation and funding windows by the kernels; so a day can be computed alone.
+    const VERSION: u32 = 8;
     const DOC: &'static str = "The Stage 1 feature set (docs/features.md), each value computed from data at or before its minute.\n\n\
         Input: one aligned bar table. Output `table`: `timestamp` plus multi-scale log returns, realized volatility, \
         ATR, high-low range, volume z-score and slope, VWAP deviation, signed volume, order-book imbalance (OBI) \
@@ -194,6 +201,45 @@ task = "features"
 inputs = ["market"]
 params = { events = ["2024-01-02T19:00:00Z"] }
 "#;
+
+    /// Each family reaches back over its window (in bars or in time, as written), one row more
+    /// where it differences the bar before (returns, true range, BVC); VPIN over the start of
+    /// the day two days back. Nothing looks ahead but the leaky canary.
+    fn history(params: &FeaturesParams) -> Result<History, String> {
+        let reach = |w: &Window, extra_rows: usize| -> Result<Reach, String> {
+            Ok(match w {
+                Window::Bars(n) => Reach::rows(*n as usize + extra_rows),
+                Window::Time(text) => Reach::millis(
+                    super::time::Span::parse(text)?
+                        .fixed_ms()
+                        .ok_or_else(|| format!("`{text}` is not a fixed length"))?,
+                ),
+            })
+        };
+        let mut back = Reach::millis(3 * 86_400_000).and(Reach::rows(61));
+        for w in &params.return_windows {
+            back = back.and(reach(w, 0)?);
+        }
+        for w in &params.rv_windows {
+            back = back.and(reach(w, 1)?);
+        }
+        let volume_window = params.volume_window.clone().unwrap_or(Window::Bars(60));
+        let funding_window = params.funding_window.clone().unwrap_or(Window::Bars(1440));
+        for (w, extra) in [
+            (&params.atr_window, 1),
+            (&volume_window, 1),
+            (&params.slope_window, 0),
+            (&params.obi_velocity_lag, 0),
+            (&params.whale_flip_window, 1),
+            (&params.liquidation_window, 0),
+            (&funding_window, 0),
+            (&params.oi_window, 0),
+        ] {
+            back = back.and(reach(w, extra)?);
+        }
+        let ahead = if params.leaky_canary { Reach::rows(5) } else { Reach::NONE };
+        Ok(History { lookback: back, lookahead: ahead, ..History::ROW_LOCAL })
+    }
 
     fn validate(params: &FeaturesParams) -> Result<(), ParamError> {
         let mut errors = Vec::new();
@@ -293,7 +339,13 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         bail!("input column `timestamp` has type {}, not a time", input.column("timestamp")?.dtype());
     }
     let timestamps = crate::learn::dataset::timestamps_ms(input)?;
-    let step = super::time::regular_step(&timestamps);
+    // The grid's step: regular, or regular with holes (`align_utc` with `max_fill`).
+    let finest = timestamps.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).min();
+    let step = finest.and_then(|r| super::labels::grid_step(&timestamps, r));
+    let grid = window_sums::Grid::new(&timestamps, step);
+    let starts_run = grid.run_starts(timestamps.len());
+    // Helper columns of the optional families, computed in Rust (name, NaN-marked values).
+    let mut extra_helpers: Vec<(String, Vec<f64>)> = Vec::new();
     let bars = |w: &Window, param: &str| w.bars(step).map_err(|e| anyhow::anyhow!("params.{param}: {e}"));
     if let Some(step) = step
         && step != 60_000
@@ -314,7 +366,7 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
     for k in &params.return_windows {
         let rows = bars(k, "return_windows")?;
         exprs.push(col(format!("__ret_{}", return_rows.len()).as_str()).alias(format!("ret_{}", k.label())));
-        return_rows.push(rows);
+        return_rows.push((rows, exact_span(k, rows, step)));
     }
     // Columns computed by the one-pass kernels of `window_sums` (helper name, window).
     let mut rv_windows = Vec::new();
@@ -368,7 +420,10 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         (ratio(signed.0.clone(), volume.clone()).fill_null(lit(0.0)), "obi_proxy")
     };
     exprs.push(obi.clone().alias(obi_name));
-    exprs.push((obi.clone() - obi.shift(lit(lag))).alias(format!("{obi_name}_vel_{lag_name}")));
+    exprs.push(
+        within(obi.clone() - obi.shift(lit(lag)), lag, exact_span(&params.obi_velocity_lag, lag as usize, step))
+            .alias(format!("{obi_name}_vel_{lag_name}")),
+    );
 
     // Spread, depth, thinness.
     if has("bid") && has("ask") {
@@ -394,28 +449,41 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         prov.set("whale", "real: large-trade volume");
         let (lb, ls) = (f("large_buy_volume"), f("large_sell_volume"));
         let net = lb.clone() - ls.clone();
-        exprs.push(
-            ratio_over_window_sum(
-                (lb.clone() + ls.clone()).rolling_sum(window(vw)),
-                volume.clone().rolling_sum(window(vw)),
-                "volume",
-            )
-            .alias(format!("whale_share_{vw_name}")),
-        );
-        exprs.push(ratio(net.clone(), lb + ls).fill_null(lit(0.0)).alias("whale_net"));
-        exprs.push(sign(net.clone()).rolling_mean(window(vw)).alias(format!("whale_persistence_{vw_name}")));
+        let (large_buy, large_sell) = (column_f64(input, "large_buy_volume")?, column_f64(input, "large_sell_volume")?);
+        let large: Vec<f64> = large_buy.iter().zip(&large_sell).map(|(b, s)| b + s).collect();
+        let net_values: Vec<f64> = large_buy.iter().zip(&large_sell).map(|(b, s)| b - s).collect();
+        let volume_values = column_f64(input, "volume")?;
+        let large_sum = grid.apply(vw, |r, a| window_sums::sliding_sum(&large[r], vw, a));
+        let volume_sum = grid.apply(vw, |r, a| window_sums::sliding_sum(&volume_values[r], vw, a));
+        let share: Vec<f64> =
+            large_sum.iter().zip(&volume_sum).map(|(l, v)| if *v > 0.0 { l / v } else { f64::NAN }).collect();
+        let signs: Vec<f64> = net_values.iter().map(|x| if x.is_nan() { f64::NAN } else { sign_of(*x) }).collect();
+        let persistence = grid.apply(vw, |r, a| window_sums::sliding_mean(&signs[r], vw, a));
         let fw = bars(&params.whale_flip_window, "whale_flip_window")?.max(1);
         let fw_name = params.whale_flip_window.label();
-        let flow = sign(net.rolling_sum(window(fw)));
+        let flow: Vec<f64> = grid
+            .apply(fw, |r, a| window_sums::sliding_sum(&net_values[r], fw, a))
+            .into_iter()
+            .map(|x| if x.is_nan() { f64::NAN } else { sign_of(x) })
+            .collect();
+        extra_helpers.push(("__whale_share".into(), share));
+        extra_helpers.push(("__whale_persistence".into(), persistence));
+        extra_helpers.push(("__whale_flow".into(), flow));
+        exprs.push(col("__whale_share").alias(format!("whale_share_{vw_name}")));
+        exprs.push(ratio(net.clone(), lb + ls).fill_null(lit(0.0)).alias("whale_net"));
+        exprs.push(col("__whale_persistence").alias(format!("whale_persistence_{vw_name}")));
+        let flow = col("__whale_flow");
         let flip = (flow.clone() * flow.shift(lit(1))).lt(lit(0.0)).cast(DataType::Float64);
         exprs.push(flip.alias(format!("whale_flip_{fw_name}")));
     } else if has("trades") {
         prov.set("whale", "proxy: volume-per-trade z-score");
-        let vpt = ratio(volume.clone(), f("trades"));
+        let (volume_values, trades) = (column_f64(input, "volume")?, column_f64(input, "trades")?);
+        let vpt: Vec<f64> =
+            volume_values.iter().zip(&trades).map(|(v, n)| if *n != 0.0 { v / n } else { f64::NAN }).collect();
         // Minutes without trades have no trade size: the window needs a quarter of its rows.
-        let w = window_min(vw, vw / 4);
-        let z = ratio(vpt.clone() - vpt.clone().rolling_mean(w.clone()), vpt.rolling_std(w));
-        exprs.push(z.alias(format!("whale_proxy_vpt_z_{vw_name}")));
+        let z = grid.apply(vw, |r, a| window_sums::z_score(&vpt[r], vw, a, vw / 4));
+        extra_helpers.push(("__vpt_z".into(), z));
+        exprs.push(col("__vpt_z").alias(format!("whale_proxy_vpt_z_{vw_name}")));
     } else {
         prov.set("whale", "unavailable: no large-trade volume or trade counts");
     }
@@ -425,10 +493,15 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         prov.set("liquidations", "real");
         let lw = bars(&params.liquidation_window, "liquidation_window")?.max(1);
         let lw_name = params.liquidation_window.label();
-        let long = f("long_liquidations").rolling_sum(window(lw));
-        let short = f("short_liquidations").rolling_sum(window(lw));
+        for (helper, column) in
+            [("__liq_long", "long_liquidations"), ("__liq_short", "short_liquidations"), ("__liq_volume", "volume")]
+        {
+            let values = column_f64(input, column)?;
+            extra_helpers.push((helper.into(), grid.apply(lw, |r, a| window_sums::sliding_sum(&values[r], lw, a))));
+        }
+        let (long, short) = (col("__liq_long"), col("__liq_short"));
         // +1% of the window's volume keeps the log finite when one side had none.
-        let eps = volume.clone().rolling_sum(window(lw)) * lit(0.01) + lit(1e-9);
+        let eps = col("__liq_volume") * lit(0.01) + lit(1e-9);
         exprs.push(ln((long + eps.clone()) / (short + eps)).alias(format!("liq_pressure_{lw_name}")));
     } else {
         prov.set("liquidations", "unavailable: no liquidation data");
@@ -437,11 +510,9 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         prov.set("funding", "real");
         let funding_window = minute_default(params.funding_window.as_ref(), 1440, "funding_window", step)?;
         let w = bars(&funding_window, "funding_window")?.max(2);
-        let fr = f("funding_rate");
-        exprs.push(
-            ratio(fr.clone() - fr.clone().rolling_mean(window(w)), fr.rolling_std(window(w)))
-                .alias(format!("funding_z_{}", funding_window.label())),
-        );
+        let rate = column_f64(input, "funding_rate")?;
+        extra_helpers.push(("__funding_z".into(), grid.apply(w, |r, a| window_sums::z_score(&rate[r], w, a, w))));
+        exprs.push(col("__funding_z").alias(format!("funding_z_{}", funding_window.label())));
     } else {
         prov.set("funding", "unavailable: no funding_rate");
     }
@@ -449,8 +520,12 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         prov.set("open_interest", "real");
         let w = bars(&params.oi_window, "oi_window")? as i64;
         exprs.push(
-            ln(f("open_interest") / f("open_interest").shift(lit(w)))
-                .alias(format!("oi_change_{}", params.oi_window.label())),
+            within(
+                ln(f("open_interest") / f("open_interest").shift(lit(w))),
+                w,
+                exact_span(&params.oi_window, w as usize, step),
+            )
+            .alias(format!("oi_change_{}", params.oi_window.label())),
         );
     } else {
         prov.set("open_interest", "unavailable: no open_interest");
@@ -471,30 +546,37 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
     let buys = if has("taker_buy_volume") { Some(column_f64(input, "taker_buy_volume")?) } else { None };
     // Bars a day: from the grid's step, or on a grid without one (calendar months, gaps) from
     // its finest spacing.
-    let resolution = step.or_else(|| timestamps.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).min());
-    let bars_per_day = resolution.map_or(1440, |s| (86_400_000 / s).max(1) as usize);
-    let scale = window_sums::residue_scale(&volumes);
+    let bars_per_day = step.or(finest).map_or(1440, |s| (86_400_000 / s).max(1) as usize);
     let (((bvc, (vpin_values, vpin_name)), (returns, rvs)), (((spread, z), (slope, (vwap_dev, atr))), time_columns)) =
         rayon::join(
             || {
                 rayon::join(
                     || {
-                        let bvc = bvc_buy_share(&closes);
-                        let vpin = vpin(&bvc, &volumes, buys.as_deref(), params, bars_per_day);
+                        let bvc = bvc_buy_share(&closes, &grid);
+                        let vpin = vpin(&bvc, &volumes, buys.as_deref(), &timestamps, params, bars_per_day);
                         (bvc, vpin)
                     },
                     || {
                         let log_close: Vec<f64> = closes.iter().map(|c| c.ln()).collect();
-                        let r_squared: Vec<f64> = std::iter::once(f64::NAN)
-                            .chain(log_close.windows(2).map(|w| (w[1] - w[0]) * (w[1] - w[0])))
+                        // No one-bar return across a hole in the grid.
+                        let r_squared: Vec<f64> = (0..log_close.len())
+                            .map(|t| if starts_run[t] { f64::NAN } else { (log_close[t] - log_close[t - 1]).powi(2) })
                             .collect();
-                        let rvs: Vec<Vec<f64>> =
-                            rv_windows.iter().map(|(_, w)| window_sums::realized_volatility(&r_squared, *w)).collect();
+                        let rvs: Vec<Vec<f64>> = rv_windows
+                            .iter()
+                            .map(|&(_, w)| grid.apply(w, |r, a| window_sums::realized_volatility(&r_squared[r], w, a)))
+                            .collect();
                         let returns: Vec<Vec<f64>> = return_rows
                             .iter()
-                            .map(|&k| {
+                            .map(|&(k, exact)| {
+                                // A return over a length of time spans exactly that time, not a hole.
                                 (0..log_close.len())
-                                    .map(|t| if t >= k { log_close[t] - log_close[t - k] } else { f64::NAN })
+                                    .map(|t| match t >= k {
+                                        true if exact.is_none_or(|ms| timestamps[t] - timestamps[t - k] == ms) => {
+                                            log_close[t] - log_close[t - k]
+                                        }
+                                        _ => f64::NAN,
+                                    })
                                     .collect()
                             })
                             .collect();
@@ -507,15 +589,36 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
                     || {
                         rayon::join(
                             || {
-                                let spread: Vec<f64> = corwin_schultz(&highs, &lows);
-                                (window_sums::sliding_mean(&spread, vw), window_sums::z_score(&volumes, &scale, vw))
+                                let spread: Vec<f64> =
+                                    grid.apply(1, |r, _| corwin_schultz(&highs[r.clone()], &lows[r]));
+                                (
+                                    grid.apply(vw, |r, a| window_sums::sliding_mean(&spread[r], vw, a)),
+                                    grid.apply(vw, |r, a| window_sums::z_score(&volumes[r], vw, a, vw)),
+                                )
                             },
                             || {
                                 (
-                                    window_sums::volume_slope(&volumes, sw),
+                                    grid.apply(sw, |r, _| window_sums::volume_slope(&volumes[r], sw)),
                                     (
-                                        window_sums::vwap_deviation(&highs, &lows, &closes, &volumes, &scale, vw),
-                                        window_sums::atr_ratio(&highs, &lows, &closes, n),
+                                        grid.apply(vw, |r, a| {
+                                            window_sums::vwap_deviation(
+                                                &highs[r.clone()],
+                                                &lows[r.clone()],
+                                                &closes[r.clone()],
+                                                &volumes[r],
+                                                vw,
+                                                a,
+                                            )
+                                        }),
+                                        grid.apply(n, |r, a| {
+                                            window_sums::atr_ratio(
+                                                &highs[r.clone()],
+                                                &lows[r.clone()],
+                                                &closes[r],
+                                                n,
+                                                a,
+                                            )
+                                        }),
                                     ),
                                 )
                             },
@@ -536,6 +639,7 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
         ("__volume_slope".to_string(), slope),
         ("__vwap_dev".to_string(), vwap_dev),
     ]);
+    helpers.extend(extra_helpers);
     let helpers: Vec<Column> =
         helpers.into_par_iter().map(|(name, values)| nullable(&name, values)).collect::<Result<_>>()?;
     indexed.with_column(Series::new("__bvc_buy_share".into(), bvc.as_slice()).into())?;
@@ -699,30 +803,22 @@ fn normal_cdf(x: f64) -> f64 {
 }
 
 /// Bulk volume classification (Easley, Lopez de Prado, O'Hara 2012): the buy share of a minute's
-/// volume is Phi(dp / sigma), with sigma the standard deviation of the previous 60 one-minute
-/// price changes (past only); 0.5 while there is no sigma yet.
-fn bvc_buy_share(close: &[f64]) -> Vec<f64> {
-    let mut out = vec![0.5; close.len()];
-    let mut changes: std::collections::VecDeque<f64> = Default::default();
-    let (mut sum, mut sum_sq) = (0.0, 0.0);
-    for t in 1..close.len() {
-        let dp = close[t] - close[t - 1];
-        if changes.len() >= 2 {
-            let m = sum / changes.len() as f64;
-            let sigma = (sum_sq / changes.len() as f64 - m * m).max(0.0).sqrt();
-            if sigma > 0.0 && dp.is_finite() {
-                out[t] = normal_cdf(dp / sigma);
-            }
-        }
-        if dp.is_finite() {
-            changes.push_back(dp);
-            sum += dp;
-            sum_sq += dp * dp;
-            if changes.len() > 60 {
-                let old = changes.pop_front().unwrap_or(0.0);
-                sum -= old;
-                sum_sq -= old * old;
-            }
+/// volume is Phi(dp / sigma), with sigma the (population) standard deviation of the one-bar price
+/// changes in the 60 rows before it (past only; nulls left out, at least 2); 0.5 while there is no
+/// sigma. A window of rows, so a day's shares depend on a bounded history.
+fn bvc_buy_share(close: &[f64], grid: &window_sums::Grid) -> Vec<f64> {
+    let n = close.len();
+    let starts_run = grid.run_starts(n);
+    let changes: Vec<f64> = (0..n).map(|t| if starts_run[t] { f64::NAN } else { close[t] - close[t - 1] }).collect();
+    let sigma = grid.apply(60, |r, a| {
+        let [count, _, m2] = window_sums::moments(&changes[r], 60, a, 2);
+        count.iter().zip(&m2).map(|(c, m)| (m / c).max(0.0).sqrt()).collect()
+    });
+    let mut out = vec![0.5; n];
+    for t in 1..n {
+        let (dp, s) = (changes[t], sigma[t - 1]);
+        if s > 0.0 && dp.is_finite() {
+            out[t] = normal_cdf(dp / s);
         }
     }
     out
@@ -731,45 +827,58 @@ fn bvc_buy_share(close: &[f64]) -> Vec<f64> {
 /// VPIN (Easley, Lopez de Prado, O'Hara 2012). Minutes fill equal-volume buckets in order (a
 /// minute's volume may spill into the next bucket, split pro rata). A bucket's order imbalance is
 /// |V_buy - V_sell| / V_bucket; VPIN at a minute is the mean over the last `vpin_window` buckets
-/// completed at or before that minute, null until that many exist. The bucket size is the first
-/// 1440 minutes' volume / `vpin_buckets_per_day`, and no bucket is cut before minute 1440, so no
-/// value depends on a later minute.
+/// completed at or before that minute since the start of the previous UTC day, null until that
+/// many exist. Buckets start afresh each UTC day, sized by the previous day's volume /
+/// `vpin_buckets_per_day` (no buckets on a day after one without volume): so a minute's VPIN
+/// depends on its own day and the two before it, never on where the table starts, and never
+/// on a later minute.
 fn vpin(
     bvc: &[f64],
     volume: &[f64],
     taker_buy: Option<&[f64]>,
+    times: &[i64],
     params: &FeaturesParams,
     bars_per_day: usize,
 ) -> (Vec<Option<f64>>, String) {
+    const DAY_MS: i64 = 86_400_000;
     let n = bvc.len();
     let name = format!("vpin_{}{}", params.vpin_window, if taker_buy.is_some() { "" } else { "_bvc" });
     let mut out = vec![None; n];
-    let warmup = bars_per_day.min(n);
-    let first_day: f64 = volume[..warmup].iter().filter(|v| v.is_finite()).sum();
-    if n <= warmup || first_day <= 0.0 {
-        return (out, name);
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    let mut day_volume: std::collections::BTreeMap<i64, f64> = Default::default();
+    for t in 0..n {
+        *day_volume.entry(times[t].div_euclid(DAY_MS)).or_default() += finite(volume[t]);
     }
-    let bucket = first_day / params.vpin_buckets_per_day.min(bars_per_day) as f64;
-    let mut filled = 0.0;
-    let mut buy_in_bucket = 0.0;
-    let mut imbalances: std::collections::VecDeque<f64> = Default::default();
-    let mut imbalance_sum = 0.0;
-    for t in 1..n {
-        if t >= warmup {
-            let v = if volume[t].is_finite() { volume[t] } else { 0.0 };
+    let per_day = params.vpin_buckets_per_day.min(bars_per_day).max(1) as f64;
+    let window = params.vpin_window;
+    let mut day = i64::MIN;
+    let mut bucket = 0.0;
+    let (mut filled, mut buy_in_bucket) = (0.0, 0.0);
+    let mut closed: std::collections::VecDeque<(i64, f64)> = Default::default();
+    let mut value: Option<f64> = None;
+    for t in 0..n {
+        let today = times[t].div_euclid(DAY_MS);
+        let mut changed = false;
+        if today != day {
+            day = today;
+            bucket = day_volume.get(&(today - 1)).copied().unwrap_or(0.0) / per_day;
+            (filled, buy_in_bucket) = (0.0, 0.0);
+            while closed.front().is_some_and(|(d, _)| *d < today - 1) {
+                closed.pop_front();
+            }
+            changed = true;
+        }
+        let v = finite(volume[t]);
+        if bucket > 0.0 && v > 0.0 {
             let buy_share = match taker_buy {
                 // A missing taker volume for one bar: that bar's price-based (BVC) share.
-                Some(b) if v > 0.0 && b[t].is_finite() => (b[t] / v).clamp(0.0, 1.0),
-                Some(_) if v > 0.0 => bvc[t],
-                Some(_) => 0.5,
-                None => bvc[t],
+                Some(b) if b[t].is_finite() => (b[t] / v).clamp(0.0, 1.0),
+                _ => bvc[t],
             };
-            let close_bucket = |buy: f64, imbalances: &mut std::collections::VecDeque<f64>, sum: &mut f64| {
-                let imbalance = (2.0 * buy - bucket).abs() / bucket;
-                imbalances.push_back(imbalance);
-                *sum += imbalance;
-                if imbalances.len() > params.vpin_window {
-                    *sum -= imbalances.pop_front().unwrap_or(0.0);
+            let mut close_bucket = |buy: f64| {
+                closed.push_back((today, (2.0 * buy - bucket).abs() / bucket));
+                if closed.len() > window {
+                    closed.pop_front();
                 }
             };
             // Top up the open bucket first.
@@ -778,28 +887,32 @@ fn vpin(
             buy_in_bucket += take * buy_share;
             let mut remaining = v - take;
             if filled >= bucket * (1.0 - 1e-12) {
-                close_bucket(buy_in_bucket, &mut imbalances, &mut imbalance_sum);
-                filled = 0.0;
-                buy_in_bucket = 0.0;
+                close_bucket(buy_in_bucket);
+                (filled, buy_in_bucket) = (0.0, 0.0);
+                changed = true;
             }
             // Whole buckets inside one minute all have this minute's buy share: computed in one
-            // step, only the last `vpin_window` matter (a huge minute on a thin first day would
+            // step, only the last `vpin_window` matter (a huge minute on a thin day would
             // otherwise loop millions of times).
             if remaining >= bucket {
                 let whole = (remaining / bucket).floor();
-                for _ in 0..(whole as u64).min(params.vpin_window as u64) {
-                    close_bucket(bucket * buy_share, &mut imbalances, &mut imbalance_sum);
+                for _ in 0..(whole as u64).min(window as u64) {
+                    close_bucket(bucket * buy_share);
                 }
                 remaining -= whole * bucket;
+                changed = true;
             }
             if remaining > 0.0 {
                 filled = remaining;
                 buy_in_bucket = remaining * buy_share;
             }
         }
-        if imbalances.len() == params.vpin_window {
-            out[t] = Some(imbalance_sum / params.vpin_window as f64);
+        if changed {
+            // Summed afresh in bucket order: the same bits whatever came before the window.
+            value = (closed.len() == window && window > 0)
+                .then(|| closed.iter().map(|(_, x)| x).sum::<f64>() / window as f64);
         }
+        out[t] = value;
     }
     (out, name)
 }
@@ -986,8 +1099,10 @@ mod tests {
         let close: Vec<f64> = (0..n).map(|i| 100.0 + (i % 7) as f64 * 0.1).collect();
         let volume: Vec<f64> = (0..n).map(|i| if i < 1440 { 1e-9 } else { 1e9 }).collect();
         let params: FeaturesParams = serde_json::from_value(serde_json::json!({})).unwrap();
+        let times: Vec<i64> = (0..n as i64).map(|i| i * 60_000).collect();
+        let grid = window_sums::Grid::new(&times, Some(60_000));
         let started = std::time::Instant::now();
-        let (values, _) = vpin(&bvc_buy_share(&close), &volume, None, &params, 1440);
+        let (values, _) = vpin(&bvc_buy_share(&close, &grid), &volume, None, &times, &params, 1440);
         assert!(started.elapsed() < std::time::Duration::from_secs(1), "closed form, not a loop per bucket");
         assert!(values[n - 1].is_some_and(|v| (0.0..=1.0).contains(&v)));
     }

@@ -168,7 +168,7 @@ params = { horizons = [5, 15], fee_bps = 2.0 }
         for h in &params.horizons {
             ahead = ahead.and(reach(h)?);
         }
-        Ok(History { lookback: reach(&params.volume_window)?, lookahead: ahead, column: "timestamp" })
+        Ok(History { lookback: reach(&params.volume_window)?, lookahead: ahead, ..History::ROW_LOCAL })
     }
 
     fn outputs(_params: &LabelsParams) -> Vec<OutputDecl> {

@@ -7,28 +7,17 @@
 //! NaN can only mean a missing bar) and null in the output columns. The equivalence with the
 //! expression forms they replace is tested below.
 
-/// Drives a trailing-window statistic over `n` rows: calls `emit(t, summary)` for every row
-/// whose window of the last `w` rows has no null row. Not a running add-and-subtract sum: that
+/// Drives a trailing-window statistic over `n` rows: calls `emit(t, rows, summary)` for every
+/// row whose window of the last `w` rows has no null row. Not a running add-and-subtract sum: that
 /// carries the rounding residue of every value that ever passed through (after a spike of 1e6 in
 /// a volume column, a 2-row variance is off in the 9th digit), and makes a value depend on where
-/// the table starts. Instead the rows are cut into blocks of `w` from the first row, and a window
-/// is a suffix of one block (kept from the previous block's backward pass) merged with a prefix
-/// of the next: O(n), memory O(w), each value a function of at most 2w rows.
-fn over_windows<S: Copy>(
-    n: usize,
-    w: usize,
-    empty: S,
-    is_null: impl Fn(usize) -> bool,
-    push: impl Fn(S, usize) -> S,
-    merge: impl Fn(S, S) -> S,
-    mut emit: impl FnMut(usize, S),
-) {
-    over_anchored_windows(n, w, 0, w, empty, is_null, push, merge, |t, _, summary| emit(t, summary));
-}
-
-/// [`over_windows`] with the blocks placed by `anchor`, the absolute position of row 0 on its
-/// grid (a block starts where `(row + anchor) % w == 0`), and values from `min_rows` rows on
-/// (`emit(t, rows, summary)`, the window being the last `min(t + 1, w)` rows). Two tables that
+/// the table starts. Instead the rows are cut into blocks of `w`, and a window is a suffix of one
+/// block (kept from the previous block's backward pass) merged with a prefix of the next: O(n),
+/// memory O(w), each value a function of at most 2w rows.
+///
+/// The blocks are placed by `anchor`, the absolute position of row 0 on its grid (a block starts
+/// where `(row + anchor) % w == 0`), and values come from `min_rows` rows on (the window being
+/// the last `min(t + 1, w)` rows). Two tables that
 /// share rows on one grid then compute those rows' windows from the same blocks in the same
 /// order, bit for bit, wherever each table starts: what a partition computed on a slice of time
 /// needs (docs/nightly.md).
@@ -145,12 +134,60 @@ pub fn grid_forward_sum(values: &[f64], times: &[i64], step: i64, h: usize) -> V
     out
 }
 
+/// Where the runs of a regular grid start: rows one `step` apart form a run, and a longer gap
+/// (a hole `align_utc` leaves for `max_fill`) starts the next. Windows never cross a hole, and a
+/// run's blocks are anchored on the grid (its first row's position, `time / step`), so that every
+/// window's value is a function of its own rows alone, the same bits whatever row the table
+/// starts at: what a partition computed on a slice of time needs (docs/nightly.md). Irregular
+/// times (no step) are one run anchored at its first row.
+pub struct Grid {
+    runs: Vec<(std::ops::Range<usize>, i64)>,
+}
+
+impl Grid {
+    pub fn new(times: &[i64], step: Option<i64>) -> Grid {
+        match step {
+            Some(step) if step > 0 => Grid {
+                runs: grid_runs(times, step)
+                    .into_iter()
+                    .map(|r| (r.start..r.end, times[r.start].div_euclid(step)))
+                    .collect(),
+            },
+            _ => Grid { runs: vec![(0..times.len(), 0)] },
+        }
+    }
+
+    /// True at the first row of each run: no row before it on the grid.
+    pub fn run_starts(&self, n: usize) -> Vec<bool> {
+        let mut out = vec![false; n];
+        for (rows, _) in &self.runs {
+            if rows.start < n {
+                out[rows.start] = true;
+            }
+        }
+        out
+    }
+
+    /// A kernel applied to each run, given the run's rows and its anchor for windows of `w`
+    /// rows; the results side by side.
+    pub fn apply(&self, w: usize, kernel: impl Fn(std::ops::Range<usize>, usize) -> Vec<f64>) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.runs.last().map_or(0, |(r, _)| r.end));
+        for (rows, position) in &self.runs {
+            let anchor = position.rem_euclid(w.max(1) as i64) as usize;
+            out.extend(kernel(rows.clone(), anchor));
+        }
+        out
+    }
+}
+
 /// Sums over the last `w` rows of each column; NaN where the window is not full of non-null rows.
-fn sliding_sums<const K: usize>(columns: [&[f64]; K], w: usize) -> [Vec<f64>; K] {
+fn sliding_sums<const K: usize>(columns: [&[f64]; K], w: usize, anchor: usize) -> [Vec<f64>; K] {
     let n = columns[0].len();
     let mut out: [Vec<f64>; K] = std::array::from_fn(|_| vec![f64::NAN; n]);
-    over_windows(
+    over_anchored_windows(
         n,
+        w,
+        anchor,
         w,
         [0.0; K],
         |t| columns.iter().any(|c| c[t].is_nan()),
@@ -166,7 +203,7 @@ fn sliding_sums<const K: usize>(columns: [&[f64]; K], w: usize) -> [Vec<f64>; K]
             }
             earlier
         },
-        |t, sums| {
+        |t, _, sums| {
             for (o, sum) in out.iter_mut().zip(sums) {
                 o[t] = sum;
             }
@@ -175,72 +212,83 @@ fn sliding_sums<const K: usize>(columns: [&[f64]; K], w: usize) -> [Vec<f64>; K]
     out
 }
 
+/// Sums over the last `w` rows; NaN where the window holds a null.
+pub fn sliding_sum(values: &[f64], w: usize, anchor: usize) -> Vec<f64> {
+    let [sums] = sliding_sums([values], w, anchor);
+    sums
+}
+
 /// Realized volatility: `sqrt(sum of r^2)` over the last `w` rows.
-pub fn realized_volatility(r_squared: &[f64], w: usize) -> Vec<f64> {
-    let [sums] = sliding_sums([r_squared], w);
+pub fn realized_volatility(r_squared: &[f64], w: usize, anchor: usize) -> Vec<f64> {
+    let [sums] = sliding_sums([r_squared], w, anchor);
     sums.into_iter().map(f64::sqrt).collect()
 }
 
-/// `1e-9` of the largest |volume| up to each row: below it, a sliding volume sum is taken as the
-/// residue of values that have left the window, not as volume (null at null rows).
-pub fn residue_scale(volume: &[f64]) -> Vec<f64> {
-    let mut largest = 0.0f64;
-    volume
-        .iter()
-        .map(|v| {
-            if v.is_nan() {
-                return f64::NAN;
-            }
-            largest = largest.max(v.abs());
-            largest * 1e-9
-        })
-        .collect()
-}
-
-/// Volume z-score `(v_t - mean) / std` over the last `w` rows (sample std), null where the std
-/// is at most `scale` (no variation beyond residue). Mean and the sum of squared deviations (M2)
-/// by Welford's update within blocks and Chan et al.'s pairwise merge across them: no
-/// cancellation of large sums of squares (a sum-of-squares variance loses 8 digits on ordinary
-/// volume).
-pub fn z_score(volume: &[f64], scale: &[f64], w: usize) -> Vec<f64> {
-    let mut out = vec![f64::NAN; volume.len()];
+/// Count, mean and sum of squared deviations (M2) of the non-null values among the last `w`
+/// rows (fewer at the start of a run), where at least `min_count` are non-null (NaN elsewhere): Welford's update within
+/// blocks and Chan et al.'s pairwise merge across them, so no cancellation of large sums of
+/// squares (a sum-of-squares variance loses 8 digits on ordinary volume).
+pub fn moments(values: &[f64], w: usize, anchor: usize, min_count: usize) -> [Vec<f64>; 3] {
+    let n = values.len();
+    let mut out: [Vec<f64>; 3] = std::array::from_fn(|_| vec![f64::NAN; n]);
     // 1 / count from a table, not a division on the running mean's dependency chain.
     let reciprocal: Vec<f64> = (0..=w.max(1)).map(|k| 1.0 / k.max(1) as f64).collect();
-    over_windows(
-        volume.len(),
+    over_anchored_windows(
+        n,
         w,
+        anchor,
+        1,
         (0usize, 0.0f64, 0.0f64),
-        |t| volume[t].is_nan(),
+        |_| false,
         |(count, mean, m2), t| {
-            let x = volume[t];
+            let x = values[t];
+            if x.is_nan() {
+                return (count, mean, m2);
+            }
             let delta = x - mean;
             let mean = mean + delta * reciprocal[count + 1];
             (count + 1, mean, m2 + delta * (x - mean))
         },
         |(count_a, mean_a, m2_a), (count_b, mean_b, m2_b)| {
+            if count_a == 0 || count_b == 0 {
+                return if count_a == 0 { (count_b, mean_b, m2_b) } else { (count_a, mean_a, m2_a) };
+            }
             let count = count_a + count_b;
             let delta = mean_b - mean_a;
             let (ca, cb, c) = (count_a as f64, count_b as f64, count as f64);
             (count, mean_a + delta * cb / c, m2_a + m2_b + delta * delta * ca * cb / c)
         },
-        |t, (_, mean, m2)| {
-            let std = (m2 / (w as f64 - 1.0)).max(0.0).sqrt();
-            if std > scale[t] {
-                out[t] = (volume[t] - mean) / std;
+        |t, _, (count, mean, m2)| {
+            if count >= min_count.max(1) {
+                out[0][t] = count as f64;
+                out[1][t] = mean;
+                out[2][t] = m2;
             }
         },
     );
     out
 }
 
+/// `(x_t - mean) / std` over the last `w` rows (sample std), from `min_count` non-null rows;
+/// null where the std is 0 (a flat window) or x_t is null.
+pub fn z_score(values: &[f64], w: usize, anchor: usize, min_count: usize) -> Vec<f64> {
+    let [count, mean, m2] = moments(values, w, anchor, min_count.max(2));
+    (0..values.len())
+        .map(|t| {
+            let std = (m2[t] / (count[t] - 1.0)).max(0.0).sqrt();
+            if std > 0.0 { (values[t] - mean[t]) / std } else { f64::NAN }
+        })
+        .collect()
+}
+
 /// `c_t / VWAP - 1`, VWAP = `sum(typical * v) / sum(v)` over the last `w` rows, typical =
-/// `(h + l + c) / 3`; null where the window's volume is at most `scale`.
-pub fn vwap_deviation(high: &[f64], low: &[f64], close: &[f64], volume: &[f64], scale: &[f64], w: usize) -> Vec<f64> {
+/// `(h + l + c) / 3`; null where the window traded nothing.
+pub fn vwap_deviation(high: &[f64], low: &[f64], close: &[f64], volume: &[f64], w: usize, anchor: usize) -> Vec<f64> {
     let traded: Vec<f64> = (0..close.len()).map(|t| (high[t] + low[t] + close[t]) / 3.0 * volume[t]).collect();
-    let [value, volume_sum] = sliding_sums([&traded, volume], w);
+    let [value, volume_sum] = sliding_sums([&traded, volume], w, anchor);
     (0..close.len())
         .map(|t| {
-            if value[t].is_nan() || volume_sum[t].abs() <= scale[t] {
+            if value[t].is_nan() || volume_sum[t] <= 0.0 {
                 return f64::NAN;
             }
             close[t] / (value[t] / volume_sum[t]) - 1.0
@@ -250,7 +298,8 @@ pub fn vwap_deviation(high: &[f64], low: &[f64], close: &[f64], volume: &[f64], 
 
 /// OLS slope of volume on the row index over the last `w` rows, divided by their mean:
 /// `sum((k - mid) v_k) / (w var(k)) / mean(v)`, each window summed afresh (no residue, which
-/// this ratio would amplify on sparse grids); null where a row is null or the mean is 0.
+/// this ratio would amplify on sparse grids; and a function of the window's rows alone); null
+/// where a row is null or the mean is 0.
 pub fn volume_slope(volume: &[f64], w: usize) -> Vec<f64> {
     let mid = (w as f64 - 1.0) / 2.0;
     let weights: Vec<f64> = (0..w).map(|k| k as f64 - mid).collect();
@@ -275,38 +324,28 @@ pub fn volume_slope(volume: &[f64], w: usize) -> Vec<f64> {
     out
 }
 
-/// `ATR_t / c_t`: the true range `max(h - l, |h - c_{t-1}|, |l - c_{t-1}|)` smoothed by
-/// Wilder's recursion (an EWM with alpha 1/N, not adjusted, nulls skipped), published once N
-/// true ranges have been seen; null at a missing bar. The same arithmetic, step for step, as
-/// polars' `ewm_mean` (whose expression form this replaces; tested below).
-pub fn atr_ratio(high: &[f64], low: &[f64], close: &[f64], n: usize) -> Vec<f64> {
-    let alpha = 1.0 / n.max(1) as f64;
-    let step = alpha / ((1.0 - alpha) + alpha);
-    let mut out = vec![f64::NAN; close.len()];
-    let (mut mean, mut seen) = (0.0f64, 0usize);
-    for t in 1..close.len() {
-        let (h, l, previous) = (high[t], low[t], close[t - 1]);
-        let greater = |a: f64, b: f64| if a > b { a } else { b };
-        let range = greater(greater(h - l, (h - previous).abs()), (l - previous).abs());
-        if range.is_nan() {
-            continue;
-        }
-        if seen == 0 {
-            mean = range;
-        } else {
-            mean += (range - mean) * step;
-        }
-        seen += 1;
-        if seen >= n.max(1) {
-            out[t] = mean / close[t];
-        }
-    }
-    out
+/// `ATR_t / c_t`, ATR the mean true range `max(h - l, |h - c_{t-1}|, |l - c_{t-1}|)` over the
+/// last `n` rows; null where a true range in the window is missing. A mean over a window, not
+/// Wilder's recursion: that carries every earlier row, so no slice of time could be computed
+/// alone.
+pub fn atr_ratio(high: &[f64], low: &[f64], close: &[f64], n: usize, anchor: usize) -> Vec<f64> {
+    let greater = |a: f64, b: f64| if a > b { a } else { b };
+    let true_range: Vec<f64> = (0..close.len())
+        .map(|t| {
+            if t == 0 {
+                return f64::NAN;
+            }
+            let (h, l, previous) = (high[t], low[t], close[t - 1]);
+            greater(greater(h - l, (h - previous).abs()), (l - previous).abs())
+        })
+        .collect();
+    let [sums] = sliding_sums([&true_range], n.max(1), anchor);
+    (0..close.len()).map(|t| sums[t] / n.max(1) as f64 / close[t]).collect()
 }
 
 /// The mean over the last `w` rows; NaN where the window is not full of non-null rows.
-pub fn sliding_mean(values: &[f64], w: usize) -> Vec<f64> {
-    let [sums] = sliding_sums([values], w);
+pub fn sliding_mean(values: &[f64], w: usize, anchor: usize) -> Vec<f64> {
+    let [sums] = sliding_sums([values], w, anchor);
     sums.into_iter().map(|s| s / w as f64).collect()
 }
 
@@ -318,6 +357,10 @@ mod tests {
 
     fn window(size: usize) -> RollingOptionsFixedWindow {
         RollingOptionsFixedWindow { window_size: size, min_periods: size, ..Default::default() }
+    }
+
+    fn window_min(size: usize, min_periods: usize) -> RollingOptionsFixedWindow {
+        RollingOptionsFixedWindow { window_size: size, min_periods, ..Default::default() }
     }
 
     /// Volume-like data with missing rows, a run of zeros (flat, empty windows) and a spike.
@@ -373,22 +416,21 @@ mod tests {
         let low: Vec<Option<f64>> = close.iter().map(|c| c.map(|c| c * 0.999)).collect();
         let df = df!("v" => volume.clone(), "c" => close.clone(), "h" => high.clone(), "l" => low.clone()).unwrap();
         let (v, c, h, l) = (nan(&volume), nan(&close), nan(&high), nan(&low));
-        let scale = residue_scale(&v);
         let polars_scale = col("v").abs().cum_max(false) * lit(1e-9);
         let over_sum = |a: Expr, b: Expr| {
             when(b.clone().abs().lt_eq(polars_scale.clone())).then(lit(NULL).cast(DataType::Float64)).otherwise(a / b)
         };
         for w in [2, 15, 60] {
             let z = over_sum(col("v") - col("v").rolling_mean(window(w)), col("v").rolling_std(window(w)));
-            assert_same(&z_score(&v, &scale, w), &eval(&df, z), &format!("z_score {w}"));
+            assert_same(&z_score(&v, w, 0, w), &eval(&df, z), &format!("z_score {w}"));
             let typical = (col("h") + col("l") + col("c")) / lit(3.0);
             let vwap = over_sum((typical * col("v")).rolling_sum(window(w)), col("v").rolling_sum(window(w)));
             let deviation = col("c") / vwap - lit(1.0);
-            assert_same(&vwap_deviation(&h, &l, &c, &v, &scale, w), &eval(&df, deviation), &format!("vwap {w}"));
+            assert_same(&vwap_deviation(&h, &l, &c, &v, w, 7), &eval(&df, deviation), &format!("vwap {w}"));
             let sums = (col("v") * col("v")).rolling_sum(window(w));
             let squares = eval(&df, when(sums.clone().lt(lit(0.0))).then(lit(0.0)).otherwise(sums).sqrt());
             let r_squared: Vec<f64> = v.iter().map(|x| x * x).collect();
-            assert_same(&realized_volatility(&r_squared, w), &squares, &format!("rv {w}"));
+            assert_same(&realized_volatility(&r_squared, w, 3), &squares, &format!("rv {w}"));
         }
         let tr = |a: Expr, b: Expr| when(a.clone().gt(b.clone())).then(a).otherwise(b);
         let previous = col("c").shift(lit(1));
@@ -402,17 +444,16 @@ mod tests {
             .collect();
         let df = df!("c" => jumpy.clone(), "h" => high.clone(), "l" => low.clone(), "v" => volume.clone()).unwrap();
         for n in [1, 14] {
-            let atr = true_range.clone().ewm_mean(EWMOptions {
-                alpha: 1.0 / n as f64,
-                adjust: false,
-                bias: false,
-                min_periods: n,
-                ignore_nulls: true,
-            }) / col("c");
-            assert_same(&atr_ratio(&h, &l, &nan(&jumpy), n), &eval(&df, atr), &format!("atr {n}"));
+            let atr = true_range.clone().rolling_mean(window(n)) / col("c");
+            assert_same(&atr_ratio(&h, &l, &nan(&jumpy), n, 5), &eval(&df, atr), &format!("atr {n}"));
         }
         let mean = eval(&df, col("v").rolling_mean(window(60)));
-        assert_same(&sliding_mean(&v, 60), &mean, "mean 60");
+        assert_same(&sliding_mean(&v, 60, 59), &mean, "mean 60");
+        // Null-skipping moments: polars' rolling std with min_periods, nulls left out.
+        let sparse = eval(&df, col("v").rolling_std(window_min(60, 15)));
+        let [count, _, m2] = moments(&v, 60, 11, 15);
+        let std: Vec<f64> = (0..v.len()).map(|t| (m2[t] / (count[t] - 1.0)).sqrt()).collect();
+        assert_same(&std, &sparse, "std 60 from 15");
         // The slope against its closed form on a clean stretch: volume rising by 1 a row.
         let rising: Vec<f64> = (0..40).map(|t| 10.0 + t as f64).collect();
         let slope = volume_slope(&rising, 15);

@@ -3,6 +3,7 @@
 
 use anyhow::{Result, bail};
 use pipeline_artifacts::{ArtifactKind, read_table, write_table};
+use pipeline_engine::partitions::{History, Reach};
 use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
 use polars::prelude::*;
 use schemars::JsonSchema;
@@ -125,7 +126,10 @@ impl Stage for EmbedNews {
     type Params = EmbedNewsParams;
     const NAME: &'static str = "embed_news";
     // 2: `news_new_items`.
-    const VERSION: u32 = 2;
+    // 3: every aggregate a function of the items known in the longest window before t (the
+    //    decayed sentiment and the minutes since the last item too), each summed afresh: so a
+    //    day can be computed alone (docs/nightly.md). New items: known in the grid step before t.
+    const VERSION: u32 = 3;
     const DOC: &'static str = "Score and embed news items, then aggregate them onto the bar grid by the time each was known.\n\n\
         Inputs: `news` (a news table: `date`, `title`, `content`) and `bars` (any table with the `timestamp` grid). \
         Per item: a lexicon sentiment in [-1, 1] (tasks/src/news/lexicon.rs, negation-aware) and a hashed \
@@ -133,8 +137,9 @@ impl Stage for EmbedNews {
         An item is known at `date + lag_minutes` and counts for the rows at or after that time only. Output \
         `items`: per item `date`, `known_at`, `sentiment`, `emb_0..` (reduced). Output `table`: `timestamp` and, per \
         window W, `news_count_W`, `news_sent_mean_W` (null without items), `news_emb_W_0..` (mean reduced \
-        embedding), plus `news_sent_decay` (sentiment summed with exponential decay) and \
-        `news_minutes_since_last`, and `news_new_items` (items that became known since the previous row). The reduction is a fixed seeded random projection, fitted on nothing.";
+        embedding), plus `news_sent_decay` (the sentiment of the items of the longest window, summed with \
+        exponential decay), `news_minutes_since_last` (null when no item is in the longest window) and \
+        `news_new_items` (items that became known in the grid step before the row). The reduction is a fixed seeded random projection, fitted on nothing.";
     const EXAMPLE: &'static str = r#"[stages.market]
 task = "synth_market"
 params = { days = 3 }
@@ -175,6 +180,17 @@ params = { lag_minutes = 1, windows = [60, 240] }
             return Err(ParamError::new("half_life_minutes", "must be positive"));
         }
         Ok(())
+    }
+
+    /// A row reads the items known in the longest window before it, which were dated up to
+    /// `lag_minutes` earlier; `items` is partitioned by the time each item was known.
+    fn history(params: &EmbedNewsParams) -> Result<History, String> {
+        let longest = params.windows.iter().copied().max().unwrap_or(0).max(0);
+        Ok(History {
+            lookback: Reach::millis((longest + params.lag_minutes.max(0)) * 60_000),
+            output_columns: &[("items", "known_at")],
+            ..History::ROW_LOCAL
+        })
     }
 
     fn outputs(_params: &EmbedNewsParams) -> Vec<OutputDecl> {
@@ -221,24 +237,31 @@ params = { lag_minutes = 1, windows = [60, 240] }
         let k = params.components;
         let n = grid.len();
         let mut columns: Vec<Column> = vec![bars.column("timestamp")?.clone()];
+        // Items known in (t - W, t] by two pointers over the sorted items; each window's sums are
+        // taken afresh whenever its items change (not added and subtracted: that would carry a
+        // rounding residue from every item since the start of the table).
+        let step = grid.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).min().unwrap_or(60_000);
         for &w in &params.windows {
             let span = w * 60_000;
             let (mut count, mut mean) = (Vec::with_capacity(n), Vec::with_capacity(n));
             let mut emb: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(n); k];
-            // Sliding window over items known in (t - W, t]: two pointers over the sorted items.
             let (mut lo, mut hi) = (0usize, 0usize);
             let mut sum_s = 0.0;
             let mut sum_e = vec![0.0; k];
             for &t in &grid {
+                let before = (lo, hi);
                 while hi < items.len() && items[hi].1 <= t {
-                    sum_s += items[hi].2;
-                    sum_e.iter_mut().zip(&items[hi].3).for_each(|(s, e)| *s += e);
                     hi += 1;
                 }
                 while lo < hi && items[lo].1 <= t - span {
-                    sum_s -= items[lo].2;
-                    sum_e.iter_mut().zip(&items[lo].3).for_each(|(s, e)| *s -= e);
                     lo += 1;
+                }
+                lo = lo.max(items[..hi].partition_point(|item| item.1 <= t - span));
+                if (lo, hi) != before {
+                    sum_s = items[lo..hi].iter().map(|item| item.2).sum();
+                    for (c, s) in sum_e.iter_mut().enumerate() {
+                        *s = items[lo..hi].iter().map(|item| item.3[c]).sum();
+                    }
                 }
                 let m = (hi - lo) as f64;
                 count.push(m);
@@ -253,26 +276,28 @@ params = { lag_minutes = 1, windows = [60, 240] }
                 columns.push(Series::new(format!("news_emb_{w}_{c}").into(), column).into());
             }
         }
-        // Decayed sentiment and the age of the newest item: a single forward pass.
+        // Decayed sentiment and the age of the newest item, over the items of the longest window.
+        let longest = params.windows.iter().copied().max().unwrap_or(0).max(0) * 60_000;
         let rate = std::f64::consts::LN_2 / (params.half_life_minutes * 60_000.0);
         let (mut decay, mut since, mut fresh) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut next, mut level, mut level_at, mut last_known) = (0usize, 0.0f64, i64::MIN, None::<i64>);
-        let step = if grid.len() > 1 { grid[1] - grid[0] } else { 60_000 };
-        for (row, &t) in grid.iter().enumerate() {
-            // Items that became known since the previous row (the first row: within one step).
-            let since_row = if row == 0 { t - step } else { grid[row - 1] };
-            let mut new_items = 0u32;
-            while next < items.len() && items[next].1 <= t {
-                new_items += (items[next].1 > since_row) as u32;
-                let (known, score) = (items[next].1, items[next].2);
-                level = if level_at == i64::MIN { 0.0 } else { level * (-(rate * (known - level_at) as f64)).exp() };
-                level += score;
-                level_at = known;
-                last_known = Some(known);
-                next += 1;
+        let (mut lo, mut hi) = (0usize, 0usize);
+        // The window's sentiment decayed to its newest item's time, taken afresh when it changes.
+        let mut level = 0.0f64;
+        for &t in &grid {
+            let before = (lo, hi);
+            while hi < items.len() && items[hi].1 <= t {
+                hi += 1;
             }
-            decay.push(if level_at == i64::MIN { 0.0 } else { level * (-(rate * (t - level_at) as f64)).exp() });
-            since.push(last_known.map(|k| (t - k) as f64 / 60_000.0));
+            lo = lo.max(items[..hi].partition_point(|item| item.1 <= t - longest));
+            let newest = (hi > lo).then(|| items[hi - 1].1);
+            if (lo, hi) != before
+                && let Some(newest) = newest
+            {
+                level = items[lo..hi].iter().map(|item| item.2 * (-(rate * (newest - item.1) as f64)).exp()).sum();
+            }
+            decay.push(newest.map_or(0.0, |at| level * (-(rate * (t - at) as f64)).exp()));
+            since.push(newest.map(|at| (t - at) as f64 / 60_000.0));
+            let new_items = items[lo..hi].iter().filter(|item| item.1 > t - step).count();
             fresh.push(new_items as f64);
         }
         columns.push(Series::new("news_sent_decay".into(), decay).into());

@@ -343,6 +343,11 @@ params = { path = "news.ndjson", fields = { date = "published", title = "headlin
         vec![params.path.clone()]
     }
 
+    /// A source: with `partition`, its table is split by the time each item was known (`date`).
+    fn history(_params: &IngestNewsParams) -> Result<pipeline_engine::partitions::History, String> {
+        Ok(pipeline_engine::partitions::History { column: "date", ..pipeline_engine::partitions::History::ROW_LOCAL })
+    }
+
     fn run(params: &IngestNewsParams, ctx: &mut StageContext) -> Result<()> {
         let paths = ctx.resolve_files(&params.path)?;
         let fields = &params.fields;

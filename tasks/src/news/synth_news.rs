@@ -154,6 +154,11 @@ params = { days = 30, seed = 7 }
         vec![OutputDecl::new("table", ArtifactKind::Table)]
     }
 
+    /// A source: with `partition`, its table is split by the time each item was known (`date`).
+    fn history(_params: &SynthNewsParams) -> Result<pipeline_engine::partitions::History, String> {
+        Ok(pipeline_engine::partitions::History { column: "date", ..pipeline_engine::partitions::History::ROW_LOCAL })
+    }
+
     fn run(params: &SynthNewsParams, ctx: &mut StageContext) -> Result<()> {
         let (mut df, events) = news_frame(params)?;
         ctx.metric("items", events.len() as u64);
