@@ -65,6 +65,24 @@ pub struct CommandParams {
 
 pub struct Command;
 
+/// The file a command reads for an input: its object, or, for a time-partitioned table (whose
+/// object is an index of partitions, docs/nightly.md), the whole table as one Parquet file in
+/// the scratch directory, which is what an external program expects.
+fn input_file(ctx: &StageContext, name: &str, scratch: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let input = ctx.input(name)?;
+    if input.kind == pipeline_artifacts::ArtifactKind::Table
+        && pipeline_artifacts::partitioned::is_partition_index(&input.path)?
+    {
+        let path = scratch.join(format!("input-{name}.parquet"));
+        if !path.is_file() {
+            let mut table = pipeline_artifacts::read_table(&input.path)?;
+            pipeline_artifacts::write_table(&mut table, &path)?;
+        }
+        return Ok(path);
+    }
+    Ok(input.path.clone())
+}
+
 #[derive(Debug, PartialEq)]
 enum Piece {
     Text(String),
@@ -251,7 +269,7 @@ params = { cmd = ["python3", "train.py", "{out.model}", "--lr", "{params.lr}"], 
             for piece in parse_template(arg).map_err(anyhow::Error::msg)? {
                 match piece {
                     Piece::Text(text) => out.push_str(&text),
-                    Piece::Input(name) => out.push_str(&ctx.input(&name)?.path.to_string_lossy()),
+                    Piece::Input(name) => out.push_str(&input_file(ctx, &name, &scratch)?.to_string_lossy()),
                     Piece::Output(name) => out.push_str(&ctx.output_path(&name)?.to_string_lossy()),
                     Piece::Param(name) => out.push_str(&value_text(&params.values[&name])),
                     Piece::Scratch => out.push_str(&scratch.to_string_lossy()),

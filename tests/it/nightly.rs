@@ -43,6 +43,7 @@ partition = "day"
 task = "features"
 inputs = ["clipped"]
 partition = "day"
+params = { vpin_buckets_from = "previous_day" }
 
 [stages.news_features]
 task = "embed_news"
@@ -80,6 +81,7 @@ partition = "day"
 task = "features"
 inputs = ["clipped"]
 partition = "day"
+params = { vpin_buckets_from = "previous_day" }
 "#;
 
 /// The periods each partitioned stage of the newest run computed: stage -> day numbers (of January).
@@ -198,6 +200,21 @@ fn appending_a_synthetic_day_computes_one_new_day_and_matches_a_run_from_scratch
     assert_eq!(json["table"]["partitions"].as_array().unwrap().len(), 6);
     let refused = ctx.run(&["show", "market", "--partitions"]).ok();
     assert!(refused.stdout.contains("6 partitions"), "{}", refused.stdout);
+
+    // The leakage audit reads partitioned inputs and outputs like any table.
+    for stage in ["features", "news_features", "clipped"] {
+        let audit = ctx.run(&["audit", "leakage", "n.toml", stage, "--set", "params.days=6"]).ok();
+        assert!(audit.stdout.contains("no look-ahead"), "{stage}: {}", audit.stdout);
+    }
+
+    // gc keeps every partition the latest run's indexes name: the same run is all hits after it,
+    // and a day more still computes only that day.
+    ctx.run(&["gc", "--keep-last", "1"]).ok();
+    ctx.run(&["verify"]).ok();
+    ctx.run(&["run", "n.toml", "--plain", "--set", "params.days=6"]).ok();
+    assert!(ctx.last_outcomes().values().all(|o| o == "hit"), "{:?}", ctx.last_outcomes());
+    ctx.run(&["run", "n.toml", "--plain", "--set", "params.days=7"]).ok();
+    assert_eq!(ran_periods(&ctx)["features"], [7]);
 }
 
 #[test]
@@ -277,6 +294,12 @@ fn partitioning_errors_are_located_and_say_what_to_do() {
         "{}",
         run.stderr
     );
+
+    // VPIN sized from the table's first day (the default) depends on where the table starts.
+    ctx.write("e.toml", &SYNTH.replace("params = { vpin_buckets_from = \"previous_day\" }\n", ""));
+    let run = ctx.run(&["validate", "e.toml"]).code(2);
+    assert!(run.stderr.contains("stage `features` (features) cannot be partitioned"), "{}", run.stderr);
+    assert!(run.stderr.contains("vpin_buckets_from = \"previous_day\""), "{}", run.stderr);
 }
 
 #[test]
@@ -300,10 +323,19 @@ params = { cmd = ["sh", "-c", "cp {base}/late/2024-01-05.csv {base}/data/bars/ &
 task = "ingest_bars"
 partition = "day"
 params = { path = "data/bars/*.csv" }
+
+[stages.peek]
+task = "command"
+inputs = ["bars"]
+params = { cmd = ["sh", "-c", "head -c 4 {in.bars} > magic.txt"], outputs = { magic = "magic.txt" } }
 "#,
     );
     ctx.run(&["run", "n.toml", "--plain", "--jobs", "1"]).ok();
     assert!(ctx.path("data/bars/2024-01-05.csv").is_file(), "the file landed during the run");
+    // An external program gets a partitioned table as one Parquet file.
+    let magic = ctx.manifest("peek")["outputs"]["magic"]["hash"].as_str().unwrap().to_string();
+    let magic = std::fs::read(ctx.store().join("objects").join(&magic[..2]).join(&magic[2..])).unwrap();
+    assert_eq!(magic, b"PAR1");
     // (The 3rd has an 8-hour outage: 480 rows short.)
     assert_eq!(ctx.table("bars", "table").height(), 4 * 1440 - 480, "the run read the files it planned");
     let status = ctx.status("n.toml", &[]);

@@ -71,7 +71,10 @@ fn cryptobuzz_on_binance_bars_joins_on_known_time_and_reports_coverage() {
         let upto = known.partition_point(|k| *k <= t);
         let from = known.partition_point(|k| *k <= t - 3_600_000);
         assert_eq!(counts.get(i), Some((upto - from) as f64), "news_count_60 at minute {i}");
-        let expected = (upto > 0).then(|| (t - known[upto - 1]) as f64 / 60_000.0);
+        // Minutes since the newest item of the longest window (1440 minutes), that window when
+        // it has none.
+        let newest = (upto > 0 && t - known[upto - 1] < 86_400_000).then(|| known[upto - 1]);
+        let expected = Some(newest.map_or(1440.0, |k| (t - k) as f64 / 60_000.0));
         assert_eq!(since.get(i), expected, "news_minutes_since_last at minute {i}");
     }
 

@@ -93,7 +93,9 @@ impl Stage for Compare {
     const NAME: &'static str = "compare";
     // 3: news coverage. 4: coverage of the training window too, partial days, thin reasons.
     // 5: walk-forward AUC within each fold's test window, bootstrap stratified by fold.
-    const VERSION: u32 = 5;
+    // 6: news coverage from the newly known items of the trailing hour/4h/day (not from
+    //    `news_minutes_since_last`, whose horizon `embed_news` now bounds).
+    const VERSION: u32 = 6;
     const DOC: &'static str = "The ablation table: every `train` variant's out-of-sample metrics, and treatment minus baseline with paired block-bootstrap confidence intervals.\n\n\
         Inputs: the `metrics` and `predictions` outputs of `train` nodes (a matrix fans in as `metrics[...]`, \
         `predictions[...]`), optionally `importance`; they are paired by their matrix suffix. Optional input \
@@ -299,7 +301,9 @@ show = "headline"
 
 /// How much news the compared (test or validation) window and the training window had: items
 /// per day, and the share of minutes with an item known in the last hour, 4 hours, day. From the
-/// `embed_news` table (`news_new_items`, `news_minutes_since_last`); a table without them means
+/// `embed_news` table (`news_new_items`, each row's newly known items, summed over the trailing
+/// hour, 4 hours and day of rows; `news_minutes_since_last` marks the table as one with a news
+/// source, whatever its horizon); a table without them means
 /// there is no news source. Training matters too: news that starts late in training teaches the
 /// model that "nothing collected yet" means "no news".
 fn news_coverage(news: &DataFrame, compared: &[i64], train_until: Option<i64>) -> Result<Value> {
@@ -308,8 +312,26 @@ fn news_coverage(news: &DataFrame, compared: &[i64], train_until: Option<i64>) -
         return Ok(json!({ "source": false }));
     }
     let grid = crate::learn::dataset::timestamps_ms(news)?;
-    let since = crate::learn::dataset::column_f64(news, "news_minutes_since_last")?;
     let fresh = crate::learn::dataset::column_f64(news, "news_new_items")?;
+    // Items that became known in the last hour, 4 hours, day, at each row: trailing sums of
+    // `news_new_items` over the rows of that span (two pointers over the grid).
+    let recent: Vec<Vec<f64>> = [60i64, 240, 1440]
+        .iter()
+        .map(|minutes| {
+            let span = minutes * 60_000;
+            let (mut from, mut sum) = (0usize, 0.0f64);
+            let mut out = Vec::with_capacity(grid.len());
+            for (i, &t) in grid.iter().enumerate() {
+                sum += if fresh[i].is_finite() { fresh[i] } else { 0.0 };
+                while grid[from] <= t - span {
+                    sum -= if fresh[from].is_finite() { fresh[from] } else { 0.0 };
+                    from += 1;
+                }
+                out.push(sum);
+            }
+            out
+        })
+        .collect();
     let window = |first: i64, last: i64, rows: Option<&std::collections::HashSet<i64>>| -> Value {
         let day = 86_400_000;
         let mut per_day: BTreeMap<i64, f64> = BTreeMap::new();
@@ -325,8 +347,9 @@ fn news_coverage(news: &DataFrame, compared: &[i64], train_until: Option<i64>) -
                 continue;
             }
             minutes += 1;
-            for (k, limit) in [60.0, 240.0, 1440.0].iter().enumerate() {
-                within[k] += (since[i].is_finite() && since[i] <= *limit) as usize;
+            for (k, counts) in recent.iter().enumerate() {
+                // Counts are whole numbers: a sum above 0.5 has an item.
+                within[k] += (counts[i] > 0.5) as usize;
             }
         }
         // Days as the span really is (a partial first or last day counts in part).

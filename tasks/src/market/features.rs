@@ -55,6 +55,12 @@ pub struct FeaturesParams {
     /// VPIN: number of most recent buckets averaged.
     #[serde(default = "default_vpin_window")]
     pub vpin_window: usize,
+    /// VPIN: where the bucket size comes from. `first_day`: the table's first day, one size for
+    /// the whole table (a value then depends on where the table starts: not partitionable).
+    /// `previous_day`: each UTC day's buckets from the day before's volume (a value depends on
+    /// its day and the two before; needed for `partition`). docs/features.md compares them.
+    #[serde(default)]
+    pub vpin_buckets_from: VpinBuckets,
     /// Window of the whale-flow sign flip `whale_flip_W`.
     #[serde(default = "default_flip")]
     pub whale_flip_window: Window,
@@ -77,6 +83,15 @@ pub struct FeaturesParams {
     /// Adds `canary_future_ret_5`, a deliberately leaky column, to prove that `pipeline audit leakage` catches leaks. Never for research.
     #[serde(default)]
     pub leaky_canary: bool,
+}
+
+/// Where VPIN's bucket size comes from (`vpin_buckets_from`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VpinBuckets {
+    #[default]
+    FirstDay,
+    PreviousDay,
 }
 
 fn default_returns() -> Vec<Window> {
@@ -179,8 +194,9 @@ impl Stage for Features {
     // 6: ln(close), the Corwin-Schultz spread and BVC computed once in Rust (last-bit changes).
     // 7: the window statistics, ATR and returns by the one-pass kernels of window_sums.rs.
     // 8: every window a function of its own rows (blocks anchored on the grid, none across a
-    //    hole): ATR a mean true range, VPIN buckets by UTC day, BVC's sigma over 60 rows, the
-    //    whale, liquidation and funding windows by the kernels; so a day can be computed alone.
+    //    hole): ATR a mean true range, BVC's sigma over 60 rows, the whale, liquidation and
+    //    funding windows by the kernels; VPIN by UTC day with vpin_buckets_from = "previous_day";
+    //    so a day can be computed alone.
     const VERSION: u32 = 8;
     const DOC: &'static str = "The Stage 1 feature set (docs/features.md), each value computed from data at or before its minute.\n\n\
         Input: one aligned bar table. Output `table`: `timestamp` plus multi-scale log returns, realized volatility, \
@@ -206,6 +222,9 @@ params = { events = ["2024-01-02T19:00:00Z"] }
     /// where it differences the bar before (returns, true range, BVC); VPIN over the start of
     /// the day two days back. Nothing looks ahead but the leaky canary.
     fn history(params: &FeaturesParams) -> Result<History, String> {
+        if params.vpin_buckets_from == VpinBuckets::FirstDay {
+            return Err("VPIN sizes its buckets from the table's first day (vpin_buckets_from = \"first_day\", the default), so a day's values depend on where the table starts; set params.vpin_buckets_from = \"previous_day\"".into());
+        }
         let reach = |w: &Window, extra_rows: usize| -> Result<Reach, String> {
             Ok(match w {
                 Window::Bars(n) => Reach::rows(*n as usize + extra_rows),
@@ -553,7 +572,14 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
                 rayon::join(
                     || {
                         let bvc = bvc_buy_share(&closes, &grid);
-                        let vpin = vpin(&bvc, &volumes, buys.as_deref(), &timestamps, params, bars_per_day);
+                        let vpin = match params.vpin_buckets_from {
+                            VpinBuckets::PreviousDay => {
+                                vpin(&bvc, &volumes, buys.as_deref(), &timestamps, params, bars_per_day)
+                            }
+                            VpinBuckets::FirstDay => {
+                                vpin_first_day(&bvc, &volumes, buys.as_deref(), params, bars_per_day)
+                            }
+                        };
                         (bvc, vpin)
                     },
                     || {
@@ -845,9 +871,22 @@ fn vpin(
     let name = format!("vpin_{}{}", params.vpin_window, if taker_buy.is_some() { "" } else { "_bvc" });
     let mut out = vec![None; n];
     let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    // Each day's volume, summed in row order (rows of one day are adjacent on a grid: one map
+    // entry per day, not a lookup per row).
     let mut day_volume: std::collections::BTreeMap<i64, f64> = Default::default();
+    let (mut current, mut total) = (i64::MIN, 0.0);
     for t in 0..n {
-        *day_volume.entry(times[t].div_euclid(DAY_MS)).or_default() += finite(volume[t]);
+        let day = times[t].div_euclid(DAY_MS);
+        if day != current {
+            if current != i64::MIN {
+                *day_volume.entry(current).or_default() += total;
+            }
+            (current, total) = (day, 0.0);
+        }
+        total += finite(volume[t]);
+    }
+    if current != i64::MIN {
+        *day_volume.entry(current).or_default() += total;
     }
     let per_day = params.vpin_buckets_per_day.min(bars_per_day).max(1) as f64;
     let window = params.vpin_window;
@@ -913,6 +952,80 @@ fn vpin(
                 .then(|| closed.iter().map(|(_, x)| x).sum::<f64>() / window as f64);
         }
         out[t] = value;
+    }
+    (out, name)
+}
+
+/// VPIN with one bucket size for the whole table (`vpin_buckets_from = "first_day"`): the first
+/// 1440 minutes' volume / `vpin_buckets_per_day`, no bucket cut before minute 1440 (so no value
+/// depends on a later minute); then buckets fill in order for the rest of the table. A value
+/// depends on the table's first day: not partitionable.
+fn vpin_first_day(
+    bvc: &[f64],
+    volume: &[f64],
+    taker_buy: Option<&[f64]>,
+    params: &FeaturesParams,
+    bars_per_day: usize,
+) -> (Vec<Option<f64>>, String) {
+    let n = bvc.len();
+    let name = format!("vpin_{}{}", params.vpin_window, if taker_buy.is_some() { "" } else { "_bvc" });
+    let mut out = vec![None; n];
+    let warmup = bars_per_day.min(n);
+    let first_day: f64 = volume[..warmup].iter().filter(|v| v.is_finite()).sum();
+    if n <= warmup || first_day <= 0.0 {
+        return (out, name);
+    }
+    let bucket = first_day / params.vpin_buckets_per_day.min(bars_per_day) as f64;
+    let mut filled = 0.0;
+    let mut buy_in_bucket = 0.0;
+    let mut imbalances: std::collections::VecDeque<f64> = Default::default();
+    let mut imbalance_sum = 0.0;
+    for t in 1..n {
+        if t >= warmup {
+            let v = if volume[t].is_finite() { volume[t] } else { 0.0 };
+            let buy_share = match taker_buy {
+                // A missing taker volume for one bar: that bar's price-based (BVC) share.
+                Some(b) if v > 0.0 && b[t].is_finite() => (b[t] / v).clamp(0.0, 1.0),
+                Some(_) if v > 0.0 => bvc[t],
+                Some(_) => 0.5,
+                None => bvc[t],
+            };
+            let close_bucket = |buy: f64, imbalances: &mut std::collections::VecDeque<f64>, sum: &mut f64| {
+                let imbalance = (2.0 * buy - bucket).abs() / bucket;
+                imbalances.push_back(imbalance);
+                *sum += imbalance;
+                if imbalances.len() > params.vpin_window {
+                    *sum -= imbalances.pop_front().unwrap_or(0.0);
+                }
+            };
+            // Top up the open bucket first.
+            let take = v.min(bucket - filled);
+            filled += take;
+            buy_in_bucket += take * buy_share;
+            let mut remaining = v - take;
+            if filled >= bucket * (1.0 - 1e-12) {
+                close_bucket(buy_in_bucket, &mut imbalances, &mut imbalance_sum);
+                filled = 0.0;
+                buy_in_bucket = 0.0;
+            }
+            // Whole buckets inside one minute all have this minute's buy share: computed in one
+            // step, only the last `vpin_window` matter (a huge minute on a thin first day would
+            // otherwise loop millions of times).
+            if remaining >= bucket {
+                let whole = (remaining / bucket).floor();
+                for _ in 0..(whole as u64).min(params.vpin_window as u64) {
+                    close_bucket(bucket * buy_share, &mut imbalances, &mut imbalance_sum);
+                }
+                remaining -= whole * bucket;
+            }
+            if remaining > 0.0 {
+                filled = remaining;
+                buy_in_bucket = remaining * buy_share;
+            }
+        }
+        if imbalances.len() == params.vpin_window {
+            out[t] = Some(imbalance_sum / params.vpin_window as f64);
+        }
     }
     (out, name)
 }

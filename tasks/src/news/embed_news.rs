@@ -138,7 +138,7 @@ impl Stage for EmbedNews {
         `items`: per item `date`, `known_at`, `sentiment`, `emb_0..` (reduced). Output `table`: `timestamp` and, per \
         window W, `news_count_W`, `news_sent_mean_W` (null without items), `news_emb_W_0..` (mean reduced \
         embedding), plus `news_sent_decay` (the sentiment of the items of the longest window, summed with \
-        exponential decay), `news_minutes_since_last` (null when no item is in the longest window) and \
+        exponential decay), `news_minutes_since_last` (the longest window when it holds no item: \"at least that long\") and \
         `news_new_items` (items that became known in the grid step before the row). The reduction is a fixed seeded random projection, fitted on nothing.";
     const EXAMPLE: &'static str = r#"[stages.market]
 task = "synth_market"
@@ -296,7 +296,8 @@ params = { lag_minutes = 1, windows = [60, 240] }
                 level = items[lo..hi].iter().map(|item| item.2 * (-(rate * (newest - item.1) as f64)).exp()).sum();
             }
             decay.push(newest.map_or(0.0, |at| level * (-(rate * (t - at) as f64)).exp()));
-            since.push(newest.map(|at| (t - at) as f64 / 60_000.0));
+            // Beyond the longest window, "at least that long": the cap, not a gap in the column.
+            since.push(Some(newest.map_or(longest, |at| t - at) as f64 / 60_000.0));
             let new_items = items[lo..hi].iter().filter(|item| item.1 > t - step).count();
             fresh.push(new_items as f64);
         }
