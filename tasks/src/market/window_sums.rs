@@ -88,10 +88,9 @@ pub fn grid_runs(times: &[i64], step: i64) -> Vec<std::ops::Range<usize>> {
 /// with blocks anchored on the grid (`times` / `step`) and never across a hole: each value is
 /// the same whatever row the table starts at. NaN where a window holds a null or is too short.
 pub fn grid_trailing_mean(values: &[f64], times: &[i64], step: i64, w: usize, min_rows: usize) -> Vec<f64> {
-    let mut out = vec![f64::NAN; values.len()];
-    for run in grid_runs(times, step) {
-        let anchor = times[run.start].div_euclid(step).rem_euclid(w.max(1) as i64) as usize;
-        let part = &values[run.clone()];
+    Grid::new(times, Some(step)).apply(w, |run, anchor| {
+        let part = &values[run];
+        let mut out = vec![f64::NAN; part.len()];
         over_anchored_windows(
             part.len(),
             w,
@@ -101,19 +100,18 @@ pub fn grid_trailing_mean(values: &[f64], times: &[i64], step: i64, w: usize, mi
             |t| part[t].is_nan(),
             |sum, t| sum + part[t],
             |a, b| a + b,
-            |t, rows, sum| out[run.start + t] = sum / rows as f64,
+            |t, rows, sum| out[t] = sum / rows as f64,
         );
-    }
-    out
+        out
+    })
 }
 
 /// Sums over the next `h` rows after each row, `(t, t + h]`, on the grid (none across a hole or
 /// past the end): NaN where fewer than `h` rows follow in the run.
 pub fn grid_forward_sum(values: &[f64], times: &[i64], step: i64, h: usize) -> Vec<f64> {
-    let mut out = vec![f64::NAN; values.len()];
-    for run in grid_runs(times, step) {
-        let anchor = times[run.start].div_euclid(step).rem_euclid(h.max(1) as i64) as usize;
-        let part = &values[run.clone()];
+    Grid::new(times, Some(step)).apply(h, |run, anchor| {
+        let part = &values[run];
+        let mut out = vec![f64::NAN; part.len()];
         over_anchored_windows(
             part.len(),
             h,
@@ -126,12 +124,12 @@ pub fn grid_forward_sum(values: &[f64], times: &[i64], step: i64, h: usize) -> V
             // The window ending at t is the forward window of row t - h.
             |t, _, sum| {
                 if t >= h {
-                    out[run.start + t - h] = sum;
+                    out[t - h] = sum;
                 }
             },
         );
-    }
-    out
+        out
+    })
 }
 
 /// Where the runs of a regular grid start: rows one `step` apart form a run, and a longer gap
