@@ -74,6 +74,10 @@ pub fn join_inputs(inputs: &[(String, std::path::PathBuf)]) -> Result<DataFrame>
         }
         let cast = ts.cast(&utc)?;
         frame.with_column(cast)?;
+        // One chunk per column: a table read from several row groups or partitions is
+        // multi-chunk, and polars' chunked gather behind the join does not implement every
+        // dtype (it panics on an Int8 label over a year of rows).
+        frame.rechunk_mut_par();
         for column in frame.get_column_names() {
             if column.as_str() == "timestamp" {
                 continue;
@@ -486,6 +490,40 @@ mod tests {
         assert!(err.to_string().contains("label column"), "{err}");
         let err = select_features(&f, &["ret_2".to_string()], &[], "label_dir_15").unwrap_err();
         assert!(err.to_string().contains("not a column"), "{err}");
+    }
+
+    /// Tables of more than one row group (a year of minutes) are multi-chunk when read; the
+    /// join must not reach polars' chunked gather, which panics on Int8 (the label's type).
+    #[test]
+    fn joins_multi_chunk_tables_with_int8_columns() {
+        let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));
+        let n = 600_000i64; // more than two row groups of 256 Ki rows
+        let times: Vec<i64> = (0..n).map(|i| i * 60_000).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut features =
+            df!("timestamp" => &times, "ret_1" => times.iter().map(|&t| (t % 7) as f64).collect::<Vec<_>>())
+                .unwrap()
+                .lazy()
+                .with_column(col("timestamp").cast(utc.clone()))
+                .collect()
+                .unwrap();
+        // Labels in reverse order, so the left join has to gather across chunks.
+        let rev: Vec<i64> = times.iter().rev().copied().collect();
+        let mut labels = df!("timestamp" => &rev, "label_dir_15" => rev.iter().map(|&t| ((t / 60_000) % 2) as i8).collect::<Vec<_>>())
+            .unwrap()
+            .lazy()
+            .with_column(col("timestamp").cast(utc))
+            .collect()
+            .unwrap();
+        let (f, l) = (dir.path().join("f.parquet"), dir.path().join("l.parquet"));
+        pipeline_artifacts::write_table(&mut features, &f).unwrap();
+        pipeline_artifacts::write_table(&mut labels, &l).unwrap();
+        assert!(pipeline_artifacts::read_table(&l).unwrap().column("label_dir_15").unwrap().n_chunks() > 1);
+        let joined = join_inputs(&[("features".into(), f), ("labels".into(), l)]).unwrap();
+        assert_eq!(joined.height(), n as usize);
+        let dir15 = joined.column("label_dir_15").unwrap().i8().unwrap();
+        assert_eq!(dir15.get(3), Some(1));
+        assert_eq!(dir15.get(4), Some(0));
     }
 
     #[test]
