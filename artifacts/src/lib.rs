@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use audit::{Mismatch, compare_until, table_times, truncate_table};
 pub use describe::{Description, describe};
 pub use json::{read_json, write_json};
-pub use table::{read_table, table_rows, write_table};
+pub use table::{read_table, read_table_between, table_rows, write_table};
 
 /// What an artifact is. Decides the file extension, the writer and how `show` describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -184,12 +184,32 @@ pub fn partition_path(index_path: &Path, entry: &PartitionEntry) -> PathBuf {
 
 /// The whole table an index stands for: its partitions one after another, in time order.
 pub(crate) fn read_partitioned(path: &Path) -> Result<DataFrame> {
+    read_partitioned_between(path, i64::MIN, i64::MAX)
+}
+
+/// The partitions of an index that overlap `[from, until)` (ms), stacked: at least the table's
+/// rows in that span (the caller filters rows), without reading the rest of a long history. With
+/// no partition in the span: the table's columns and no rows.
+pub(crate) fn read_partitioned_between(path: &Path, from: i64, until: i64) -> Result<DataFrame> {
+    use rayon::prelude::*;
     let index = read_partition_index(path)?;
-    let mut frames = index.partitions.iter().map(|entry| {
-        let part = partition_path(path, entry);
-        crate::table::read_parquet(&part)
-            .with_context(|| format!("partition {} of the partitioned table {}", entry.label, path.display()))
-    });
+    let inside: Vec<&PartitionEntry> =
+        index.partitions.iter().filter(|e| e.end_ms > from && e.start_ms < until).collect();
+    if inside.is_empty()
+        && let Some(first) = index.partitions.first()
+    {
+        return Ok(crate::table::read_parquet(&partition_path(path, first))?.clear());
+    }
+    // Partitions are small files (a day of minutes): read several at once, stack in order.
+    let frames: Vec<Result<DataFrame>> = inside
+        .par_iter()
+        .map(|entry| {
+            let part = partition_path(path, entry);
+            crate::table::read_parquet(&part)
+                .with_context(|| format!("partition {} of the partitioned table {}", entry.label, path.display()))
+        })
+        .collect();
+    let mut frames = frames.into_iter();
     let Some(first) = frames.next() else {
         bail!("{}: a partitioned table with no partitions has no columns", path.display());
     };
@@ -199,6 +219,18 @@ pub(crate) fn read_partitioned(path: &Path) -> Result<DataFrame> {
     }
     out.rechunk_mut();
     Ok(out)
+}
+
+/// The rows whose string column `column` equals `value`, in order (a source's file column).
+pub fn rows_with_value(df: &DataFrame, column: &str, value: &str) -> Result<DataFrame> {
+    let values = df.column(column).map_err(|_| anyhow::anyhow!("the table has no `{column}` column"))?.str()?;
+    let mask: BooleanChunked = values.iter().map(|v| Some(v == Some(value))).collect();
+    Ok(df.filter(&mask)?)
+}
+
+/// Each column's name and type, in order: what must agree for tables to stack.
+pub fn column_types(df: &DataFrame) -> Vec<(String, String)> {
+    df.columns().iter().map(|c| (c.name().to_string(), format!("{:?}", c.dtype()))).collect()
 }
 
 /// The time column as ms since the epoch; a null time is an error naming the row.
@@ -313,6 +345,16 @@ mod tests {
         assert_eq!(crate::table_rows(&index_path).unwrap(), 5);
         let x: Vec<f64> = whole.column("x").unwrap().f64().unwrap().into_no_null_iter().collect();
         assert_eq!(x, [5.0, 1.0, 2.0, 3.0, 4.0], "periods in time order, rows in order within one");
+
+        // A span reads only the partitions it overlaps; outside every partition: columns, no rows.
+        let day = ms("2024-01-01T00:00:00Z");
+        let span = crate::read_table_between(&index_path, day, day + 3_600_000).unwrap();
+        let x: Vec<f64> = span.column("x").unwrap().f64().unwrap().into_no_null_iter().collect();
+        assert_eq!(x, [1.0, 2.0]);
+        let span = crate::read_table_between(&index_path, day - 1, day + 86_400_001).unwrap();
+        assert_eq!(span.height(), 5);
+        let none = crate::read_table_between(&index_path, day + 10 * 86_400_000, i64::MAX).unwrap();
+        assert_eq!((none.height(), none.width()), (0, 2));
     }
 
     #[test]

@@ -36,6 +36,16 @@ pub fn read_table(path: &Path) -> Result<DataFrame> {
     read_parquet(path)
 }
 
+/// Reads at least the rows of a table whose time lies in `[from, until)` (ms): a partitioned
+/// table reads only the partitions overlapping the span, a plain Parquet file is read whole. The
+/// caller filters rows; this only spares reading a long history for a short window.
+pub fn read_table_between(path: &Path, from: i64, until: i64) -> Result<DataFrame> {
+    if crate::partitioned::is_partition_index(path)? {
+        return crate::partitioned::read_partitioned_between(path, from, until);
+    }
+    read_parquet(path)
+}
+
 pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     ParquetReader::new(file).finish().with_context(|| format!("cannot read Parquet from {}", path.display()))

@@ -157,17 +157,19 @@ impl Store {
             fs::copy(path, &copy).with_context(|| format!("cannot copy output {}", path.display()))?;
             return self.put_file(&copy);
         }
-        let file = File::open(path).with_context(|| format!("cannot open output {}", path.display()))?;
-        // Data must be on disk before the rename makes it visible under its hash.
-        file.sync_data().with_context(|| format!("cannot sync {}", path.display()))?;
-        let size = file.metadata()?.len();
-        drop(file);
+        let size = meta.len();
         let hash = hash_file(path).with_context(|| format!("cannot hash {}", path.display()))?;
         let dest = self.object_path(&hash);
+        // An object already stored needs no second copy (nor a sync: a nightly run re-derives
+        // many small objects it has).
         if self.has_object(&hash, size) {
             fs::remove_file(path).ok();
             return Ok(ObjectInfo { hash, size });
         }
+        // Data must be on disk before the rename makes it visible under its hash.
+        let file = File::open(path).with_context(|| format!("cannot open output {}", path.display()))?;
+        file.sync_data().with_context(|| format!("cannot sync {}", path.display()))?;
+        drop(file);
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
@@ -180,6 +182,10 @@ impl Store {
 
     /// Stores bytes as an object.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<ObjectInfo> {
+        let hash = crate::hash::hash_bytes(bytes);
+        if self.has_object(&hash, bytes.len() as u64) {
+            return Ok(ObjectInfo { hash, size: bytes.len() as u64 });
+        }
         let tmp = self.tmp_path("object");
         fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
         self.put_file(&tmp)

@@ -89,6 +89,18 @@ impl History {
     }
 }
 
+/// What an appending source (`Stage::appending`) promises: its rows fall in
+/// `[start_ms, end_ms)`, and params that differ only in `extent_params` (such as `until` or
+/// `days`) give the same rows in every period that ends by both ends. So a whole period's
+/// partition key leaves those params out, and a longer span reuses every earlier period; the
+/// period the end cuts through (if any) keys on all params.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appending {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub extent_params: &'static [&'static str],
+}
+
 /// A node's partitioning: the period length and the history the stage declared.
 #[derive(Clone, Copy, Debug)]
 pub struct NodePartitioning {
@@ -102,9 +114,20 @@ pub struct PartitionedResult {
     pub metrics: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Runs the stage on some inputs in a fresh work directory: the paths of its outputs and its
-/// metrics. Provided by the scheduler.
-pub type InvokeStage<'a> = dyn Fn(Vec<InputArtifact>, &Path) -> Result<StageRun, String> + 'a;
+/// What one call of a stage is asked to compute.
+#[derive(Clone, Debug)]
+pub enum Slice {
+    /// Everything its inputs and files hold.
+    Whole,
+    /// An appending source: the rows of `[from, until)` (ms) only.
+    Periods(i64, i64),
+    /// A source with a file column: these of its files only (a subset of the planned ones).
+    Files(Vec<std::path::PathBuf>),
+}
+
+/// Runs the stage on some inputs in a fresh work directory, on a slice of its work: the paths
+/// of its outputs and its metrics. Provided by the scheduler.
+pub type InvokeStage<'a> = dyn Fn(Vec<InputArtifact>, &Path, &Slice) -> Result<StageRun, String> + 'a;
 
 /// What one call of a stage wrote: each declared output's path (in declaration order), and the
 /// stage's metrics.
@@ -114,16 +137,28 @@ fn fail(e: impl std::fmt::Display) -> String {
     format!("{e:#}")
 }
 
+/// Partition indexes read in this process, by object hash. Objects never change, so an entry
+/// cannot go stale; it spares planning and scheduling from parsing the same index once per
+/// consumer (31 fold windows read the same three year-long indexes).
+static INDEX_MEMO: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Hash, Option<PartitionIndex>>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// The partition index an input is, if it is one.
 pub fn input_index(store: &Store, kind: ArtifactKind, hash: &Hash) -> Result<Option<PartitionIndex>, String> {
     if kind != ArtifactKind::Table {
         return Ok(None);
     }
-    let path = store.object_path(hash);
-    if !pipeline_artifacts::partitioned::is_partition_index(&path).map_err(fail)? {
-        return Ok(None);
+    if let Some(known) = INDEX_MEMO.lock().expect("index memo").get(hash) {
+        return Ok(known.clone());
     }
-    pipeline_artifacts::partitioned::read_partition_index(&path).map(Some).map_err(fail)
+    let path = store.object_path(hash);
+    let index = if pipeline_artifacts::partitioned::is_partition_index(&path).map_err(fail)? {
+        Some(pipeline_artifacts::partitioned::read_partition_index(&path).map_err(fail)?)
+    } else {
+        None
+    };
+    INDEX_MEMO.lock().expect("index memo").insert(*hash, index.clone());
+    Ok(index)
 }
 
 /// The input partitions a period's rows can depend on: those overlapping
@@ -390,10 +425,23 @@ pub fn run_partitioned(
     let mut metrics = serde_json::Map::new();
     let mut outputs = BTreeMap::new();
 
+    // An appending source: only its missing periods.
+    if indexes.is_empty()
+        && let Some(appending) = node.stage.appending()
+    {
+        return run_appending(store, node, partitioning, material, appending, forced, work_dir, inputs, invoke);
+    }
+    // A source that reads its files one by one: only the files it has not read.
+    if indexes.is_empty()
+        && let Some(column) = node.stage.file_column()
+        && !material.files.is_empty()
+    {
+        return run_per_file(store, node, partitioning, material, column, forced, work_dir, inputs, invoke);
+    }
     // A source: run whole, split what it wrote.
     if indexes.is_empty() {
         let run_dir = work_dir.join("run-0");
-        let (written, stage_metrics) = invoke(inputs, &run_dir)?;
+        let (written, stage_metrics) = invoke(inputs, &run_dir, &Slice::Whole)?;
         metrics.extend(stage_metrics);
         let mut periods = 0usize;
         for (name, path) in written {
@@ -415,13 +463,7 @@ pub fn run_partitioned(
     let PeriodPlan { periods, keys, mut found, missing, table_outputs } =
         plan_periods(store, node, partitioning, material, &indexes, forced)?;
     // Runs of consecutive missing periods: one call each, on their inputs plus the warm-up.
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for &i in &missing {
-        match runs.last_mut() {
-            Some((_, end)) if *end + 1 == i => *end = i,
-            _ => runs.push((i, i)),
-        }
-    }
+    let runs = runs_of(&missing);
     let mut ran_labels: Vec<String> = Vec::new();
     let mut run_metrics: Vec<serde_json::Value> = Vec::new();
     for (run_number, &(a, b)) in runs.iter().enumerate() {
@@ -473,7 +515,7 @@ pub fn run_partitioned(
             // (an input arriving later gives them new keys anyway).
             continue;
         }
-        let (written, stage_metrics) = invoke(run_inputs, &run_dir.join("stage"))?;
+        let (written, stage_metrics) = invoke(run_inputs, &run_dir.join("stage"), &Slice::Whole)?;
         run_metrics.push(serde_json::json!({
             "from": periods[a].label,
             "to": periods[b].label,
@@ -518,6 +560,312 @@ pub fn run_partitioned(
             metrics.insert("runs".into(), serde_json::Value::Array(run_metrics));
         }
     }
+    Ok(PartitionedResult { outputs, metrics })
+}
+
+/// The periods of an appending source, with their keys and what the store holds.
+pub fn plan_appending(
+    store: &Store,
+    node: &Node,
+    grain: Grain,
+    material: &KeyMaterial,
+    appending: Appending,
+    forced: bool,
+) -> Result<PeriodPlan, String> {
+    if appending.end_ms <= appending.start_ms {
+        return Err("the source's span is empty".into());
+    }
+    let periods = grain.periods_between(appending.start_ms, appending.end_ms - 1);
+    let mut stable = material.clone();
+    if let serde_json::Value::Object(params) = &mut stable.params {
+        for name in appending.extent_params {
+            params.remove(*name);
+        }
+    }
+    let table_outputs: Vec<String> =
+        node.outputs.iter().filter(|o| o.kind == ArtifactKind::Table).map(|o| o.name.clone()).collect();
+    let (mut keys, mut found, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, period) in periods.iter().enumerate() {
+        // The period the end cuts through depends on where the end is.
+        let whole = period.end_ms <= appending.end_ms;
+        let used = if whole { &stable } else { material };
+        let mut period_keys = BTreeMap::new();
+        let mut period_found = BTreeMap::new();
+        for output in &table_outputs {
+            let key = partition_key(used, grain, period, output, &[]);
+            if !forced
+                && let Some(record) = store.read_partition(&key)
+                && let Ok(entry) = serde_json::from_value::<PartitionEntry>(record.entry)
+            {
+                period_found.insert(output.clone(), entry);
+            }
+            period_keys.insert(output.clone(), key);
+        }
+        if period_found.len() < table_outputs.len() {
+            missing.push(i);
+        }
+        keys.push(period_keys);
+        found.push(period_found);
+    }
+    Ok(PeriodPlan { periods, keys, found, missing, table_outputs })
+}
+
+/// Consecutive indices as inclusive runs.
+fn runs_of(indices: &[usize]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &i in indices {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    runs
+}
+
+/// Runs an appending source on its missing periods only (one call per run of consecutive
+/// periods, told the range), keeps the rows of those periods, and records each under its key.
+#[allow(clippy::too_many_arguments)]
+fn run_appending(
+    store: &Store,
+    node: &Node,
+    partitioning: NodePartitioning,
+    material: &KeyMaterial,
+    appending: Appending,
+    forced: bool,
+    work_dir: &Path,
+    inputs: Vec<InputArtifact>,
+    invoke: &InvokeStage<'_>,
+) -> Result<PartitionedResult, String> {
+    let NodePartitioning { grain, history } = partitioning;
+    let PeriodPlan { periods, keys, mut found, missing, table_outputs } =
+        plan_appending(store, node, grain, material, appending, forced)?;
+    let mut ran_labels: Vec<String> = Vec::new();
+    let mut metrics = serde_json::Map::new();
+    for (run_number, (a, b)) in runs_of(&missing).into_iter().enumerate() {
+        let run_dir = work_dir.join(format!("run-{run_number}"));
+        let range = (periods[a].start_ms, periods[b].end_ms.min(appending.end_ms));
+        let (written, stage_metrics) = invoke(inputs.clone(), &run_dir, &Slice::Periods(range.0, range.1))?;
+        metrics.extend(stage_metrics);
+        for (name, path) in written {
+            if !table_outputs.contains(&name) {
+                continue;
+            }
+            let column = history.column_of(&name);
+            let frame = pipeline_artifacts::read_table(&path).map_err(fail)?;
+            let split = pipeline_artifacts::partitioned::split_by_period(&frame, column, grain)
+                .map_err(|e| format!("output `{name}`: {e:#}"))?;
+            let mut by_start: BTreeMap<i64, pipeline_artifacts::partitioned::Frame> =
+                split.into_iter().map(|(p, df)| (p.start_ms, df)).collect();
+            for i in a..=b {
+                let period = &periods[i];
+                let part = by_start.remove(&period.start_ms).unwrap_or_else(|| frame.clear());
+                let entry = store_period(store, &run_dir, column, period, part, Some(keys[i][&name]))?;
+                found[i].insert(name.clone(), entry);
+            }
+            // Rows outside the span asked for would be a broken promise, not data to drop quietly.
+            if let Some((start, _)) = by_start.iter().find(|(_, df)| df.height() > 0) {
+                return Err(format!(
+                    "this is a bug: appending source `{}` wrote rows in {} outside the periods it was asked for",
+                    node.name,
+                    show_ms(*start)
+                ));
+            }
+        }
+        ran_labels.extend((a..=b).map(|i| periods[i].label.clone()));
+    }
+    let mut outputs = BTreeMap::new();
+    for output in &table_outputs {
+        let entries: Vec<PartitionEntry> = found.iter().filter_map(|f| f.get(output).cloned()).collect();
+        outputs.insert(output.clone(), store_index(store, grain, history.column_of(output), entries)?);
+    }
+    metrics.insert(
+        "partitions".into(),
+        serde_json::json!({
+            "total": periods.len(),
+            "ran": ran_labels.len(),
+            "reused": periods.len() - ran_labels.len(),
+            "ran_periods": ran_labels,
+        }),
+    );
+    Ok(PartitionedResult { outputs, metrics })
+}
+
+/// What a source made of one file: its rows' pieces per period (objects), and the columns.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FilePieces {
+    pieces: Vec<PartitionEntry>,
+    schema: Vec<(String, String)>,
+}
+
+fn file_key(material: &KeyMaterial, grain: Grain, output: &str, path: &str, hash: &Hash) -> Hash {
+    let mut builder = KeyBuilder::new("file-pieces");
+    builder.field("task", material.task.as_bytes());
+    builder.field("task-version", &material.task_version.to_le_bytes());
+    builder.field("params", serde_json::to_string(&material.params).unwrap_or_default().as_bytes());
+    builder.field("grain", grain.as_str().as_bytes());
+    builder.field("output", output.as_bytes());
+    builder.field("file-path", path.as_bytes());
+    builder.field("file-hash", hash.as_bytes());
+    builder.finish()
+}
+
+/// Runs a source with a file column on the files it has not read before (one call for all of
+/// them), keeps each file's rows as pieces per period under a key of the file's content, and
+/// assembles every period from the pieces of all files in path order: the same rows, hence the
+/// same bytes, as splitting a run over every file.
+#[allow(clippy::too_many_arguments)]
+fn run_per_file(
+    store: &Store,
+    node: &Node,
+    partitioning: NodePartitioning,
+    material: &KeyMaterial,
+    file_column: &str,
+    forced: bool,
+    work_dir: &Path,
+    inputs: Vec<InputArtifact>,
+    invoke: &InvokeStage<'_>,
+) -> Result<PartitionedResult, String> {
+    use pipeline_artifacts::partitioned::Frame;
+    let NodePartitioning { grain, history } = partitioning;
+    let files: Vec<&(String, Hash)> =
+        material.files.iter().filter(|(path, _)| !path.starts_with(crate::plan::OPTIONAL_FILE)).collect();
+    let table_outputs: Vec<String> =
+        node.outputs.iter().filter(|o| o.kind == ArtifactKind::Table).map(|o| o.name.clone()).collect();
+    let mut metrics = serde_json::Map::new();
+    let mut outputs = BTreeMap::new();
+    // Per output, per file: its pieces, recorded or new.
+    let mut known: BTreeMap<String, Vec<Option<FilePieces>>> = BTreeMap::new();
+    for output in &table_outputs {
+        let per_file = files
+            .iter()
+            .map(|(path, hash)| {
+                if forced {
+                    return None;
+                }
+                let record = store.read_partition(&file_key(material, grain, output, path, hash))?;
+                let pieces: FilePieces = serde_json::from_value(record.entry).ok()?;
+                // A piece that `gc` removed makes the file unread again.
+                let whole =
+                    pieces.pieces.iter().all(|p| p.hash.parse::<Hash>().is_ok_and(|h| store.has_object(&h, p.size)));
+                whole.then_some(pieces)
+            })
+            .collect();
+        known.insert(output.clone(), per_file);
+    }
+    let unread: Vec<usize> =
+        (0..files.len()).filter(|&i| known.values().any(|per_file| per_file[i].is_none())).collect();
+    if !unread.is_empty() {
+        let paths: Vec<std::path::PathBuf> = unread.iter().map(|&i| node.base_dir.join(&files[i].0)).collect();
+        let run_dir = work_dir.join("run-files");
+        let (written, stage_metrics) = invoke(inputs, &run_dir, &Slice::Files(paths.clone()))?;
+        metrics.extend(stage_metrics);
+        let names: Vec<String> =
+            paths.iter().map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
+        for (name, path) in written {
+            let Some(per_file) = known.get_mut(&name) else { continue };
+            let column = history.column_of(&name);
+            let frame = pipeline_artifacts::read_table(&path).map_err(fail)?;
+            let schema = pipeline_artifacts::partitioned::column_types(&frame);
+            for (&i, file_name) in unread.iter().zip(&names) {
+                // Files of the same name in two folders cannot be told apart by the column.
+                if names.iter().filter(|n| *n == file_name).count() > 1 {
+                    return Err(format!(
+                        "two files named `{file_name}` in one run of a source partitioned by file; rename one"
+                    ));
+                }
+                let rows: Frame = pipeline_artifacts::partitioned::rows_with_value(&frame, file_column, file_name)
+                    .map_err(|e| format!("this is a bug: output `{name}` cannot be split by file: {e:#}"))?;
+                let schema = schema.clone();
+                let mut pieces = Vec::new();
+                for (period, part) in pipeline_artifacts::partitioned::split_by_period(&rows, column, grain)
+                    .map_err(|e| format!("{}: {e:#}", files[i].0))?
+                {
+                    pieces.push(store_period(store, &run_dir, column, &period, part, None)?);
+                }
+                let record = FilePieces { pieces, schema };
+                let bytes = serde_json::to_vec(&record).map_err(fail)?;
+                let info = store.put_bytes(&bytes).map_err(fail)?;
+                let (path, hash) = files[i];
+                store
+                    .write_partition(&PartitionRecord {
+                        key: file_key(material, grain, &name, path, hash),
+                        object: info.hash,
+                        size: info.size,
+                        entry: serde_json::to_value(&record).map_err(fail)?,
+                        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    })
+                    .map_err(fail)?;
+                per_file[i] = Some(record);
+            }
+        }
+    }
+
+    for output in &table_outputs {
+        let per_file: Vec<FilePieces> = known
+            .remove(output)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.ok_or_else(|| format!("this is a bug: a file's pieces of output `{output}` are missing")))
+            .collect::<Result<_, String>>()?;
+        // One table: every file has the first file's columns (as the source requires of a run).
+        if let Some(first) = per_file.iter().position(|p| !p.pieces.is_empty()) {
+            for (i, pieces) in per_file.iter().enumerate() {
+                if !pieces.pieces.is_empty() && pieces.schema != per_file[first].schema {
+                    let names =
+                        |s: &[(String, String)]| s.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+                    return Err(format!(
+                        "{}: its rows have columns [{}] but those of {} have [{}]; the files of one source must agree",
+                        files[i].0,
+                        names(&pieces.schema),
+                        files[first].0,
+                        names(&per_file[first].schema)
+                    ));
+                }
+            }
+        }
+        let column = history.column_of(output);
+        let mut by_period: BTreeMap<i64, Vec<&PartitionEntry>> = BTreeMap::new();
+        for pieces in &per_file {
+            for piece in &pieces.pieces {
+                by_period.entry(piece.start_ms).or_default().push(piece);
+            }
+        }
+        let mut entries = Vec::with_capacity(by_period.len());
+        for pieces in by_period.into_values() {
+            if let [only] = pieces.as_slice() {
+                entries.push((*only).clone());
+                continue;
+            }
+            // Rows of one period from several files: stacked in path order, stored as one.
+            let period = grain.period(pieces[0].start_ms);
+            let mut stacked: Option<Frame> = None;
+            for piece in &pieces {
+                let hash: Hash = piece.hash.parse().map_err(fail)?;
+                let frame = pipeline_artifacts::read_table(&store.object_path(&hash)).map_err(fail)?;
+                match &mut stacked {
+                    None => stacked = Some(frame),
+                    Some(all) => {
+                        all.vstack_mut_owned(frame).map_err(fail)?;
+                    }
+                }
+            }
+            let mut stacked = stacked.expect("at least two pieces");
+            stacked.rechunk_mut();
+            std::fs::create_dir_all(work_dir).map_err(fail)?;
+            entries.push(store_period(store, work_dir, column, &period, stacked, None)?);
+        }
+        outputs.insert(output.clone(), store_index(store, grain, column, entries)?);
+    }
+    let total_periods = outputs.values().map(|o| o.parts.len()).max().unwrap_or(0);
+    metrics.insert(
+        "partitions".into(),
+        serde_json::json!({
+            "total": total_periods,
+            "files": files.len(),
+            "files_read": unread.len(),
+            "read": unread.iter().map(|&i| files[i].0.clone()).collect::<Vec<_>>(),
+        }),
+    );
     Ok(PartitionedResult { outputs, metrics })
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use pipeline_artifacts::ArtifactKind;
 use pipeline_cache::{Hash, KeyBuilder, KeyMaterial, Manifest, PipelineState, Store};
 use serde::Serialize;
 
@@ -48,6 +49,9 @@ pub enum Reason {
         run: usize,
         total: usize,
         periods: Vec<String>,
+        /// Those of `periods` that the stage's previous result did not have (new data); the
+        /// others are there but their inputs (or the stage) changed.
+        new: Vec<String>,
     },
 }
 
@@ -84,11 +88,18 @@ impl std::fmt::Display for Reason {
             }
             Reason::PreviousResultGone => write!(f, "its last result is gone from the store"),
             Reason::KeyChanged => write!(f, "cache key changed (a newer key format)"),
-            Reason::Partitions { run, total, periods } => {
+            Reason::Partitions { run, total, periods, new } => {
+                let why = |p: &String| if new.contains(p) { "new" } else { "inputs changed" };
                 let shown = if periods.len() > 6 {
-                    format!("{} .. {}", periods[..3].join(", "), periods[periods.len() - 2..].join(", "))
+                    format!(
+                        "{} .. {} ({} new, {} with changed inputs)",
+                        periods[..3].join(", "),
+                        periods[periods.len() - 2..].join(", "),
+                        new.len(),
+                        periods.len() - new.len()
+                    )
                 } else {
-                    periods.join(", ")
+                    periods.iter().map(|p| format!("{p} ({})", why(p))).collect::<Vec<_>>().join(", ")
                 };
                 write!(f, "{run} of {total} partitions to compute: {shown}")
             }
@@ -286,7 +297,7 @@ pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>
                 }
                 None => {
                     let mut reasons = explain(store, &state, node, &material, &[]);
-                    if let Some(partitions) = partition_reason(store, node, &material) {
+                    if let Some(partitions) = partition_reason(store, &state, node, &material) {
                         reasons.push(partitions);
                     }
                     NodeStatus::Stale { key: Some(key), reasons }
@@ -304,19 +315,35 @@ pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>
 
 /// For a partitioned node whose inputs are known: which periods would be computed. Reads the
 /// inputs' partition indexes (small JSON objects), the one thing planning reads from the store
-/// besides manifests. `None` for a source (it runs whole) or when an index cannot be read (the
-/// run will say why).
-fn partition_reason(store: &Store, node: &Node, material: &KeyMaterial) -> Option<Reason> {
+/// besides manifests. An appending source's periods come from its declared span. `None` for
+/// another source (it runs whole) or when an index cannot be read (the run will say why).
+fn partition_reason(store: &Store, state: &PipelineState, node: &Node, material: &KeyMaterial) -> Option<Reason> {
     let partitioning = node.partition?;
     let indexes = crate::partitions::input_indexes(store, node, material).ok()?;
-    if indexes.is_empty() {
-        return None;
-    }
-    let plan = crate::partitions::plan_periods(store, node, partitioning, material, &indexes, false).ok()?;
+    let plan = if indexes.is_empty() {
+        let appending = node.stage.appending()?;
+        crate::partitions::plan_appending(store, node, partitioning.grain, material, appending, false).ok()?
+    } else {
+        crate::partitions::plan_periods(store, node, partitioning, material, &indexes, false).ok()?
+    };
+    // The periods the previous result had: from its first table output's index.
+    let before: std::collections::BTreeSet<String> = state
+        .stages
+        .get(&node.name)
+        .and_then(|key| store.read_manifest(key).ok().flatten())
+        .and_then(|previous| {
+            let output = plan.table_outputs.first()?;
+            let record = previous.outputs.get(output)?;
+            crate::partitions::input_index(store, ArtifactKind::Table, &record.hash).ok().flatten()
+        })
+        .map(|index| index.partitions.into_iter().map(|e| e.label).collect())
+        .unwrap_or_default();
+    let periods: Vec<String> = plan.missing.iter().map(|&i| plan.periods[i].label.clone()).collect();
     Some(Reason::Partitions {
         run: plan.missing.len(),
         total: plan.periods.len(),
-        periods: plan.missing.iter().map(|&i| plan.periods[i].label.clone()).collect(),
+        new: periods.iter().filter(|p| !before.contains(*p)).cloned().collect(),
+        periods,
     })
 }
 

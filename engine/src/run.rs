@@ -338,8 +338,8 @@ fn run_node(
         .filter(|(path, _)| !path.starts_with(crate::plan::OPTIONAL_FILE))
         .map(|(path, _)| node.base_dir.join(path))
         .collect();
-    let invoke = |inputs: Vec<InputArtifact>, dir: &std::path::Path| {
-        invoke_stage(node, inputs, dir, &frozen, cancel, observer, threads)
+    let invoke = |inputs: Vec<InputArtifact>, dir: &std::path::Path, slice: &crate::partitions::Slice| {
+        invoke_stage(node, inputs, dir, slice, &frozen, cancel, observer, threads)
     };
     let result = (|| -> Result<Manifest, String> {
         let (records, metrics) = match node.partition {
@@ -356,7 +356,7 @@ fn run_node(
                 (result.outputs, result.metrics)
             }
             None => {
-                let (written, metrics) = invoke(inputs, &work_dir)?;
+                let (written, metrics) = invoke(inputs, &work_dir, &crate::partitions::Slice::Whole)?;
                 let mut records = BTreeMap::new();
                 for (decl, (_, path)) in node.outputs.iter().zip(written) {
                     let rows = if decl.kind == ArtifactKind::Table {
@@ -431,10 +431,12 @@ fn run_node(
 
 /// Runs the stage once on the given inputs, in `work_dir` (its outputs under `out/`): the path of
 /// each declared output, in declaration order, and the stage's metrics.
+#[allow(clippy::too_many_arguments)]
 fn invoke_stage(
     node: &crate::graph::Node,
     inputs: Vec<InputArtifact>,
     work_dir: &std::path::Path,
+    slice: &crate::partitions::Slice,
     frozen_files: &[std::path::PathBuf],
     cancel: &AtomicBool,
     observer: &dyn RunObserver,
@@ -445,6 +447,11 @@ fn invoke_stage(
             .map_err(|e| format!("cannot create the work directory {}: {e}", work_dir.display()))?;
     ctx.threads = threads;
     ctx.frozen_files = Some(frozen_files.to_vec());
+    match slice {
+        crate::partitions::Slice::Whole => {}
+        crate::partitions::Slice::Periods(from, until) => ctx.period_range = Some((*from, *until)),
+        crate::partitions::Slice::Files(files) => ctx.frozen_files = Some(files.clone()),
+    }
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| node.stage.run(&mut ctx)));
     match outcome {
         Ok(Ok(())) => {}

@@ -218,6 +218,20 @@ pub trait Stage: Send + Sync + 'static {
     fn input_range(_params: &Self::Params) -> Option<(i64, i64)> {
         None
     }
+    /// For a source whose data grow at the end (`synth_market`, `synth_news`): the span its rows
+    /// fall in and the params that only move its end. Under `partition`, every whole period
+    /// before the end is keyed without those params, and a run is asked for the missing periods
+    /// only (`StageContext::period_range`), so a nightly run generates one new day, not a year.
+    fn appending(_params: &Self::Params) -> Option<crate::partitions::Appending> {
+        None
+    }
+    /// For a source that reads its files one at a time and writes their rows one after another
+    /// (in path order): the output column that names each row's file (its file name). Under
+    /// `partition`, each file is then read once and its rows kept, keyed on its content, so a
+    /// nightly run over a folder of daily files reads the new file only.
+    fn file_column(_params: &Self::Params) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A stage kind with its type erased, as the registry holds it.
@@ -243,6 +257,8 @@ pub trait PreparedStage: Send + Sync {
     fn run(&self, ctx: &mut StageContext) -> Result<()>;
     fn history(&self) -> Result<crate::partitions::History, String>;
     fn input_range(&self) -> Option<(i64, i64)>;
+    fn appending(&self) -> Option<crate::partitions::Appending>;
+    fn file_column(&self) -> Option<&'static str>;
 }
 
 struct TaskOf<S>(PhantomData<fn() -> S>);
@@ -364,6 +380,12 @@ impl<S: Stage> PreparedStage for PreparedOf<S> {
     fn input_range(&self) -> Option<(i64, i64)> {
         S::input_range(&self.params)
     }
+    fn appending(&self) -> Option<crate::partitions::Appending> {
+        S::appending(&self.params)
+    }
+    fn file_column(&self) -> Option<&'static str> {
+        S::file_column(&self.params)
+    }
     fn run(&self, ctx: &mut StageContext) -> Result<()> {
         S::run(&self.params, ctx)
     }
@@ -457,6 +479,8 @@ pub struct StageContext<'a> {
     /// The files the plan hashed: a run reads those, so a file landing mid-run waits for the
     /// next one (the frozen file set).
     pub(crate) frozen_files: Option<Vec<PathBuf>>,
+    /// For an appending source run on some periods only: the `[from, until)` (ms) to write.
+    pub(crate) period_range: Option<(i64, i64)>,
 }
 
 impl<'a> StageContext<'a> {
@@ -487,6 +511,7 @@ impl<'a> StageContext<'a> {
             reporter,
             threads: 1,
             frozen_files: None,
+            period_range: None,
         })
     }
 
@@ -521,6 +546,13 @@ impl<'a> StageContext<'a> {
     /// A private directory for intermediate files; removed after the stage.
     pub fn scratch_dir(&self) -> &Path {
         &self.scratch_dir
+    }
+
+    /// For an appending source (`Stage::appending`) asked for some periods only: the
+    /// `[from, until)` (ms) whose rows it should write. Rows outside are dropped by the engine
+    /// anyway; writing only these is what makes the nightly run cheap.
+    pub fn period_range(&self) -> Option<(i64, i64)> {
+        self.period_range
     }
 
     /// Resolves a path written in the pipeline file (relative to that file).

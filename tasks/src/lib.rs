@@ -30,6 +30,30 @@ pub(crate) fn no_inputs(inputs: &[InputInfo], stage: &str, reads: &str) -> Resul
     }
 }
 
+/// The rows of `frame` whose time in `column` lies in the range an appending source was asked
+/// for (`StageContext::period_range`), or all of them when it was asked for everything.
+pub(crate) fn rows_in_period_range(
+    frame: polars::prelude::DataFrame,
+    column: &str,
+    range: Option<(i64, i64)>,
+) -> anyhow::Result<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    let Some((from, until)) = range else { return Ok(frame) };
+    let times = frame.column(column)?.as_materialized_series().to_physical_repr().into_owned();
+    let keep: BooleanChunked = times.i64()?.iter().map(|t| t.map(|t| t >= from && t < until)).collect();
+    Ok(frame.filter(&keep)?)
+}
+
+/// The span `[start, start + days)` of a synthetic source, as `Stage::appending` declares it.
+pub(crate) fn synthetic_span(start: &str, days: u32) -> Option<pipeline_engine::partitions::Appending> {
+    let start_ms = chrono::DateTime::parse_from_rfc3339(start).ok()?.timestamp_millis();
+    Some(pipeline_engine::partitions::Appending {
+        start_ms,
+        end_ms: start_ms + days as i64 * 86_400_000,
+        extent_params: &["days", "until", "extra_days"],
+    })
+}
+
 /// Every stage kind of this build. Add a stage here and nowhere else.
 pub fn registry() -> Registry {
     let mut registry = Registry::new();

@@ -60,6 +60,12 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Advances the stream by `draws` calls of [`next_u64`](Self::next_u64) without computing
+    /// them (SplitMix64's state is a counter): how a generator skips values it does not need.
+    pub fn skip(&mut self, draws: u64) {
+        self.0 = self.0.wrapping_add(draws.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    }
+
     /// Uniform in (0, 1).
     pub fn next_f64(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64

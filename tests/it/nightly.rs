@@ -174,8 +174,9 @@ fn appending_a_synthetic_day_computes_one_new_day_and_matches_a_run_from_scratch
     assert_eq!(partitions["run"], 1, "{clipped:#}");
     assert_eq!(partitions["total"], 6, "{clipped:#}");
     assert_eq!(partitions["periods"], serde_json::json!(["2024-01-06"]));
+    assert_eq!(partitions["new"], serde_json::json!(["2024-01-06"]), "a day the last result did not have");
     let text = ctx.run(&["status", "n.toml", "--set", "params.days=6"]).ok();
-    assert!(text.stdout.contains("1 of 6 partitions to compute: 2024-01-06"), "{}", text.stdout);
+    assert!(text.stdout.contains("1 of 6 partitions to compute: 2024-01-06 (new)"), "{}", text.stdout);
 
     ctx.run(&["run", "n.toml", "--plain", "--set", "params.days=6"]).ok();
     let ran = ran_periods(&ctx);
@@ -244,6 +245,16 @@ fn a_growing_file_and_a_late_correction_rerun_exactly_the_days_they_touch() {
     fields[5] = "999999.0".into();
     lines[row] = fields.join(",");
     ctx.write("data/bars.csv", &format!("{header}{}\n", lines.join("\n")));
+    // Once the source has read the correction, status says which days of align would run and why.
+    ctx.run(&["run", "n.toml", "bars", "--plain"]).ok();
+    let text = ctx.run(&["status", "n.toml"]).ok();
+    assert!(
+        text.stdout.contains(
+            "3 of 5 partitions to compute: 2024-01-01 (inputs changed), 2024-01-02 (inputs changed), 2024-01-03 (inputs changed)"
+        ),
+        "{}",
+        text.stdout
+    );
     ctx.run(&["run", "n.toml", "--plain"]).ok();
     let ran = ran_periods(&ctx);
     // Align reaches 6h + 1 step each way: the 1st and 3rd read the 2nd. Clip's 1440-row window
@@ -383,4 +394,59 @@ fn the_nightly_pipeline_adds_one_day_and_one_fold_and_equals_a_run_from_scratch(
     let mut scratch = vec!["--set", "params.until=2024-01-12"];
     scratch.extend_from_slice(&small);
     assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "pipelines/nightly.toml", &scratch));
+}
+
+/// A folder of daily files: each file is read once; a new file is the only one a run reads,
+/// rows of one day in two files are stacked in path order, and the result is the from-scratch one.
+#[test]
+fn a_folder_of_daily_files_reads_only_the_new_file_and_matches_a_run_from_scratch() {
+    let ctx = TestContext::new();
+    let header = "timestamp,open,high,low,close,volume\n";
+    let day_file = |day: u32| format!("{header}{}", bar_lines(day, day));
+    for day in 1..=3 {
+        ctx.write(&format!("data/bars/2024-01-{day:02}.csv"), &day_file(day));
+    }
+    // The 4th's file also holds the first minute of the 5th (a file cut at the wrong hour).
+    let fifth = bar_lines(5, 5);
+    let fifth_first = fifth.lines().next().unwrap().to_string();
+    ctx.write("data/bars/2024-01-04.csv", &format!("{}{fifth_first}\n", day_file(4)));
+    let pipeline = CSV.replace("data/bars.csv", "data/bars/*.csv");
+    ctx.write("n.toml", &pipeline);
+    ctx.run(&["run", "n.toml", "--plain"]).ok();
+    let partitions = &ctx.manifest("bars")["metrics"]["partitions"];
+    assert_eq!((partitions["files"].as_u64(), partitions["files_read"].as_u64()), (Some(4), Some(4)), "{partitions}");
+
+    // The next night: the 5th's file (without the minute the 4th's file already has).
+    let rest: Vec<&str> = fifth.lines().skip(1).collect();
+    ctx.write("data/bars/2024-01-05.csv", &format!("{header}{}\n", rest.join("\n")));
+    ctx.run(&["run", "n.toml", "--plain"]).ok();
+    let partitions = &ctx.manifest("bars")["metrics"]["partitions"];
+    assert_eq!(partitions["files_read"], 1, "{partitions}");
+    assert_eq!(partitions["read"], serde_json::json!(["data/bars/2024-01-05.csv"]), "{partitions}");
+    let bars = ctx.table("bars", "table");
+    assert_eq!(bars.height(), 5 * 1440 - 480);
+    let names: Vec<String> =
+        bars.column("source_file").unwrap().str().unwrap().iter().map(|n| n.unwrap().to_string()).collect();
+    let fifth_day = &names[4 * 1440 - 480..];
+    assert_eq!(fifth_day[0], "2024-01-04.csv", "the 5th's first minute comes from the 4th's file, in path order");
+    assert!(fifth_day[1..].iter().all(|n| n == "2024-01-05.csv"));
+    let ran = ran_periods(&ctx);
+    assert_eq!(ran["features"], [5], "{ran:?}");
+
+    assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "n.toml", &[]), "a nightly run equals a run from scratch");
+
+    // A file whose columns differ is refused with both file names.
+    ctx.write(
+        "data/bars/2024-01-06.csv",
+        &format!("timestamp,open,high,low,close,volume,trades\n{}", {
+            bar_lines(6, 6).lines().map(|l| format!("{l},7\n")).collect::<String>()
+        }),
+    );
+    let run = ctx.run(&["run", "n.toml", "--plain"]).code(1);
+    assert!(
+        run.stderr.contains("data/bars/2024-01-06.csv") && run.stderr.contains("data/bars/2024-01-01.csv"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("must agree"), "{}", run.stderr);
 }

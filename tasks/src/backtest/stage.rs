@@ -79,7 +79,8 @@ struct Market {
 }
 
 fn read_market(path: &std::path::Path, from: i64, until: i64) -> Result<Market> {
-    let df = read_table(path)?;
+    // Only the days traded (a partitioned bar table of a year holds 12 times a month's test days).
+    let df = pipeline_artifacts::read_table_between(path, from, until)?;
     for c in ["timestamp", "open", "high", "low", "close", "volume"] {
         if df.column(c).is_err() {
             bail!("input `bars` has no `{c}` column; wire the aligned bar table (`align_utc`)");

@@ -752,17 +752,18 @@ fn paired(model: &str, label: &str, horizon: Value, t: &Variant, b: &Variant, p:
             }
             hits as f64 / count.max(1) as f64
         };
-        let ll = |s: &[f64], r: &[usize]| {
-            r.iter()
-                .map(|&p| {
-                    let k = rows[p];
+        // Each row's log loss once (a logarithm per row and draw was most of this stage's time);
+        // summed in the same order, so the same bits.
+        let row_loss = |s: &[f64]| -> Vec<f64> {
+            rows.iter()
+                .map(|&k| {
                     let q = s[k].clamp(1e-15, 1.0 - 1e-15);
                     if labels[k] { -q.ln() } else { -(1.0 - q).ln() }
                 })
-                .sum::<f64>()
-                / r.len().max(1) as f64
+                .collect()
         };
-        let mut counts = vec![0u32; labels.len()];
+        let (loss_t, loss_b) = (row_loss(&ts), row_loss(&bs));
+        let ll = |loss: &[f64], r: &[usize]| r.iter().map(|&p| loss[p]).sum::<f64>() / r.len().max(1) as f64;
         let interval = |seed: u64, statistic: &mut dyn FnMut(&[usize]) -> Option<f64>| {
             stratified_block_bootstrap_interval(
                 &strata_t.ranges,
@@ -773,15 +774,28 @@ fn paired(model: &str, label: &str, horizon: Value, t: &Variant, b: &Variant, p:
                 statistic,
             )
         };
-        let auc_delta = interval(seed, &mut |r| {
-            counts.iter_mut().for_each(|c| *c = 0);
-            r.iter().for_each(|&k| counts[rows[k]] += 1);
-            Some(strata_t.auc(&ts, &labels, Some(&counts))? - strata_b.auc(&bs, &labels, Some(&counts))?)
-        });
-        let hit_delta = interval(seed ^ 1, &mut |r| {
-            Some(hit(&ts, &mut r.iter().map(|&k| rows[k])) - hit(&bs, &mut r.iter().map(|&k| rows[k])))
-        });
-        let ll_delta = interval(seed ^ 2, &mut |r| Some(ll(&ts, r) - ll(&bs, r)));
+        // Three independent bootstraps (each its own seed): run side by side, same result at any
+        // thread count.
+        let (auc_delta, (hit_delta, ll_delta)) = rayon::join(
+            || {
+                let mut counts = vec![0u32; labels.len()];
+                interval(seed, &mut |r| {
+                    counts.iter_mut().for_each(|c| *c = 0);
+                    r.iter().for_each(|&k| counts[rows[k]] += 1);
+                    Some(strata_t.auc(&ts, &labels, Some(&counts))? - strata_b.auc(&bs, &labels, Some(&counts))?)
+                })
+            },
+            || {
+                rayon::join(
+                    || {
+                        interval(seed ^ 1, &mut |r| {
+                            Some(hit(&ts, &mut r.iter().map(|&k| rows[k])) - hit(&bs, &mut r.iter().map(|&k| rows[k])))
+                        })
+                    },
+                    || interval(seed ^ 2, &mut |r| Some(ll(&loss_t, r) - ll(&loss_b, r))),
+                )
+            },
+        );
         let y: Vec<bool> = rows.iter().map(|&k| labels[k]).collect();
         let st: Vec<f64> = rows.iter().map(|&k| ts[k]).collect();
         let sb: Vec<f64> = rows.iter().map(|&k| bs[k]).collect();
@@ -804,8 +818,7 @@ fn paired(model: &str, label: &str, horizon: Value, t: &Variant, b: &Variant, p:
         })
     };
     let seed = p.seed ^ SplitMix64::new(blake3_u64(&format!("{model}/{label}"))).next_u64();
-    let overall = measure(&all, seed);
-    let high_vol = measure(&hv, seed ^ 0x6869);
+    let (overall, high_vol) = rayon::join(|| measure(&all, seed), || measure(&hv, seed ^ 0x6869));
     let mut row = json!({ "model": model, "label": label, "horizon_minutes": horizon, "status": "ok" });
     for (key, value) in overall.as_object().expect("object") {
         row[key] = value.clone();

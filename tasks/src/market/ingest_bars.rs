@@ -606,6 +606,12 @@ params = { path = "prices.csv", columns = { close = "close" }, timezone = "UTC",
         Ok(pipeline_engine::partitions::History::ROW_LOCAL)
     }
 
+    /// Files are read one by one and their rows written in path order, each row naming its
+    /// file: under `partition`, a folder of daily files is read a new file at a time.
+    fn file_column(_params: &IngestBarsParams) -> Option<&'static str> {
+        Some("source_file")
+    }
+
     fn run(params: &IngestBarsParams, ctx: &mut StageContext) -> Result<()> {
         let paths = ctx.resolve_files(&params.path)?;
         let reader = TimeReader {

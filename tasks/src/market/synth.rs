@@ -145,20 +145,41 @@ fn student_t4(rng: &mut SplitMix64) -> f64 {
     z / (chi2 / 4.0).sqrt() / 2f64.sqrt()
 }
 
+/// New York's hour and weekday for a UTC hour: New York's offset is whole hours and changes on
+/// an hour, so one time-zone lookup per UTC hour serves its 60 minutes.
+#[derive(Clone, Copy)]
+struct NewYorkHour {
+    utc_hour_ms: i64,
+    hour: u32,
+    weekday: u32,
+}
+
+impl NewYorkHour {
+    fn of(ts_ms: i64, cached: Option<NewYorkHour>) -> NewYorkHour {
+        let utc_hour_ms = ts_ms.div_euclid(3_600_000) * 3_600_000;
+        if let Some(c) = cached
+            && c.utc_hour_ms == utc_hour_ms
+        {
+            return c;
+        }
+        let utc = chrono::Utc.timestamp_millis_opt(utc_hour_ms).single().expect("valid time");
+        let ny = utc.with_timezone(&New_York);
+        NewYorkHour { utc_hour_ms, hour: ny.hour(), weekday: chrono::Datelike::weekday(&ny).num_days_from_monday() }
+    }
+}
+
 /// Intraday activity: a bump around the US equity open (09:30 New York, DST-aware) and a smaller
 /// one around the Asian morning; weekends quieter.
-fn seasonality(ts_ms: i64) -> f64 {
+fn seasonality_at(ts_ms: i64, ny: NewYorkHour) -> f64 {
     let utc = chrono::Utc.timestamp_millis_opt(ts_ms).single().expect("valid time");
-    let ny = utc.with_timezone(&New_York);
-    let ny_minutes = (ny.hour() * 60 + ny.minute()) as f64;
+    let ny_minutes = (ny.hour * 60 + utc.minute()) as f64;
     let us_open = (-((ny_minutes - 570.0) / 60.0).powi(2)).exp();
     let utc_minutes = (utc.hour() * 60 + utc.minute()) as f64;
     // Distance to 01:30 UTC around the clock, so that 23:59 and 00:00 are neighbours.
     let from_asia = (utc_minutes - 90.0).rem_euclid(1440.0);
     let from_asia = from_asia.min(1440.0 - from_asia);
     let asia = 0.4 * (-(from_asia / 90.0).powi(2)).exp();
-    let weekday = chrono::Datelike::weekday(&ny).num_days_from_monday();
-    let weekend = if weekday >= 5 { 0.6 } else { 1.0 };
+    let weekend = if ny.weekday >= 5 { 0.6 } else { 1.0 };
     weekend * (0.7 + 1.3 * us_open + asia)
 }
 
@@ -214,17 +235,35 @@ params = { days = 30, seed = 7 }
         Ok(pipeline_engine::partitions::History::ROW_LOCAL)
     }
 
+    /// Appends: a later `until` (or more `days`) leaves every earlier bar as it was, so a
+    /// nightly run writes the new day only (the whole market is still simulated to reach it).
+    fn appending(params: &SynthMarketParams) -> Option<pipeline_engine::partitions::Appending> {
+        let days = market_days(&params.start, params.days, params.until.as_deref(), params.extra_days).ok()?;
+        crate::synthetic_span(&params.start, days)
+    }
+
     fn run(params: &SynthMarketParams, ctx: &mut StageContext) -> Result<()> {
-        let df = generate(params)?;
+        let range = ctx.period_range();
+        let df = generate_from(params, range.map_or(i64::MIN, |(from, _)| from))?;
+        let minutes = market_days(&params.start, params.days, params.until.as_deref(), params.extra_days)
+            .map_err(anyhow::Error::msg)? as usize
+            * 1440;
+        ctx.metric("news_events", news_events(params.seed, minutes, params.news_per_day).len() as u64);
+        let mut df = crate::rows_in_period_range(df, "timestamp", range)?;
         ctx.metric("rows", df.height() as u64);
-        ctx.metric("news_events", news_events(params.seed, df.height(), params.news_per_day).len() as u64);
-        let mut df = df;
         write_table(&mut df, &ctx.output_path("table")?)
     }
 }
 
 /// The market as a frame (public for tests and benchmarks).
 pub fn generate(params: &SynthMarketParams) -> Result<DataFrame> {
+    generate_from(params, i64::MIN)
+}
+
+/// The market's bars from `from` (ms) on: the bars before it are simulated only as far as the
+/// state they hand on (price, regime, volatility, order flow, funding, open interest), the
+/// random draws of everything else skipped, so a nightly day costs a fraction of a year.
+pub fn generate_from(params: &SynthMarketParams, from: i64) -> Result<DataFrame> {
     let start_ms = chrono::DateTime::parse_from_rfc3339(&params.start)?.timestamp_millis();
     let n = market_days(&params.start, params.days, params.until.as_deref(), params.extra_days)
         .map_err(anyhow::Error::msg)? as usize
@@ -252,15 +291,17 @@ pub fn generate(params: &SynthMarketParams) -> Result<DataFrame> {
     let mut price = params.start_price;
     let mut cols: [Vec<f64>; 17] = Default::default();
     let mut timestamps = Vec::with_capacity(n);
+    let mut new_york: Option<NewYorkHour> = None;
     for (i, drift) in news_drift.iter().enumerate() {
         let ts = start_ms + i as i64 * 60_000;
-        timestamps.push(ts);
         // Regimes switch about every two days on average.
         if rng.next_f64() < 1.0 / 2880.0 {
             regime = (regime + 1 + (rng.next_u64() % 2) as usize) % 3;
         }
         variance = omega + alpha * last_shock * last_shock + beta * variance;
-        let season = seasonality(ts);
+        let ny = NewYorkHour::of(ts, new_york);
+        new_york = Some(ny);
+        let season = seasonality_at(ts, ny);
         let sigma = regime_vol[regime] * variance.sqrt() * season.sqrt();
         let shock = student_t4(&mut rng);
         // The planted order-flow signal: last minute's taker imbalance leans the return.
@@ -268,6 +309,20 @@ pub fn generate(params: &SynthMarketParams) -> Result<DataFrame> {
         last_shock = shock;
         let open = price;
         let close = open * ret.exp();
+        if ts < from {
+            // Warm-up: only what the next bar inherits. The skipped draws are, in order, the
+            // wicks (2 normals) and volume (1) before the imbalance, then trades, depth, bid size
+            // (1 normal each), the whale share (1 uniform) and the large-buy share (1 normal)
+            // before funding; a normal takes two draws. `range_generation_equals_the_whole` holds it.
+            price = close;
+            rng.skip(6);
+            imbalance = (0.3 * imbalance + 0.35 * rng.next_normal()).clamp(-0.9, 0.9);
+            rng.skip(9);
+            funding = 0.0001 + 0.999 * (funding - 0.0001) + 0.000002 * rng.next_normal() + 0.00001 * ret;
+            open_interest *= (0.0002 * rng.next_normal() + 0.5 * ret).exp();
+            continue;
+        }
+        timestamps.push(ts);
         let wick = sigma * 0.6;
         let high = open.max(close) * (rng.next_normal().abs() * wick).exp();
         let low = open.min(close) * (-rng.next_normal().abs() * wick).exp();
@@ -333,6 +388,7 @@ pub fn generate(params: &SynthMarketParams) -> Result<DataFrame> {
         "funding_rate",
         "open_interest",
     ];
+    let timestamps_len = timestamps.len();
     let mut columns: Vec<Column> = vec![
         Series::new("timestamp".into(), timestamps)
             .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))?
@@ -341,7 +397,7 @@ pub fn generate(params: &SynthMarketParams) -> Result<DataFrame> {
     for (name, values) in names.iter().zip(cols) {
         columns.push(Series::new((*name).into(), values).into());
     }
-    Ok(DataFrame::new(n, columns)?)
+    Ok(DataFrame::new(timestamps_len, columns)?)
 }
 
 #[cfg(test)]
@@ -397,6 +453,20 @@ mod tests {
         let off = imbalance_corr(0.0);
         assert!(on > 0.02 && on < 0.2, "weak planted signal, got {on:.4}");
         assert!(off.abs() < 0.02, "no signal when off, got {off:.4}");
+    }
+
+    /// Generating from a later bar gives the whole market's bars from there, bit for bit: the
+    /// warm-up skips exactly the draws the bars it does not build would take.
+    #[test]
+    fn range_generation_equals_the_whole() {
+        let p = params(3);
+        let whole = generate(&p).unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339(&p.start).unwrap().timestamp_millis();
+        for minute in [1i64, 1439, 1440, 2 * 1440 + 17] {
+            let from = generate_from(&p, start + minute * 60_000).unwrap();
+            assert_eq!(from.height() as i64, 3 * 1440 - minute);
+            assert!(whole.slice(minute, from.height()).equals_missing(&from), "from minute {minute}");
+        }
     }
 
     #[test]

@@ -159,8 +159,17 @@ params = { days = 30, seed = 7 }
         Ok(pipeline_engine::partitions::History { column: "date", ..pipeline_engine::partitions::History::ROW_LOCAL })
     }
 
+    /// Appends: a later `until` adds items after the earlier ones and changes none of them.
+    fn appending(params: &SynthNewsParams) -> Option<pipeline_engine::partitions::Appending> {
+        let days =
+            crate::market::synth::market_days(&params.start, params.days, params.until.as_deref(), params.extra_days)
+                .ok()?;
+        crate::synthetic_span(&params.start, days)
+    }
+
     fn run(params: &SynthNewsParams, ctx: &mut StageContext) -> Result<()> {
-        let (mut df, events) = news_frame(params)?;
+        let (df, events) = news_frame(params)?;
+        let mut df = crate::rows_in_period_range(df, "date", ctx.period_range())?;
         ctx.metric("items", events.len() as u64);
         ctx.metric("positive", events.iter().filter(|e| e.sentiment > 0.0).count() as u64);
         ctx.metric("negative", events.iter().filter(|e| e.sentiment < 0.0).count() as u64);
