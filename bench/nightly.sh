@@ -4,15 +4,19 @@
 # into: 527,040 rows per column), 30 folds of 30-day windows x 2 feature sets; then the nightly
 # run after one more day; then a run with nothing to do. Figures in docs/benchmarks.md.
 #
-#   bench/nightly.sh [SCRATCH] [ROUNDS]    # defaults: /tmp/pipeline-bench-nightly, 3
+#   bench/nightly.sh [SCRATCH] [ROUNDS] [FIRST_TEST]
+#
+# Defaults: /tmp/pipeline-bench-nightly, 3 rounds, test folds from 2024-12-01 (31 daily folds,
+# the last month); FIRST_TEST=2024-02-01 tests every day from February on (335 folds).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 S=${1:-/tmp/pipeline-bench-nightly}
 ROUNDS=${2:-3}
+FIRST_TEST=${3:-2024-12-01}
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 BIN="$ROOT/target/release/pipeline"
 rm -rf "$S"; mkdir -p "$S"; cp -r "$ROOT/pipelines" "$S/"; cd "$S"
-YEAR=(--set params.first_test=2024-12-01 --set params.train_window=30d)
+YEAR=(--set "params.first_test=$FIRST_TEST" --set params.train_window=30d)
 
 for i in $(seq "$ROUNDS"); do
     rm -rf .pipeline out

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::execution::{Account, Bar, ExecutionParams, Target, simulate};
 use super::performance::{self as perf, num};
 use super::strategy::{FlowRule, SignalRule};
-use crate::evaluate::metrics::block_bootstrap_interval;
+use crate::evaluate::metrics::block_bootstrap_mean_interval;
 use crate::learn::dataset::{column_f64, format_ms, timestamps_ms};
 
 /// Trades the pooled out-of-sample predictions and the baselines.
@@ -295,7 +295,9 @@ fn event_days(market: &Market, quantile: f64) -> (Vec<(i64, usize, usize)>, Vec<
 impl Stage for Backtest {
     type Params = BacktestParams;
     const NAME: &'static str = "backtest";
-    const VERSION: u32 = 1;
+    // 2: the return-difference intervals sum blocks from prefix sums (the same blocks; the
+    // last bits of the bounds differ).
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Trade the model's out-of-sample predictions (every fold's test window) through the perpetual-futures execution model, beside buy-and-hold, flat and the rule baseline on the same bars and costs.\n\n\
         A decision from bar t (its close) fills at bar t+1's open, moved by the slippage; fees per side; funding every \
         8 hours on the notional when the bars have `funding_rate`; liquidation at 1/leverage minus the maintenance margin \
@@ -440,17 +442,11 @@ params = { signal = { long_above = 0.55, short_below = 0.45 }, slippage_bps = [1
                 let rb = &returns[baseline];
                 let diff: Vec<f64> = rm.iter().zip(rb).map(|(a, b)| a - b).collect();
                 let n = diff.len() as f64;
-                let mean = |rows: &[usize]| Some(rows.iter().map(|&i| diff[i]).sum::<f64>() / rows.len() as f64 * n);
-                let all: Vec<usize> = (0..diff.len()).collect();
-                let interval = block_bootstrap_interval(
-                    diff.len(),
-                    params.block_bars,
-                    params.bootstrap_draws,
-                    params.seed,
-                    0.95,
-                    mean,
-                );
-                let point = mean(&all).unwrap_or(f64::NAN);
+                // The mean difference per bar times the bars: the summed difference.
+                let interval =
+                    block_bootstrap_mean_interval(&diff, params.block_bars, params.bootstrap_draws, params.seed, 0.95)
+                        .map(|(lo, hi)| (lo * n, hi * n));
+                let point = if diff.is_empty() { f64::NAN } else { diff.iter().sum::<f64>() / n * n };
                 ab.push(json!({
                     "model": model, "baseline": baseline,
                     "return_difference": num(point),

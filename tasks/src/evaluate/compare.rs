@@ -13,7 +13,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::metrics::{brier, log_loss, stratified_block_bootstrap_interval};
+use super::metrics::{
+    brier, log_loss, stratified_block_bootstrap_interval_par, stratified_block_bootstrap_mean_interval,
+};
 use crate::synth_table::SplitMix64;
 
 /// Which feature sets to compare, on which split, with what interval.
@@ -95,7 +97,9 @@ impl Stage for Compare {
     // 5: walk-forward AUC within each fold's test window, bootstrap stratified by fold.
     // 6: news coverage from the newly known items of the trailing hour/4h/day (not from
     //    `news_minutes_since_last`, whose horizon `embed_news` now bounds).
-    const VERSION: u32 = 6;
+    // 7: hit-rate and log-loss difference intervals sum blocks from prefix sums (the same
+    // blocks; the last bits of the bounds differ).
+    const VERSION: u32 = 7;
     const DOC: &'static str = "The ablation table: every `train` variant's out-of-sample metrics, and treatment minus baseline with paired block-bootstrap confidence intervals.\n\n\
         Inputs: the `metrics` and `predictions` outputs of `train` nodes (a matrix fans in as `metrics[...]`, \
         `predictions[...]`), optionally `importance`; they are paired by their matrix suffix. Optional input \
@@ -185,8 +189,13 @@ show = "headline"
 
     fn run(params: &CompareParams, ctx: &mut StageContext) -> Result<()> {
         let variants = read_variants(ctx, &params.split)?;
+        // Each variant's AUC interval is its own bootstrap (its own seed): side by side.
+        let auc_intervals: Vec<Option<(f64, f64)>> = {
+            use rayon::prelude::*;
+            variants.par_iter().map(|v| auc_interval(v, params)).collect()
+        };
         let mut rows = Vec::new();
-        for v in &variants {
+        for (v, auc_interval) in variants.iter().zip(auc_intervals) {
             let m = &v.metrics["splits"][&params.split];
             rows.push(json!({
                 "model": v.text("model"),
@@ -204,7 +213,7 @@ show = "headline"
                 "high_vol_rows": m["high_vol"]["rows"],
                 "high_vol_auc": m["high_vol"]["auc"],
                 "high_vol_accuracy": m["high_vol"]["accuracy"],
-                "auc_interval": interval_json(auc_interval(v, params)),
+                "auc_interval": interval_json(auc_interval),
                 "folds": v.metrics["folds"].as_array().map_or(0, |f| f.len()),
             }));
         }
@@ -599,12 +608,19 @@ fn pool_folds(variants: Vec<Variant>, split: &str) -> Result<Vec<Variant>> {
 fn auc_interval(v: &Variant, p: &CompareParams) -> Option<(f64, f64)> {
     let all: Vec<usize> = (0..v.scores.len()).collect();
     let strata = Strata::of(&all, &v.folds, &v.scores);
-    let mut counts = vec![0u32; v.scores.len()];
-    stratified_block_bootstrap_interval(&strata.ranges, p.block_rows, p.bootstrap_draws, p.seed, p.level, |rows| {
-        counts.iter_mut().for_each(|c| *c = 0);
-        rows.iter().for_each(|&r| counts[strata.rows[r]] += 1);
-        strata.auc(&v.scores, &v.labels, Some(&counts))
-    })
+    stratified_block_bootstrap_interval_par(
+        &strata.ranges,
+        p.block_rows,
+        p.bootstrap_draws,
+        p.seed,
+        p.level,
+        || vec![0u32; v.scores.len()],
+        |rows, counts| {
+            counts.iter_mut().for_each(|c| *c = 0);
+            rows.iter().for_each(|&r| counts[strata.rows[r]] += 1);
+            strata.auc(&v.scores, &v.labels, Some(counts))
+        },
+    )
 }
 
 /// Rows of a variant grouped by the fold they belong to, for fold-stratified AUC and bootstrap.
@@ -614,6 +630,9 @@ struct Strata {
     rows: Vec<usize>,
     ranges: Vec<Range<usize>>,
     orders: Vec<Vec<usize>>,
+    /// Per fold, where each run of tied scores ends in its order (computed once: a bootstrap
+    /// asks for thousands of AUCs over the same order).
+    tie_ends: Vec<Vec<usize>>,
 }
 
 impl Strata {
@@ -635,7 +654,19 @@ impl Strata {
             }
         }
         debug_assert_eq!(at, rows.len(), "rows outside every fold");
-        Strata { rows: rows.to_vec(), ranges, orders }
+        let tie_ends = orders
+            .iter()
+            .map(|order| {
+                let mut ends = Vec::new();
+                for j in 1..=order.len() {
+                    if j == order.len() || scores[order[j]] != scores[order[j - 1]] {
+                        ends.push(j);
+                    }
+                }
+                ends
+            })
+            .collect();
+        Strata { rows: rows.to_vec(), ranges, orders, tie_ends }
     }
 
     /// Fold-stratified AUC: each fold's test window is ranked on its own and the folds' AUCs are
@@ -655,8 +686,9 @@ impl Strata {
             }
         };
         let (mut sum, mut weight) = (0.0, 0.0);
-        for (range, order) in self.ranges.iter().zip(&self.orders) {
-            if let Some(a) = weighted_auc(order, scores, labels, counts) {
+        debug_assert!(self.orders.iter().flatten().all(|&r| r < scores.len()));
+        for ((range, order), ends) in self.ranges.iter().zip(&self.orders).zip(&self.tie_ends) {
+            if let Some(a) = weighted_auc_in_ties(order, ends, labels, counts) {
                 sum += a * range.len() as f64;
                 weight += range.len() as f64;
             }
@@ -673,22 +705,17 @@ fn sorted_order(scores: &[f64]) -> Vec<usize> {
 }
 
 /// AUC with row multiplicities (a bootstrap resample) in one pass over the score order: each
-/// positive counts the negatives below it, half the tied ones. Equal to [`auc`] on the
-/// expanded sample; written here because resampling thousands of times must not sort each time.
-fn weighted_auc(order: &[usize], scores: &[f64], labels: &[bool], counts: &[u32]) -> Option<f64> {
+/// positive counts the negatives below it, half the tied ones (`ends`: where each run of tied
+/// scores ends). Equal to [`auc`] on the expanded sample; written here because resampling
+/// thousands of times must not sort, nor compare scores, each time.
+fn weighted_auc_in_ties(order: &[usize], ends: &[usize], labels: &[bool], counts: &[u32]) -> Option<f64> {
     let (mut negatives_below, mut pairs, mut positives, mut negatives) = (0f64, 0f64, 0f64, 0f64);
     let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
+    for &j in ends {
         let (mut pos, mut neg) = (0f64, 0f64);
-        while j < order.len() && scores[order[j]] == scores[order[i]] {
-            let w = counts[order[j]] as f64;
-            if labels[order[j]] {
-                pos += w
-            } else {
-                neg += w
-            }
-            j += 1;
+        for &row in &order[i..j] {
+            let w = counts[row] as f64;
+            if labels[row] { pos += w } else { neg += w }
         }
         pairs += pos * (negatives_below + 0.5 * neg);
         negatives_below += neg;
@@ -763,37 +790,42 @@ fn paired(model: &str, label: &str, horizon: Value, t: &Variant, b: &Variant, p:
                 .collect()
         };
         let (loss_t, loss_b) = (row_loss(&ts), row_loss(&bs));
-        let ll = |loss: &[f64], r: &[usize]| r.iter().map(|&p| loss[p]).sum::<f64>() / r.len().max(1) as f64;
-        let interval = |seed: u64, statistic: &mut dyn FnMut(&[usize]) -> Option<f64>| {
-            stratified_block_bootstrap_interval(
-                &strata_t.ranges,
-                p.block_rows,
-                p.bootstrap_draws,
-                seed,
-                p.level,
-                statistic,
-            )
-        };
         // Three independent bootstraps (each its own seed): run side by side, same result at any
         // thread count.
         let (auc_delta, (hit_delta, ll_delta)) = rayon::join(
             || {
-                let mut counts = vec![0u32; labels.len()];
-                interval(seed, &mut |r| {
-                    counts.iter_mut().for_each(|c| *c = 0);
-                    r.iter().for_each(|&k| counts[rows[k]] += 1);
-                    Some(strata_t.auc(&ts, &labels, Some(&counts))? - strata_b.auc(&bs, &labels, Some(&counts))?)
-                })
+                stratified_block_bootstrap_interval_par(
+                    &strata_t.ranges,
+                    p.block_rows,
+                    p.bootstrap_draws,
+                    seed,
+                    p.level,
+                    || vec![0u32; labels.len()],
+                    |r, counts| {
+                        counts.iter_mut().for_each(|c| *c = 0);
+                        r.iter().for_each(|&k| counts[rows[k]] += 1);
+                        Some(strata_t.auc(&ts, &labels, Some(counts))? - strata_b.auc(&bs, &labels, Some(counts))?)
+                    },
+                )
             },
             || {
-                rayon::join(
-                    || {
-                        interval(seed ^ 1, &mut |r| {
-                            Some(hit(&ts, &mut r.iter().map(|&k| rows[k])) - hit(&bs, &mut r.iter().map(|&k| rows[k])))
-                        })
-                    },
-                    || interval(seed ^ 2, &mut |r| Some(ll(&loss_t, r) - ll(&loss_b, r))),
-                )
+                // Differences of means are means of per-row differences: summed per block.
+                let mean_interval = |seed: u64, values: &[f64]| {
+                    stratified_block_bootstrap_mean_interval(
+                        values,
+                        &strata_t.ranges,
+                        p.block_rows,
+                        p.bootstrap_draws,
+                        seed,
+                        p.level,
+                    )
+                };
+                let hit_diff: Vec<f64> = rows
+                    .iter()
+                    .map(|&k| ((ts[k] > 0.5) == labels[k]) as u8 as f64 - ((bs[k] > 0.5) == labels[k]) as u8 as f64)
+                    .collect();
+                let loss_diff: Vec<f64> = loss_t.iter().zip(&loss_b).map(|(a, b)| a - b).collect();
+                (mean_interval(seed ^ 1, &hit_diff), mean_interval(seed ^ 2, &loss_diff))
             },
         );
         let y: Vec<bool> = rows.iter().map(|&k| labels[k]).collect();
@@ -1124,7 +1156,11 @@ mod tests {
         let scores: Vec<f64> = (0..n).map(|_| (rng.next_f64() * 20.0).floor() / 20.0).collect();
         let labels: Vec<bool> = (0..n).map(|i| rng.next_f64() < 0.3 + 0.4 * scores[i]).collect();
         let counts: Vec<u32> = (0..n).map(|_| (rng.next_u64() % 3) as u32).collect();
-        let order = sorted_order(&scores);
+        // One fold: the strata's order and runs of ties are the whole sample's.
+        let all: Vec<usize> = (0..n).collect();
+        let strata = Strata::of(&all, std::slice::from_ref(&(0..n)), &scores);
+        let (order, ends) = (&strata.orders[0], &strata.tie_ends[0]);
+        assert_eq!(order, &sorted_order(&scores));
         let (mut es, mut el) = (Vec::new(), Vec::new());
         for i in 0..n {
             for _ in 0..counts[i] {
@@ -1133,11 +1169,11 @@ mod tests {
             }
         }
         let expected = auc(&el, &es).unwrap();
-        let got = weighted_auc(&order, &scores, &labels, &counts).unwrap();
+        let got = weighted_auc_in_ties(order, ends, &labels, &counts).unwrap();
         assert!((expected - got).abs() < 1e-12, "{expected} vs {got}");
         let ones = vec![1u32; n];
         assert!(
-            (weighted_auc(&order, &scores, &labels, &ones).unwrap() - auc(&labels, &scores).unwrap()).abs() < 1e-12
+            (weighted_auc_in_ties(order, ends, &labels, &ones).unwrap() - auc(&labels, &scores).unwrap()).abs() < 1e-12
         );
     }
 
