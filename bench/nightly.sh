@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The nightly refresh on a year of synthetic 1-minute data (docs/nightly.md): pipelines/nightly.toml
 # with 366 days of bars and news (2024-01-01 .. 2024-12-31 plus the day the last labels look
-# into: 527,040 rows per column), 30 folds of 30-day windows x 2 feature sets; then the nightly
+# into: 527,040 rows per column), 30-day training windows, one fold per test day x 2 feature sets; then the nightly
 # run after one more day; then a run with nothing to do. Figures in docs/benchmarks.md.
 #
 #   bench/nightly.sh [SCRATCH] [ROUNDS] [FIRST_TEST]
