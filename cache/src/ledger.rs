@@ -65,9 +65,31 @@ pub struct StageRecord {
     pub error: Option<String>,
 }
 
+/// What code a run was computed with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodeVersion {
+    /// The tool and its version (`pipeline 0.1.0`).
+    pub tool: String,
+    /// The commit checked out in the pipeline's workspace, when it is a git repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    /// Whether tracked files differed from that commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_dirty: Option<bool>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunRecord {
     pub id: RunId,
+    /// The name given with `pipeline run --name`; it stands for the run wherever an id does
+    /// (several runs may share a name: it means the newest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Free text given with `--note`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeVersion>,
     pub pipeline: String,
     pub pipeline_file: String,
     /// blake3 of the pipeline file and its includes, in load order.
@@ -86,6 +108,18 @@ pub struct RunRecord {
     #[serde(default)]
     pub params: serde_json::Value,
     pub stages: Vec<StageRecord>,
+}
+
+/// Whether `text` can name a run: a letter first, then letters, digits, `.`, `_` or `-`, at
+/// most 64 characters, and not a word `resolve_run` reads otherwise (`last`, `latest`).
+pub fn is_run_name(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && text.len() <= 64
+        && text != "last"
+        && text != "latest"
+        && !text.starts_with("last~")
 }
 
 impl RunRecord {
@@ -145,7 +179,8 @@ impl Store {
         serde_json::from_slice(&bytes).with_context(|| format!("run record {} is damaged", path.display()))
     }
 
-    /// Resolves `last`, `last~N` (N runs before the last), a full id or a unique id prefix.
+    /// Resolves `last`, `last~N` (N runs before the last), a full id, a unique id prefix, or a
+    /// run name (`pipeline run --name`; the newest run of that name).
     pub fn resolve_run(&self, spec: &str) -> Result<Option<RunId>> {
         let ids = self.run_ids()?;
         if spec == "last" || spec == "latest" {
@@ -154,6 +189,14 @@ impl Store {
         if let Some(back) = spec.strip_prefix("last~") {
             let back: usize = back.parse().with_context(|| format!("`{spec}`: expected last~N with N a number"))?;
             return Ok(back.checked_add(1).and_then(|b| ids.len().checked_sub(b)).map(|idx| ids[idx].clone()));
+        }
+        if is_run_name(spec) {
+            // Names start with a letter and ids with a digit: the two never collide.
+            return Ok(ids
+                .iter()
+                .rev()
+                .find(|id| self.load_run(id).is_ok_and(|r| r.name.as_deref() == Some(spec)))
+                .cloned());
         }
         let matches: Vec<&RunId> = ids.iter().filter(|id| id.starts_with(spec)).collect();
         match matches.len() {
@@ -190,8 +233,15 @@ mod tests {
     use super::*;
 
     fn record(store: &Store, id: &str) -> RunRecord {
+        named(store, id, None)
+    }
+
+    fn named(store: &Store, id: &str, name: Option<&str>) -> RunRecord {
         RunRecord {
             id: id.to_string(),
+            name: name.map(str::to_string),
+            note: None,
+            code: None,
             pipeline: "p".into(),
             pipeline_file: "p.toml".into(),
             pipeline_hash: crate::hash_bytes(b"p"),
@@ -229,5 +279,23 @@ mod tests {
         assert_eq!(store.resolve_run("20260101").unwrap().unwrap(), "20260101-000000-aaaa");
         assert!(store.resolve_run("20260102-000000-bb").is_err(), "ambiguous prefix");
         assert_eq!(store.resolve_run("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn a_name_resolves_to_the_newest_run_of_that_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(dir.path()).unwrap();
+        named(&store, "20260101-000000-aaaa", Some("baseline"));
+        named(&store, "20260102-000000-bbbb", Some("seed-2"));
+        named(&store, "20260103-000000-cccc", Some("baseline"));
+        assert_eq!(store.resolve_run("baseline").unwrap().unwrap(), "20260103-000000-cccc");
+        assert_eq!(store.resolve_run("seed-2").unwrap().unwrap(), "20260102-000000-bbbb");
+        assert_eq!(store.resolve_run("seed-3").unwrap(), None);
+        for good in ["a", "baseline", "seed-2", "v1.2_b"] {
+            assert!(is_run_name(good), "{good}");
+        }
+        for bad in ["", "2026", "-x", "last", "latest", "a b", "a/b", &"x".repeat(65)] {
+            assert!(!is_run_name(bad), "{bad}");
+        }
     }
 }

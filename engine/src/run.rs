@@ -26,6 +26,31 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Keep running independent branches after a failure.
     pub keep_going: bool,
+    /// `--name` and `--note`, kept in the run record.
+    pub name: Option<String>,
+    pub note: Option<String>,
+}
+
+/// The tool's version and, when the pipeline's folder is in a git work tree, its commit and
+/// whether tracked files differ from it (`git` itself answers; no git, no commit).
+pub fn code_version(dir: &std::path::Path) -> pipeline_cache::CodeVersion {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let git_commit = git(&["rev-parse", "--verify", "--quiet", "HEAD"]).filter(|c| !c.is_empty());
+    let git_dirty = git_commit
+        .as_ref()
+        .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
+        .map(|changes| !changes.is_empty());
+    pipeline_cache::CodeVersion { tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")), git_commit, git_dirty }
 }
 
 /// What the scheduler tells the user interface.
@@ -53,6 +78,11 @@ pub fn execute(
     let started = Instant::now();
     let mut run = RunRecord {
         id: store.new_run_id(),
+        name: options.name.clone(),
+        note: options.note.clone(),
+        code: Some(code_version(
+            graph.spec.file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")),
+        )),
         pipeline: graph.spec.name.clone(),
         pipeline_file: pipeline_identity(graph),
         pipeline_hash: graph.spec.hash,

@@ -63,6 +63,65 @@ fn runs_and_diff_report_what_changed() {
     assert!(same.contains("no differences"), "{same}");
 }
 
+/// `run --name/--note`: the name stands for the run in `show`, `diff` and `pin`; the record
+/// keeps the note, the overrides and the code (tool version, git commit, dirty or not).
+#[test]
+fn named_runs_record_their_code_and_resolve_like_ids() {
+    let ctx = TestContext::new();
+    ctx.write("p.toml", PIPELINE);
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(ctx.path("."))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let in_git = git(&["init", "-q"]) && git(&["add", "p.toml"]) && git(&["commit", "-q", "-m", "p"]);
+    if !in_git {
+        eprintln!("skipping the git part: `git` is not available here");
+    }
+    ctx.run(&["run", "p.toml", "--name", "baseline", "--note", "first try"]).ok();
+    ctx.run(&["run", "p.toml", "--name", "v2", "--set", "stages.note.params.value=v2"]).ok();
+
+    let runs = ctx.run(&["runs"]).ok().stdout;
+    let header = runs.lines().next().unwrap();
+    for column in ["run", "name", "status", "code", "overrides", "note"] {
+        assert!(header.split_whitespace().any(|c| c == column), "{header}");
+    }
+    let baseline = runs.lines().find(|l| l.contains("baseline")).expect("a row for baseline");
+    assert!(baseline.contains("first try"), "{runs}");
+    let v2 = runs.lines().find(|l| l.contains(" v2 ")).expect("a row for v2");
+    assert!(v2.contains("stages.note.params.value=v2"), "{runs}");
+
+    let shown = ctx.run(&["show", "baseline"]).ok().stdout;
+    assert!(shown.contains("name: baseline") && shown.contains("note: first try"), "{shown}");
+    assert!(shown.contains(&format!("code: pipeline {}", env!("CARGO_PKG_VERSION"))), "{shown}");
+    let record: serde_json::Value = serde_json::from_str(&ctx.run(&["show", "v2", "--json"]).ok().stdout).unwrap();
+    assert_eq!(record["name"], "v2");
+    let diff = ctx.run(&["diff", "baseline", "v2"]).ok().stdout;
+    assert!(diff.contains("note.params.value  \"v1\"  ->  \"v2\""), "{diff}");
+    ctx.run(&["pin", "baseline"]).ok();
+
+    if in_git {
+        let commit = record["code"]["git_commit"].as_str().expect("a commit in a git work tree").to_string();
+        assert_eq!(commit.len(), 40);
+        assert_eq!(record["code"]["git_dirty"], false);
+        assert!(v2.contains(&commit[..10]), "{runs}");
+        // A tracked file edited: the run says the work tree differed from the commit.
+        ctx.write("p.toml", &PIPELINE.replace("rows = 100", "rows = 101"));
+        ctx.run(&["run", "p.toml", "--name", "edited"]).ok();
+        let shown = ctx.run(&["show", "edited"]).ok().stdout;
+        assert!(shown.contains(&format!("git {commit} (with uncommitted changes)")), "{shown}");
+        assert!(ctx.run(&["runs"]).ok().stdout.contains(&format!("{}+dirty", &commit[..10])));
+    }
+
+    let bad = ctx.run(&["run", "p.toml", "--name", "2nd"]).code(2).stderr;
+    assert!(bad.contains("--name `2nd` cannot name a run") && bad.contains("hint:"), "{bad}");
+    let clash = ctx.run(&["run", "p.toml", "--name", "note"]).code(2).stderr;
+    assert!(clash.contains("also a stage of this pipeline"), "{clash}");
+}
+
 #[test]
 fn gc_keeps_latest_results_and_pinned_runs() {
     let ctx = setup();

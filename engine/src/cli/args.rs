@@ -80,6 +80,13 @@ pub struct RunArgs {
     /// Plain line output even on a terminal.
     #[arg(long)]
     pub plain: bool,
+    /// Name this run: the name then works wherever a run id does (`show`, `diff`, `pin`; the
+    /// newest run of the name). A letter first, then letters, digits, `.`, `_`, `-`.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// A note kept with the run (`pipeline runs`, `pipeline show RUN`).
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -34,7 +34,7 @@ pub fn leakage(args: LeakageArgs, store_flag: Option<PathBuf>, registry: &Regist
         &graph,
         &upstream,
         &store,
-        &RunOptions { jobs, keep_going: false },
+        &RunOptions { jobs, keep_going: false, name: None, note: None },
         &progress,
         &AtomicBool::new(false),
     )?;

@@ -33,6 +33,7 @@ pub fn runs(args: RunsArgs, store: Store) -> CliResult {
     }
     let mut rows = vec![vec![
         "run".into(),
+        "name".into(),
         "pipeline".into(),
         "status".into(),
         "time".into(),
@@ -40,6 +41,9 @@ pub fn runs(args: RunsArgs, store: Store) -> CliResult {
         "cached".into(),
         "failed".into(),
         "started".into(),
+        "code".into(),
+        "overrides".into(),
+        "note".into(),
     ]];
     for run in &records {
         let count = |o: pipeline_cache::StageOutcome| run.stages.iter().filter(|s| s.outcome == o).count().to_string();
@@ -49,6 +53,7 @@ pub fn runs(args: RunsArgs, store: Store) -> CliResult {
         }
         rows.push(vec![
             id,
+            run.name.clone().unwrap_or_else(|| "-".into()),
             run.pipeline.clone(),
             run.display_status().into(),
             format_duration(run.duration_ms),
@@ -56,10 +61,31 @@ pub fn runs(args: RunsArgs, store: Store) -> CliResult {
             count(pipeline_cache::StageOutcome::Hit),
             count(pipeline_cache::StageOutcome::Failed),
             run.started_at.clone(),
+            code_label(run.code.as_ref()),
+            if run.overrides.is_empty() { "-".into() } else { run.overrides.join(" ") },
+            run.note.as_deref().map(|n| shorten(n, 40)).unwrap_or_else(|| "-".into()),
         ]);
     }
     print!("{}", table(&rows));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A commit as its first 10 digits, `+dirty` when tracked files differed; `-` outside git.
+fn code_label(code: Option<&pipeline_cache::CodeVersion>) -> String {
+    match code.and_then(|c| c.git_commit.as_ref().map(|commit| (commit, c.git_dirty))) {
+        Some((commit, dirty)) => {
+            format!("{}{}", &commit[..commit.len().min(10)], if dirty == Some(true) { "+dirty" } else { "" })
+        }
+        None => "-".into(),
+    }
+}
+
+fn shorten(text: &str, most: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() <= most && !text.contains('\n') {
+        return line.to_string();
+    }
+    format!("{}...", line.chars().take(most.saturating_sub(3)).collect::<String>())
 }
 
 fn kind_of(text: &str) -> ArtifactKind {
@@ -80,8 +106,22 @@ fn object_kind(store: &Store, hash: &Hash) -> ArtifactKind {
 
 fn print_run(run: &RunRecord) {
     println!("run {}  {}  ({})", run.id, run.display_status(), format_duration(run.duration_ms));
+    if let Some(name) = &run.name {
+        println!("name: {name}");
+    }
+    if let Some(note) = &run.note {
+        println!("note: {note}");
+    }
     println!("pipeline: {} ({})", run.pipeline, run.pipeline_file);
     println!("started: {}   jobs: {}   pipeline hash: {}", run.started_at, run.jobs, run.pipeline_hash.short());
+    if let Some(code) = &run.code {
+        let commit = match (&code.git_commit, code.git_dirty) {
+            (Some(commit), Some(true)) => format!("   git {commit} (with uncommitted changes)"),
+            (Some(commit), _) => format!("   git {commit}"),
+            (None, _) => "   (not in a git work tree)".into(),
+        };
+        println!("code: {}{commit}", code.tool);
+    }
     if !run.overrides.is_empty() {
         println!("overrides: {}", run.overrides.join(" "));
     }
@@ -189,7 +229,19 @@ pub fn show(args: ShowArgs, store: Store) -> CliResult {
             }
         }
     }
-    // 3. A stage: its result in the newest run that has it.
+    // 3. A run by name (`run --name`, which refuses a name that is a stage of its pipeline).
+    if pipeline_cache::is_run_name(what)
+        && let Some(id) = store.resolve_run(what)?
+    {
+        let run = store.load_run(&id)?;
+        if args.json {
+            print_json(&run)?;
+        } else {
+            print_run(&run);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // 4. A stage: its result in the newest run that has it.
     for id in store.run_ids()?.iter().rev() {
         let Ok(run) = store.load_run(id) else {
             continue;

@@ -44,6 +44,13 @@ fn make_plan(
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
 pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> CliResult {
+    if let Some(name) = &args.name
+        && !pipeline_cache::is_run_name(name)
+    {
+        return Err(CliError::usage(format!(
+            "--name `{name}` cannot name a run\nhint: a letter first, then letters, digits, `.`, `_` or `-` (at most 64), and not `last` or `latest`; e.g. --name seed-2"
+        )));
+    }
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     // Stages that use polars or rayon share their global pools: size both to the job budget
     // before either starts. (polars reads POLARS_MAX_THREADS once, when its pool starts.)
@@ -54,6 +61,13 @@ pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> C
     }
     let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global();
     let graph = load_graph(&args.pipeline, registry)?;
+    if let Some(name) = &args.name
+        && graph.resolve_name(name).is_ok()
+    {
+        return Err(CliError::usage(format!(
+            "--name `{name}` is also a stage of this pipeline, so `pipeline show {name}` could mean either\nhint: pick another name, e.g. --name {name}-run"
+        )));
+    }
     let store = store_for_file(store_flag, &args.pipeline.file)?;
     let plan = make_plan(&graph, &store, &args.targets, &args.force, args.force_all)?;
 
@@ -73,7 +87,14 @@ pub fn run(args: RunArgs, store_flag: Option<PathBuf>, registry: &Registry) -> C
     }
     let n_selected = plan.selected.iter().filter(|s| **s).count();
     let progress = Progress::new(n_selected, args.plain);
-    let record = execute(&graph, &plan, &store, &RunOptions { jobs, keep_going: args.keep_going }, &progress, &cancel)?;
+    let record = execute(
+        &graph,
+        &plan,
+        &store,
+        &RunOptions { jobs, keep_going: args.keep_going, name: args.name.clone(), note: args.note.clone() },
+        &progress,
+        &cancel,
+    )?;
     progress.finish();
 
     // Summary.
