@@ -61,6 +61,9 @@ pub struct StageRecord {
     pub outputs: BTreeMap<String, OutputRecord>,
     #[serde(default)]
     pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// The names of `metrics` the stage declares as its headline (`pipeline runs` shows them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headline: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

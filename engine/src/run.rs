@@ -31,6 +31,13 @@ pub struct RunOptions {
     pub note: Option<String>,
 }
 
+/// The names of a stage's metrics that match its declared headline globs, in metric order.
+fn headline_of(node: &crate::graph::Node, metrics: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let patterns: Vec<glob::Pattern> =
+        node.stage.headline_metrics().iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
+    metrics.keys().filter(|k| patterns.iter().any(|p| p.matches(k))).cloned().collect()
+}
+
 /// The tool's version and, when the pipeline's folder is in a git work tree, its commit and
 /// whether tracked files differ from it (`git` itself answers; no git, no commit).
 pub fn code_version(dir: &std::path::Path) -> pipeline_cache::CodeVersion {
@@ -230,6 +237,7 @@ pub fn execute(
                         params: node.params.clone(),
                         outputs: manifest.outputs.clone(),
                         metrics: manifest.metrics.clone(),
+                        headline: headline_of(node, &manifest.metrics),
                         error: None,
                     };
                     observer.stage_finished(&record, rows);
@@ -255,6 +263,7 @@ pub fn execute(
                         params: node.params.clone(),
                         outputs: BTreeMap::new(),
                         metrics: serde_json::Map::new(),
+                        headline: Vec::new(),
                         error: Some(error),
                     };
                     observer.stage_finished(&record, None);
@@ -290,6 +299,7 @@ pub fn execute(
             params: node.params.clone(),
             outputs: BTreeMap::new(),
             metrics: serde_json::Map::new(),
+            headline: Vec::new(),
             error: Some(why.to_string()),
         };
         observer.stage_finished(&record, None);

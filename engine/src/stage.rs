@@ -232,6 +232,12 @@ pub trait Stage: Send + Sync + 'static {
     fn file_column(_params: &Self::Params) -> Option<&'static str> {
         None
     }
+    /// The metrics that summarise this stage's result (globs over its metric names, such as
+    /// `*_total_return`): `pipeline runs` shows them as columns and the run record marks them.
+    /// Timings and counts of the work done are not headlines.
+    fn headline_metrics(_params: &Self::Params) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A stage kind with its type erased, as the registry holds it.
@@ -259,6 +265,7 @@ pub trait PreparedStage: Send + Sync {
     fn input_range(&self) -> Option<(i64, i64)>;
     fn appending(&self) -> Option<crate::partitions::Appending>;
     fn file_column(&self) -> Option<&'static str>;
+    fn headline_metrics(&self) -> &'static [&'static str];
 }
 
 struct TaskOf<S>(PhantomData<fn() -> S>);
@@ -385,6 +392,9 @@ impl<S: Stage> PreparedStage for PreparedOf<S> {
     }
     fn file_column(&self) -> Option<&'static str> {
         S::file_column(&self.params)
+    }
+    fn headline_metrics(&self) -> &'static [&'static str] {
+        S::headline_metrics(&self.params)
     }
     fn run(&self, ctx: &mut StageContext) -> Result<()> {
         S::run(&self.params, ctx)

@@ -57,10 +57,82 @@ fn runs_and_diff_report_what_changed() {
     assert_eq!(runs.lines().count(), 3, "{runs}");
     let diff = ctx.run(&["diff", "last~1", "last"]).ok().stdout;
     assert!(diff.contains("note.params.value  \"v1\"  ->  \"v2\""), "{diff}");
-    assert!(diff.contains("note.json"), "{diff}");
-    assert!(!diff.contains("prices.table"), "unchanged outputs are not listed:\n{diff}");
+    assert!(!diff.contains("note.json"), "hashes only with --hashes:\n{diff}");
+    let hashes = ctx.run(&["diff", "last~1", "last", "--hashes"]).ok().stdout;
+    assert!(hashes.contains("note.json"), "{hashes}");
+    assert!(!hashes.contains("prices.table"), "unchanged outputs are not listed:\n{hashes}");
     let same = ctx.run(&["diff", "last", "last"]).ok().stdout;
     assert!(same.contains("no differences"), "{same}");
+}
+
+/// A one-param change: the param once, then a metrics table with one column per run and the
+/// delta, in natural order; `--only-changed` keeps the rows that differ, `--metrics` picks.
+#[test]
+fn diff_shows_a_metrics_table_with_deltas() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "m.toml",
+        r#"
+[stages.market]
+task = "synth_market"
+params = { days = 1 }
+
+[stages.news]
+task = "synth_news"
+params = { days = 1 }
+"#,
+    );
+    ctx.run(&["run", "m.toml", "--name", "one-day"]).ok();
+    ctx.run(&["run", "m.toml", "--name", "two-days", "--set", "stages.market.params.days=2"]).ok();
+    let diff = ctx.run(&["diff", "one-day", "two-days"]).ok().stdout;
+    let lines: Vec<&str> = diff.lines().collect();
+    assert!(lines.iter().any(|l| l.trim() == "market.params.days  1  ->  2"), "{diff}");
+    let header = lines.iter().find(|l| l.trim_start().starts_with("metric ")).expect("a metrics header");
+    assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["metric", "one-day", "two-days", "delta"], "{diff}");
+    let rows = lines.iter().find(|l| l.trim_start().starts_with("market.rows")).expect("market.rows");
+    assert_eq!(rows.split_whitespace().collect::<Vec<_>>(), ["market.rows", "1440", "->", "2880", "+1440"], "{diff}");
+    assert!(lines.iter().any(|l| l.trim_start().starts_with("news.items")), "unchanged rows shown by default:\n{diff}");
+
+    let changed = ctx.run(&["diff", "one-day", "two-days", "--only-changed"]).ok().stdout;
+    assert!(changed.contains("market.rows"), "{changed}");
+    assert!(!changed.contains("news.items"), "{changed}");
+    let picked = ctx.run(&["diff", "one-day", "two-days", "--metrics", "news.*"]).ok().stdout;
+    assert!(picked.contains("news.items") && !picked.contains("market.rows"), "{picked}");
+
+    // Three runs: a column each; the delta is the last minus the first.
+    ctx.run(&["run", "m.toml", "--name", "three-days", "--set", "stages.market.params.days=3"]).ok();
+    let three = ctx.run(&["diff", "one-day", "two-days", "three-days", "--only-changed", "--json"]).ok().stdout;
+    let three: serde_json::Value = serde_json::from_str(&three).unwrap();
+    let row = three["metrics"].as_array().unwrap().iter().find(|r| r["key"] == "market.rows").unwrap();
+    assert_eq!(row["values"], serde_json::json!([1440, 2880, 4320]));
+    assert_eq!(row["delta"], 2880.0);
+    assert_eq!(three["params"][0]["key"], "market.params.days", "{three:#}");
+    // `runs --metrics` picks metric columns.
+    let runs = ctx.run(&["runs", "--metrics", "market.rows"]).ok().stdout;
+    assert!(runs.lines().next().unwrap().trim_end().ends_with("market.rows"), "{runs}");
+    for (name, rows) in [("one-day", "1440"), ("two-days", "2880"), ("three-days", "4320")] {
+        let line = runs.lines().find(|l| l.contains(name)).unwrap();
+        assert!(line.trim_end().ends_with(rows), "{runs}");
+    }
+}
+
+#[test]
+fn diff_sorts_numbers_in_names_naturally() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "p.toml",
+        r#"
+[stages.a]
+task = "value"
+params = { value = "x" }
+matrix = { delay_ms = [5, 15, 60] }
+"#,
+    );
+    ctx.run(&["run", "p.toml"]).ok();
+    ctx.run(&["run", "p.toml", "--set", "stages.a.params.value=y"]).ok();
+    let diff = ctx.run(&["diff", "last~1", "last"]).ok().stdout;
+    let at = |needle: &str| diff.find(needle).unwrap_or_else(|| panic!("{needle} in {diff}"));
+    assert!(at("a[delay_ms=5]") < at("a[delay_ms=15]") && at("a[delay_ms=15]") < at("a[delay_ms=60]"), "{diff}");
 }
 
 /// `run --name/--note`: the name stands for the run in `show`, `diff` and `pin`; the record

@@ -56,6 +56,15 @@ fn stage1_ablation_finds_the_planted_news_signal_then_is_all_hits() {
     let outcomes = ctx.last_outcomes();
     assert!(outcomes.values().all(|o| o == "hit"), "{outcomes:?}");
     assert_eq!(first.stdout, second.stdout, "a cached run shows the same headline");
+    // `runs` shows each run's headline metrics (the comparison's count; train is a matrix stage).
+    let runs = ctx.run(&["runs"]).ok().stdout;
+    let header = runs.lines().next().unwrap();
+    assert!(header.contains("compare.significant_auc_deltas") && !header.contains("test_auc"), "{runs}");
+    let picked = ctx.run(&["runs", "--metrics", "train[label=label_dir_15,model=gbdt,*].test_auc"]).ok().stdout;
+    assert!(picked.lines().next().unwrap().contains("feature_set=with_news].test_auc"), "{picked}");
+    let record = &ctx.last_run()["stages"];
+    let train = record.as_array().unwrap().iter().find(|s| s["task"] == "train").unwrap();
+    assert_eq!(train["headline"], serde_json::json!(["test_auc"]), "{train:#}");
 
     // Models reload from the store and reproduce their stored predictions bit for bit.
     for node in [

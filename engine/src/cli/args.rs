@@ -134,6 +134,11 @@ pub struct RunsArgs {
     /// Show at most this many (the newest).
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// Metric columns: `STAGE.METRIC` paths matching this glob (repeatable; `*` and `?` are
+    /// wildcards, brackets literal), e.g. `'train[*with_news*].test_auc'`; default: the
+    /// headline metrics of stages that are not matrix or fold nodes.
+    #[arg(long, value_name = "GLOB")]
+    pub metrics: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -155,8 +160,19 @@ pub struct ShowArgs {
 
 #[derive(Args, Debug)]
 pub struct DiffArgs {
-    pub run_a: String,
-    pub run_b: String,
+    /// Two or more runs (ids, id prefixes, names, `last`, `last~N`); the first is the reference.
+    #[arg(required = true, num_args = 2.., value_name = "RUN")]
+    pub runs: Vec<String>,
+    /// Only the params and metrics that differ between the runs.
+    #[arg(long)]
+    pub only_changed: bool,
+    /// Only metrics whose `STAGE.METRIC` path matches this glob (repeatable; `*` and `?` are
+    /// wildcards, brackets literal), e.g. `'compare.*'`.
+    #[arg(long, value_name = "GLOB")]
+    pub metrics: Vec<String>,
+    /// Also list output hashes that differ.
+    #[arg(long)]
+    pub hashes: bool,
     #[arg(long)]
     pub json: bool,
 }

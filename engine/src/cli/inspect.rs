@@ -45,7 +45,40 @@ pub fn runs(args: RunsArgs, store: Store) -> CliResult {
         "overrides".into(),
         "note".into(),
     ]];
-    for run in &records {
+    // Metric columns: the chosen paths, or the headline metrics of plain (not matrix) stages.
+    let patterns: Vec<glob::Pattern> = args
+        .metrics
+        .iter()
+        .map(|g| metric_pattern(g).map_err(|e| CliError::usage(format!("--metrics `{g}`: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let columns_of = |run: &RunRecord| -> Flat {
+        let mut out = BTreeMap::new();
+        for stage in &run.stages {
+            if patterns.is_empty() {
+                if stage.name.contains('[') {
+                    continue;
+                }
+                for name in &stage.headline {
+                    if let Some(value) = stage.metrics.get(name) {
+                        out.insert(format!("{}.{name}", stage.name), value.clone());
+                    }
+                }
+            } else {
+                let mut flat = BTreeMap::new();
+                for (name, value) in &stage.metrics {
+                    flatten(&format!("{}.{name}", stage.name), value, &mut flat);
+                }
+                out.extend(flat.into_iter().filter(|(k, _)| patterns.iter().any(|p| p.matches(k))));
+            }
+        }
+        out
+    };
+    let metric_values: Vec<Flat> = records.iter().map(columns_of).collect();
+    let mut metric_columns: Vec<String> = metric_values.iter().flat_map(|m| m.keys().cloned()).collect();
+    metric_columns.sort_by_cached_key(|k| natural_key(k));
+    metric_columns.dedup();
+    rows[0].extend(metric_columns.iter().cloned());
+    for (run, metrics) in records.iter().zip(&metric_values) {
         let count = |o: pipeline_cache::StageOutcome| run.stages.iter().filter(|s| s.outcome == o).count().to_string();
         let mut id = run.id.clone();
         if pinned.contains(&run.id) {
@@ -65,9 +98,25 @@ pub fn runs(args: RunsArgs, store: Store) -> CliResult {
             if run.overrides.is_empty() { "-".into() } else { run.overrides.join(" ") },
             run.note.as_deref().map(|n| shorten(n, 40)).unwrap_or_else(|| "-".into()),
         ]);
+        let row = rows.last_mut().expect("just pushed");
+        row.extend(metric_columns.iter().map(|c| show_value(&metrics.get(c).cloned())));
     }
     print!("{}", table(&rows));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `--metrics` glob: `*` and `?` are wildcards, brackets are literal (node names such as
+/// `train[fold=2024-02-01]` have them).
+fn metric_pattern(glob: &str) -> Result<glob::Pattern, glob::PatternError> {
+    let escaped: String = glob
+        .chars()
+        .map(|c| match c {
+            '[' => "[[]".to_string(),
+            ']' => "[]]".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    glob::Pattern::new(&escaped)
 }
 
 /// A commit as its first 10 digits, `+dirty` when tracked files differed; `-` outside git.
@@ -330,20 +379,34 @@ fn print_partitions(store: &Store, stage: &str, manifest: &Manifest, json: bool)
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize, Default)]
-struct DiffReport {
-    run_a: String,
-    run_b: String,
-    params: Vec<(String, Option<serde_json::Value>, Option<serde_json::Value>)>,
-    only_in_a: Vec<String>,
-    only_in_b: Vec<String>,
-    outputs: Vec<(String, Option<String>, Option<String>)>,
-    metrics: Vec<(String, Option<serde_json::Value>, Option<serde_json::Value>)>,
+/// One param or metric across the compared runs (`None`: absent from that run).
+#[derive(Serialize)]
+struct DiffRow {
+    key: String,
+    values: Vec<Option<serde_json::Value>>,
+    /// Last run minus the first, when both are numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<f64>,
+    /// Stage params whose change is the same as this shared param's (they follow it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    follows: Vec<String>,
 }
 
-fn flat_run(
-    run: &RunRecord,
-) -> (BTreeMap<String, serde_json::Value>, BTreeMap<String, String>, BTreeMap<String, serde_json::Value>) {
+#[derive(Serialize)]
+struct DiffReport {
+    runs: Vec<String>,
+    names: Vec<Option<String>>,
+    params: Vec<DiffRow>,
+    metrics: Vec<DiffRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outputs: Option<Vec<DiffRow>>,
+    /// Stages present in some of the runs only: stage -> the runs (indices) that have it.
+    only_in_some: Vec<(String, Vec<usize>)>,
+}
+
+type Flat = BTreeMap<String, serde_json::Value>;
+
+fn flat_run(run: &RunRecord) -> (Flat, Flat, Flat) {
     let mut params = BTreeMap::new();
     flatten("params", &run.params, &mut params);
     let mut outputs = BTreeMap::new();
@@ -351,7 +414,10 @@ fn flat_run(
     for stage in &run.stages {
         flatten(&format!("{}.params", stage.name), &stage.params, &mut params);
         for (name, out) in &stage.outputs {
-            outputs.insert(format!("{}.{name}", stage.name), out.hash.to_hex());
+            outputs.insert(
+                format!("{}.{name}", stage.name),
+                serde_json::Value::String(out.hash.to_hex()[..12].to_string()),
+            );
         }
         for (name, value) in &stage.metrics {
             flatten(&format!("{}.{name}", stage.name), value, &mut metrics);
@@ -360,17 +426,117 @@ fn flat_run(
     (params, outputs, metrics)
 }
 
-fn changes<V: Clone + PartialEq>(
-    a: &BTreeMap<String, V>,
-    b: &BTreeMap<String, V>,
-) -> Vec<(String, Option<V>, Option<V>)> {
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
+/// Sorts keys the way people count: `label_dir_5` before `label_dir_15`, `fold=2` before `fold=10`.
+fn natural_key(text: &str) -> Vec<(u8, u64, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 {
+            let (number, tail) = rest.split_at(digits);
+            out.push((0, number.parse().unwrap_or(u64::MAX), number.to_string()));
+            rest = tail;
+        } else {
+            let text_len = rest.len() - rest.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
+            let (word, tail) = rest.split_at(text_len);
+            out.push((1, 0, word.to_string()));
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// Run noise rather than results: timings and what the engine reports about partitions.
+fn is_noise(key: &str) -> bool {
+    let metric = key.split_once('.').map_or(key, |(_, m)| m);
+    let last = metric.rsplit('.').next().unwrap_or(metric);
+    last.ends_with("_seconds")
+        || last.ends_with("_ms")
+        || last == "seconds"
+        || metric.starts_with("partitions")
+        || metric.starts_with("runs")
+}
+
+fn rows_of(flats: &[&Flat], only_changed: bool, keep: impl Fn(&str) -> bool) -> Vec<DiffRow> {
+    let mut keys: Vec<&String> = flats.iter().flat_map(|f| f.keys()).filter(|k| keep(k)).collect();
+    keys.sort_by_cached_key(|k| natural_key(k));
     keys.dedup();
     keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| (k.clone(), a.get(k).cloned(), b.get(k).cloned()))
+        .filter_map(|key| {
+            let values: Vec<Option<serde_json::Value>> = flats.iter().map(|f| f.get(key).cloned()).collect();
+            let changed = values.iter().any(|v| v != &values[0]);
+            if only_changed && !changed {
+                return None;
+            }
+            let number = |v: &Option<serde_json::Value>| v.as_ref().and_then(serde_json::Value::as_f64);
+            let delta = match (number(&values[0]), number(&values[values.len() - 1])) {
+                (Some(a), Some(b)) if values.len() > 1 => Some(b - a),
+                _ => None,
+            };
+            Some(DiffRow { key: key.clone(), values, delta, follows: Vec::new() })
+        })
         .collect()
+}
+
+/// Folds each stage param whose values across the runs are exactly a shared param's (the stage
+/// reads `${params.X}`) under that shared param, so a one-param change reads as one line.
+fn fold_followers(rows: Vec<DiffRow>) -> Vec<DiffRow> {
+    let shared: Vec<(String, Vec<Option<serde_json::Value>>)> = rows
+        .iter()
+        .filter(|r| r.key.starts_with("params.") && r.values.iter().any(|v| v != &r.values[0]))
+        .map(|r| (r.key.clone(), r.values.clone()))
+        .collect();
+    let mut out: Vec<DiffRow> = Vec::new();
+    let mut followers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in rows {
+        let changed = row.values.iter().any(|v| v != &row.values[0]);
+        let leader = (!row.key.starts_with("params.") && changed)
+            .then(|| shared.iter().find(|(_, values)| *values == row.values).map(|(k, _)| k.clone()))
+            .flatten();
+        match leader {
+            Some(leader) => followers.entry(leader).or_default().push(row.key),
+            None => out.push(row),
+        }
+    }
+    for row in &mut out {
+        if let Some(f) = followers.remove(&row.key) {
+            row.follows = f;
+        }
+    }
+    out
+}
+
+fn show_value(value: &Option<serde_json::Value>) -> String {
+    match value {
+        None => "-".into(),
+        Some(serde_json::Value::Number(n)) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if x != 0.0 && (x.abs() >= 1e6 || x.abs() < 1e-4) {
+                format!("{x:.4e}")
+            } else {
+                trim_float(format!("{x:.6}"))
+            }
+        }
+        Some(serde_json::Value::String(text)) => format!("\"{}\"", shorten(text, 40)),
+        Some(v) => shorten(&v.to_string(), 40),
+    }
+}
+
+fn trim_float(text: String) -> String {
+    if !text.contains('.') {
+        return text;
+    }
+    let trimmed = text.trim_end_matches('0').trim_end_matches('.');
+    trimmed.to_string()
+}
+
+fn show_delta(delta: Option<f64>) -> String {
+    match delta {
+        None => String::new(),
+        Some(0.0) => "0".into(),
+        Some(d) if d.abs() >= 1e6 || d.abs() < 1e-4 => format!("{d:+.3e}"),
+        Some(d) => format!("{}{}", if d > 0.0 { "+" } else { "" }, trim_float(format!("{d:.6}"))),
+    }
 }
 
 pub fn diff(args: DiffArgs, store: Store) -> CliResult {
@@ -380,65 +546,132 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
             .ok_or_else(|| CliError::usage(format!("no run `{spec}`\nhint: `pipeline runs` lists them")))?;
         Ok(store.load_run(&id)?)
     };
-    let a = resolve(&args.run_a)?;
-    let b = resolve(&args.run_b)?;
-    let (pa, oa, ma) = flat_run(&a);
-    let (pb, ob, mb) = flat_run(&b);
-    let names_a: Vec<&str> = a.stages.iter().map(|s| s.name.as_str()).collect();
-    let names_b: Vec<&str> = b.stages.iter().map(|s| s.name.as_str()).collect();
+    let runs: Vec<RunRecord> = args.runs.iter().map(|spec| resolve(spec)).collect::<Result<_, _>>()?;
+    let patterns: Vec<glob::Pattern> = args
+        .metrics
+        .iter()
+        .map(|g| metric_pattern(g).map_err(|e| CliError::usage(format!("--metrics `{g}`: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let flats: Vec<(Flat, Flat, Flat)> = runs.iter().map(flat_run).collect();
+    let params: Vec<&Flat> = flats.iter().map(|f| &f.0).collect();
+    let outputs: Vec<&Flat> = flats.iter().map(|f| &f.1).collect();
+    let metrics: Vec<&Flat> = flats.iter().map(|f| &f.2).collect();
+    let keep_metric = |key: &str| {
+        if patterns.is_empty() { !is_noise(key) } else { patterns.iter().any(|p| p.matches(key)) }
+    };
+    let mut stages: Vec<String> = runs.iter().flat_map(|r| r.stages.iter().map(|s| s.name.clone())).collect();
+    stages.sort_by_cached_key(|k| natural_key(k));
+    stages.dedup();
+    let only_in_some: Vec<(String, Vec<usize>)> = stages
+        .into_iter()
+        .filter_map(|name| {
+            let having: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].stage(&name).is_some()).collect();
+            (having.len() < runs.len()).then_some((name, having))
+        })
+        .collect();
     let report = DiffReport {
-        run_a: a.id.clone(),
-        run_b: b.id.clone(),
-        params: changes(&pa, &pb),
-        only_in_a: names_a.iter().filter(|n| !names_b.contains(n)).map(|n| n.to_string()).collect(),
-        only_in_b: names_b.iter().filter(|n| !names_a.contains(n)).map(|n| n.to_string()).collect(),
-        outputs: changes(&oa, &ob)
+        runs: runs.iter().map(|r| r.id.clone()).collect(),
+        names: runs.iter().map(|r| r.name.clone()).collect(),
+        params: fold_followers(rows_of(&params, true, |_| true))
             .into_iter()
-            .map(|(k, x, y)| (k, x.map(|h| h[..12].to_string()), y.map(|h| h[..12].to_string())))
+            .filter(|r| !args.only_changed || r.values.iter().any(|v| v != &r.values[0]))
             .collect(),
-        metrics: changes(&ma, &mb),
+        metrics: rows_of(&metrics, args.only_changed, keep_metric),
+        outputs: args.hashes.then(|| rows_of(&outputs, true, |_| true)),
+        only_in_some,
     };
     if args.json {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("diff {} -> {}", report.run_a, report.run_b);
-    let show = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-    let show_s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let label = |i: usize| runs[i].name.clone().unwrap_or_else(|| runs[i].id.clone());
+    let labels: Vec<String> = (0..runs.len()).map(label).collect();
+    println!("diff {}", labels.join(" -> "));
+    if runs.len() > 2 || runs.iter().any(|r| r.name.is_some()) {
+        for (i, run) in runs.iter().enumerate() {
+            println!("  {}: {}{}", i + 1, run.id, run.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
+        }
+    }
+    let pair = runs.len() == 2;
+    let value_cells = |row: &DiffRow| -> Vec<String> {
+        if pair {
+            vec![show_value(&row.values[0]), "->".into(), show_value(&row.values[1])]
+        } else {
+            row.values.iter().map(show_value).collect()
+        }
+    };
+    let header = |first: &str| -> Vec<String> {
+        let mut h = vec![format!("  {first}")];
+        if pair {
+            h.extend([labels[0].clone(), "".into(), labels[1].clone()]);
+        } else {
+            h.extend(labels.iter().cloned());
+        }
+        h
+    };
     let mut nothing = true;
-    for (title, rows) in [
-        (
-            "params",
-            report
-                .params
-                .iter()
-                .map(|(k, x, y)| vec![format!("  {k}"), show(x), "->".into(), show(y)])
-                .collect::<Vec<_>>(),
-        ),
-        (
-            "outputs",
-            report.outputs.iter().map(|(k, x, y)| vec![format!("  {k}"), show_s(x), "->".into(), show_s(y)]).collect(),
-        ),
-        (
-            "metrics",
-            report.metrics.iter().map(|(k, x, y)| vec![format!("  {k}"), show(x), "->".into(), show(y)]).collect(),
-        ),
-    ] {
-        if !rows.is_empty() {
-            nothing = false;
-            println!("{title}:");
-            print!("{}", table(&rows));
-        }
+    if !report.params.is_empty() {
+        nothing = false;
+        println!("params (changed):");
+        let rows: Vec<Vec<String>> = report
+            .params
+            .iter()
+            .map(|r| {
+                let mut cells = vec![format!("  {}", r.key)];
+                cells.extend(value_cells(r));
+                if !r.follows.is_empty() {
+                    cells.push(format!(
+                        "(and {} stage param{} that follow it)",
+                        r.follows.len(),
+                        if r.follows.len() == 1 { "" } else { "s" }
+                    ));
+                }
+                cells
+            })
+            .collect();
+        print!("{}", table(&rows));
     }
-    for (title, names) in [("only in the first run", &report.only_in_a), ("only in the second run", &report.only_in_b)]
+    let changed_metrics = report.metrics.iter().filter(|r| r.values.iter().any(|v| v != &r.values[0])).count();
+    if !report.metrics.is_empty() {
+        nothing = false;
+        println!(
+            "metrics ({} of {} differ{}):",
+            changed_metrics,
+            report.metrics.len(),
+            if patterns.is_empty() { "; timings left out, --metrics GLOB to choose" } else { "" }
+        );
+        let mut rows = vec![header("metric")];
+        rows[0].push("delta".into());
+        for r in &report.metrics {
+            let mut cells = vec![format!("  {}", r.key)];
+            cells.extend(value_cells(r));
+            cells.push(show_delta(r.delta));
+            rows.push(cells);
+        }
+        print!("{}", table(&rows));
+    }
+    if let Some(outputs) = &report.outputs
+        && !outputs.is_empty()
     {
-        if !names.is_empty() {
-            nothing = false;
-            println!("{title}: {}", names.join(", "));
-        }
+        nothing = false;
+        println!("outputs (hashes that differ):");
+        let rows: Vec<Vec<String>> = outputs
+            .iter()
+            .map(|r| {
+                let mut cells = vec![format!("  {}", r.key)];
+                cells.extend(r.values.iter().map(|v| v.as_ref().and_then(|v| v.as_str()).unwrap_or("-").to_string()));
+                cells
+            })
+            .collect();
+        print!("{}", table(&rows));
     }
-    if nothing {
-        println!("no differences in params, outputs or metrics");
+    for (stage, having) in &report.only_in_some {
+        nothing = false;
+        let which: Vec<String> = having.iter().map(|&i| labels[i].clone()).collect();
+        println!("stage {stage} only in: {}", if which.is_empty() { "-".into() } else { which.join(", ") });
+    }
+    if nothing || (report.params.is_empty() && changed_metrics == 0 && report.only_in_some.is_empty()) {
+        println!("no differences in params or metrics{}", if args.hashes { " or outputs" } else { "" });
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -110,6 +110,11 @@ exports = { verdict = "out/promoted.json" }
         ParamError::all(errors)
     }
 
+    /// What the gate promoted (or `none`).
+    fn headline_metrics(_params: &GateParams) -> &'static [&'static str] {
+        &["decision"]
+    }
+
     fn outputs(_params: &GateParams) -> Vec<OutputDecl> {
         vec![OutputDecl::new("verdict", ArtifactKind::Json), OutputDecl::new("headline", ArtifactKind::File)]
     }

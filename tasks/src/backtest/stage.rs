@@ -356,6 +356,11 @@ params = { signal = { long_above = 0.55, short_below = 0.45 }, slippage_bps = [1
         ParamError::all(errors)
     }
 
+    /// Each model strategy's total return over the traded days.
+    fn headline_metrics(_params: &BacktestParams) -> &'static [&'static str] {
+        &["*_total_return"]
+    }
+
     fn outputs(_params: &BacktestParams) -> Vec<OutputDecl> {
         vec![
             OutputDecl::new("trades", ArtifactKind::Table),

@@ -158,6 +158,11 @@ show = "headline"
         Ok(())
     }
 
+    /// How many pairs' AUC difference has an interval that excludes 0.
+    fn headline_metrics(_params: &CompareParams) -> &'static [&'static str] {
+        &["significant_auc_deltas"]
+    }
+
     fn outputs(_params: &CompareParams) -> Vec<OutputDecl> {
         vec![
             OutputDecl::new("table", ArtifactKind::Table),

@@ -315,6 +315,11 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
         value
     }
 
+    /// The model's AUC on its test split.
+    fn headline_metrics(_params: &TrainParams) -> &'static [&'static str] {
+        &["test_auc"]
+    }
+
     fn outputs(_params: &TrainParams) -> Vec<OutputDecl> {
         vec![
             OutputDecl::new("model", ArtifactKind::Model),
