@@ -7,6 +7,7 @@
 
 mod audit;
 mod describe;
+pub mod export;
 mod json;
 pub mod partitioned;
 mod table;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use audit::{Mismatch, compare_until, table_times, truncate_table};
 pub use describe::{Description, describe};
+pub use export::{ExportSummary, TABLE_FORMATS, export_artifact};
 pub use json::{read_json, write_json};
 pub use table::{read_table, read_table_between, table_rows, write_table};
 

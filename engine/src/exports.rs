@@ -83,6 +83,33 @@ fn export_one(store: &Store, object: &Path, dest: &Path, record: &OutputRecord, 
     Ok(())
 }
 
+/// The exports of a fresh node whose file on disk is not this result: missing, or written by
+/// another configuration (a run with other params exported over it). `pipeline status` says
+/// so, since a cached run rewrites them.
+pub fn stale_exports(
+    node: &crate::graph::Node,
+    store: &Store,
+    outputs: &BTreeMap<String, OutputRecord>,
+) -> Vec<String> {
+    let mut stale = Vec::new();
+    for export in &node.exports {
+        let Some(record) = outputs.get(&export.output) else { continue };
+        let dest = normalize(&node.base_dir.join(&export.path));
+        let current = match export.mode {
+            ExportMode::Symlink => std::fs::read_link(&dest).is_ok_and(|t| t == store.object_path(&record.hash)),
+            ExportMode::Copy => {
+                !std::fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink())
+                    && std::fs::metadata(&dest).is_ok_and(|m| m.len() == record.size)
+                    && store.hash_file_memo(&dest).is_ok_and(|(hash, _)| hash == record.hash)
+            }
+        };
+        if !current {
+            stale.push(dest.display().to_string());
+        }
+    }
+    stale
+}
+
 fn sibling_tmp(dest: &Path) -> std::path::PathBuf {
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     dest.with_file_name(format!(".{name}.pipeline-tmp.{}", std::process::id()))

@@ -263,3 +263,77 @@ fn stage_reference_doc_is_up_to_date() {
         "docs/stages.md is stale: run `cargo run --release -- tasks --markdown > docs/stages.md`"
     );
 }
+
+/// `export`: a stage's output written by extension and read back by polars, a partitioned
+/// table as one file; `show` prints where each output's object lies.
+#[test]
+fn export_writes_outputs_that_polars_reads_back() {
+    use polars::prelude::*;
+    let ctx = TestContext::new();
+    ctx.write(
+        "m.toml",
+        r#"
+[stages.market]
+task = "synth_market"
+partition = "day"
+params = { days = 2 }
+"#,
+    );
+    ctx.run(&["run", "m.toml", "--name", "two-days"]).ok();
+    let stored = ctx.table("market", "table");
+    let out = ctx.run(&["export", "market", "out/m.parquet"]).ok().stdout;
+    assert!(out.contains("exported market.table") && out.contains("2880 rows"), "{out}");
+    let parquet = ParquetReader::new(std::fs::File::open(ctx.path("out/m.parquet")).unwrap()).finish().unwrap();
+    assert!(parquet.equals(&stored), "the partitioned table exports as one Parquet file");
+    ctx.run(&["export", "market.table", "out/m.csv", "--run", "two-days"]).ok();
+    let csv = CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(ctx.path("out/m.csv")))
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert_eq!(csv.height(), 2880);
+    assert_eq!(csv.column("close").unwrap(), stored.column("close").unwrap(), "floats survive CSV exactly");
+    ctx.run(&["export", "market", "out/m.json"]).ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ctx.path("out/m.json")).unwrap()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2880);
+
+    let bad = ctx.run(&["export", "market", "out/m.xlsx"]).code(2).stderr;
+    assert!(bad.contains(".parquet, .csv, .json, .ndjson"), "{bad}");
+    let missing = ctx.run(&["export", "market.nope", "out/m.csv"]).code(2).stderr;
+    assert!(missing.contains("has no output `nope`") && missing.contains("table"), "{missing}");
+    let shown = ctx.run(&["show", "market"]).ok().stdout;
+    assert!(shown.contains("object: ") && shown.contains("objects"), "{shown}");
+}
+
+/// After a run with other params wrote over an export, `status` of the first configuration says
+/// its export is not its result (the stage itself is fresh); a cached run rewrites it.
+#[test]
+fn status_reports_exports_written_by_another_configuration() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "p.toml",
+        r#"
+[stages.prices]
+task = "synth_table"
+params = { rows = 10, columns = 1, seed = 1 }
+exports = { table = "out/prices.parquet" }
+"#,
+    );
+    ctx.run(&["run", "p.toml"]).ok();
+    let fresh = ctx.status("p.toml", &[]);
+    assert!(fresh["stages"][0].get("stale_exports").is_none(), "{fresh:#}");
+    ctx.run(&["run", "p.toml", "--set", "stages.prices.params.seed=2"]).ok();
+    let status = ctx.status("p.toml", &[]);
+    assert_eq!(status["stages"][0]["status"], "fresh");
+    let stale = status["stages"][0]["stale_exports"].as_array().expect("a stale export");
+    assert!(stale[0].as_str().unwrap().ends_with("out/prices.parquet"), "{status:#}");
+    let text = ctx.run(&["status", "p.toml"]).ok().stdout;
+    assert!(text.contains("is not this result") && text.contains("`pipeline run` rewrites it"), "{text}");
+    ctx.run(&["run", "p.toml"]).ok();
+    assert!(ctx.last_outcomes().values().all(|o| o == "hit"));
+    assert!(ctx.status("p.toml", &[])["stages"][0].get("stale_exports").is_none());
+    std::fs::remove_file(ctx.path("out/prices.parquet")).unwrap();
+    assert!(ctx.status("p.toml", &[])["stages"][0].get("stale_exports").is_some(), "a deleted export is reported too");
+}

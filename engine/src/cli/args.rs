@@ -41,8 +41,10 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show a run (`last`, an id), a stage's latest result, or an object or key by hash prefix.
     Show(ShowArgs),
-    /// Compare two runs: params, output hashes and metrics that differ.
+    /// Compare runs: params that changed, a metrics table with deltas, output hashes on request.
     Diff(DiffArgs),
+    /// Write a stage's output to a file: a table as Parquet, CSV, JSON or NDJSON by extension.
+    Export(ExportArgs),
     /// Delete what neither the last N runs, pinned runs nor the latest result of each stage use.
     Gc(GcArgs),
     /// Re-hash every object, quarantine corrupt ones, report.
@@ -175,6 +177,17 @@ pub struct DiffArgs {
     pub hashes: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// `STAGE` (its only output) or `STAGE.OUTPUT`.
+    pub what: String,
+    /// Destination; the extension picks the format of a table (`.parquet`, `.csv`, `.json`, `.ndjson`).
+    pub path: std::path::PathBuf,
+    /// From this run (id, prefix, name, `last~N`) instead of the newest that has the stage.
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
 }
 
 #[derive(Args, Debug)]

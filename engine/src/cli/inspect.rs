@@ -8,7 +8,7 @@ use pipeline_artifacts::{ArtifactKind, describe};
 use pipeline_cache::{Hash, Manifest, RunRecord, Store};
 use serde::Serialize;
 
-use super::args::{DiffArgs, RunsArgs, ShowArgs};
+use super::args::{DiffArgs, ExportArgs, RunsArgs, ShowArgs};
 use super::{CliError, CliResult, format_duration, print_json, table};
 use crate::plan::flatten;
 
@@ -216,6 +216,7 @@ fn print_manifest(store: &Store, manifest: &Manifest, rows: usize) {
     for (name, out) in &manifest.outputs {
         println!("\noutput {name} ({}, {})", out.kind, out.hash);
         let path = store.object_path(&out.hash);
+        println!("  object: {}", path.display());
         if !path.exists() {
             println!("  (object not in the store: removed by gc or quarantined)");
             continue;
@@ -376,6 +377,79 @@ fn print_partitions(store: &Store, stage: &str, manifest: &Manifest, json: bool)
         println!("(key {}{computed})", manifest.key.short());
         print!("{text}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pipeline export STAGE[.OUTPUT] PATH`: a stage's output from the newest run that has the
+/// stage (or `--run`), written in the format the extension names.
+pub fn export(args: ExportArgs, store: Store) -> CliResult {
+    let runs: Vec<RunRecord> = match &args.run {
+        Some(spec) => {
+            let id = store
+                .resolve_run(spec)?
+                .ok_or_else(|| CliError::usage(format!("no run `{spec}`\nhint: `pipeline runs` lists them")))?;
+            vec![store.load_run(&id)?]
+        }
+        None => store.run_ids()?.iter().rev().filter_map(|id| store.load_run(id).ok()).collect(),
+    };
+    // `STAGE` whole, else `STAGE.OUTPUT` split at the last dot.
+    let split = args.what.rsplit_once('.');
+    let found = runs.iter().find_map(|run| {
+        let whole = run.stage(&args.what).filter(|s| s.key.is_some()).map(|s| (run, s, None));
+        whole.or_else(|| {
+            let (stage, output) = split?;
+            run.stage(stage).filter(|s| s.key.is_some()).map(|s| (run, s, Some(output)))
+        })
+    });
+    let Some((run, stage, output)) = found else {
+        return Err(CliError::usage(format!(
+            "no recorded result of `{}`{}\nhint: `pipeline show last` lists a run's stages; export takes STAGE or STAGE.OUTPUT",
+            args.what,
+            args.run.as_ref().map(|r| format!(" in run {r}")).unwrap_or_default()
+        )));
+    };
+    let names: Vec<&String> = stage.outputs.keys().collect();
+    let output = match output {
+        Some(name) => name.to_string(),
+        None if names.len() == 1 => names[0].clone(),
+        None => {
+            return Err(CliError::usage(format!(
+                "stage `{}` has {} outputs: say which, e.g. `pipeline export {}.{} {}`",
+                stage.name,
+                names.len(),
+                stage.name,
+                names.first().map(|n| n.as_str()).unwrap_or("OUTPUT"),
+                args.path.display()
+            )));
+        }
+    };
+    let record = stage.outputs.get(&output).ok_or_else(|| {
+        CliError::usage(format!(
+            "stage `{}` has no output `{output}`; its outputs: {}",
+            stage.name,
+            names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let object = store.object_path(&record.hash);
+    if !object.exists() {
+        return Err(CliError::failure(format!(
+            "the object of `{}.{output}` ({}) is not in the store (removed by gc?)\nhint: re-run the pipeline to compute it again",
+            stage.name,
+            record.hash.short()
+        )));
+    }
+    let summary = pipeline_artifacts::export_artifact(&object, kind_of(&record.kind), &args.path)
+        .map_err(|e| CliError::usage(format!("{e:#}")))?;
+    let rows = summary.rows.map(|r| format!(", {r} rows")).unwrap_or_default();
+    println!(
+        "exported {}.{output} (run {}{}) -> {} ({}{rows}, {} bytes)",
+        stage.name,
+        run.id,
+        run.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default(),
+        args.path.display(),
+        summary.format,
+        summary.bytes
+    );
     Ok(ExitCode::SUCCESS)
 }
 

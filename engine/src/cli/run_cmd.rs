@@ -194,6 +194,9 @@ struct StatusEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
     reasons: Vec<crate::plan::Reason>,
+    /// Exported files (of a fresh stage) that hold another result or are missing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stale_exports: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -216,12 +219,13 @@ pub fn status(args: StatusArgs, store_flag: Option<PathBuf>, registry: &Registry
         };
         let node = &graph.nodes[idx];
         entries.push(match status {
-            NodeStatus::Fresh { key, .. } => StatusEntry {
+            NodeStatus::Fresh { key, manifest } => StatusEntry {
                 stage: node.name.clone(),
                 task: node.task.name().into(),
                 status: "fresh",
                 key: Some(key.to_hex()),
                 reasons: vec![],
+                stale_exports: crate::exports::stale_exports(node, &store, &manifest.outputs),
             },
             NodeStatus::Stale { key, reasons } => StatusEntry {
                 stage: node.name.clone(),
@@ -229,6 +233,7 @@ pub fn status(args: StatusArgs, store_flag: Option<PathBuf>, registry: &Registry
                 status: "will_run",
                 key: key.map(|k| k.to_hex()),
                 reasons: reasons.clone(),
+                stale_exports: vec![],
             },
         });
     }
@@ -252,7 +257,10 @@ pub fn status(args: StatusArgs, store_flag: Option<PathBuf>, registry: &Registry
     );
     let mut rows = Vec::new();
     for entry in &report.stages {
-        let why: Vec<String> = entry.reasons.iter().map(|r| r.to_string()).collect();
+        let mut why: Vec<String> = entry.reasons.iter().map(|r| r.to_string()).collect();
+        for path in &entry.stale_exports {
+            why.push(format!("export {path} is not this result (another configuration wrote it, or it is gone); `pipeline run` rewrites it"));
+        }
         let status = if entry.status == "fresh" { "fresh" } else { "run" };
         rows.push(vec![format!("  {status}"), entry.stage.clone(), why.join("; ")]);
     }
