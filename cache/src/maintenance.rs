@@ -77,6 +77,7 @@ impl Store {
                     live_objects.extend(manifest.outputs.values().map(|o| o.hash));
                     // A partitioned table's index keeps its partitions.
                     live_objects.extend(manifest.outputs.values().flat_map(|o| o.parts.iter().copied()));
+                    live_objects.extend(manifest.outputs.values().flat_map(|o| o.keeps.iter().copied()));
                 }
                 report.keys_kept += 1;
             } else {
@@ -253,7 +254,14 @@ mod tests {
             material: KeyMaterial::default(),
             outputs: [(
                 "out".to_string(),
-                OutputRecord { hash: kept.hash, size: kept.size, kind: "file".into(), rows: None, parts: vec![] },
+                OutputRecord {
+                    hash: kept.hash,
+                    size: kept.size,
+                    kind: "file".into(),
+                    rows: None,
+                    parts: vec![],
+                    keeps: vec![],
+                },
             )]
             .into_iter()
             .collect(),

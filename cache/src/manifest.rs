@@ -31,6 +31,11 @@ pub struct OutputRecord {
     /// `gc` keeps them with the index without reading it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<Hash>,
+    /// Objects that are not part of the output's bytes but that `gc` keeps with it: a source
+    /// read file by file keeps each file's record and pieces here, so that the next run after a
+    /// `gc` still reads only the files it has not read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keeps: Vec<Hash>,
 }
 
 /// The result of computing one partition of a partitioned stage: a partition key -> one object.

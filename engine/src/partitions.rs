@@ -279,6 +279,7 @@ fn store_index(
         kind: ArtifactKind::Table.to_string(),
         rows: Some(index.rows()),
         parts,
+        keeps: Vec::new(),
     })
 }
 
@@ -340,6 +341,51 @@ pub struct PeriodPlan {
     pub table_outputs: Vec<String>,
 }
 
+impl PeriodPlan {
+    /// Splits the table a run of periods `a..=b` wrote for output `name` by period and records
+    /// each of those periods under its key (a period without rows as an empty piece). Returns
+    /// the start of a period outside the run that the table has rows in, if any.
+    fn store_run_output(
+        &mut self,
+        store: &Store,
+        run_dir: &Path,
+        partitioning: NodePartitioning,
+        (a, b): (usize, usize),
+        name: &str,
+        path: &Path,
+    ) -> Result<Option<i64>, String> {
+        let NodePartitioning { grain, history } = partitioning;
+        let column = history.column_of(name);
+        let frame = pipeline_artifacts::read_table(path).map_err(fail)?;
+        let split = pipeline_artifacts::partitioned::split_by_period(&frame, column, grain)
+            .map_err(|e| format!("output `{name}`: {e:#}"))?;
+        let mut by_start: BTreeMap<i64, pipeline_artifacts::partitioned::Frame> =
+            split.into_iter().map(|(p, df)| (p.start_ms, df)).collect();
+        for i in a..=b {
+            let period = &self.periods[i];
+            let part = by_start.remove(&period.start_ms).unwrap_or_else(|| frame.clear());
+            let entry = store_period(store, run_dir, column, period, part, Some(self.keys[i][name]))?;
+            self.found[i].insert(name.to_string(), entry);
+        }
+        Ok(by_start.iter().find(|(_, df)| df.height() > 0).map(|(start, _)| *start))
+    }
+
+    /// Each table output's index over the periods recorded for it.
+    fn store_indexes(
+        &self,
+        store: &Store,
+        partitioning: NodePartitioning,
+    ) -> Result<BTreeMap<String, OutputRecord>, String> {
+        let mut outputs = BTreeMap::new();
+        for output in &self.table_outputs {
+            let entries: Vec<PartitionEntry> = self.found.iter().filter_map(|f| f.get(output).cloned()).collect();
+            let column = partitioning.history.column_of(output);
+            outputs.insert(output.clone(), store_index(store, partitioning.grain, column, entries)?);
+        }
+        Ok(outputs)
+    }
+}
+
 /// The partition indexes among a node's inputs, by input name (none: the node is a source).
 pub fn input_indexes(
     store: &Store,
@@ -371,20 +417,34 @@ pub fn plan_periods(
         return Err("the partitioned inputs have no partitions".into());
     };
     let periods = grain.periods_between(first, last);
+    Ok(plan_keys(store, node, periods, forced, |period, output| {
+        let windows: Vec<(String, Vec<&PartitionEntry>)> = indexes
+            .iter()
+            .map(|(name, index)| (name.clone(), window(index, period, &history).iter().collect()))
+            .collect();
+        partition_key(material, grain, period, output, &windows)
+    }))
+}
+
+/// The plan of `periods`: each table output's key from `key_of(period, output)`, what the
+/// store records under it (nothing when `forced`), and the periods some output is missing in.
+fn plan_keys(
+    store: &Store,
+    node: &Node,
+    periods: Vec<Period>,
+    forced: bool,
+    key_of: impl Fn(&Period, &str) -> Hash,
+) -> PeriodPlan {
     let table_outputs: Vec<String> =
         node.outputs.iter().filter(|o| o.kind == ArtifactKind::Table).map(|o| o.name.clone()).collect();
     let mut keys: Vec<BTreeMap<String, Hash>> = Vec::with_capacity(periods.len());
     let mut found: Vec<BTreeMap<String, PartitionEntry>> = Vec::with_capacity(periods.len());
     let mut missing: Vec<usize> = Vec::new();
     for (i, period) in periods.iter().enumerate() {
-        let windows: Vec<(String, Vec<&PartitionEntry>)> = indexes
-            .iter()
-            .map(|(name, index)| (name.clone(), window(index, period, &history).iter().collect()))
-            .collect();
         let mut period_keys = BTreeMap::new();
         let mut period_found = BTreeMap::new();
         for output in &table_outputs {
-            let key = partition_key(material, grain, period, output, &windows);
+            let key = key_of(period, output);
             if !forced
                 && let Some(record) = store.read_partition(&key)
                 && let Ok(entry) = serde_json::from_value::<PartitionEntry>(record.entry)
@@ -399,7 +459,7 @@ pub fn plan_periods(
         keys.push(period_keys);
         found.push(period_found);
     }
-    Ok(PeriodPlan { periods, keys, found, missing, table_outputs })
+    PeriodPlan { periods, keys, found, missing, table_outputs }
 }
 
 /// Runs a partitioned node: reuses every period whose partition key is recorded and computes the
@@ -460,10 +520,9 @@ pub fn run_partitioned(
         return Ok(PartitionedResult { outputs, metrics });
     }
 
-    let PeriodPlan { periods, keys, mut found, missing, table_outputs } =
-        plan_periods(store, node, partitioning, material, &indexes, forced)?;
+    let mut plan = plan_periods(store, node, partitioning, material, &indexes, forced)?;
     // Runs of consecutive missing periods: one call each, on their inputs plus the warm-up.
-    let runs = runs_of(&missing);
+    let runs = runs_of(&plan.missing);
     let mut ran_labels: Vec<String> = Vec::new();
     let mut run_metrics: Vec<serde_json::Value> = Vec::new();
     for (run_number, &(a, b)) in runs.iter().enumerate() {
@@ -473,8 +532,8 @@ pub fn run_partitioned(
         let mut any_rows = false;
         for (name, index) in &indexes {
             // The union of the run's periods' windows (each is a contiguous slice of the index).
-            let lo = window(index, &periods[a], &history).first().map(|e| e.start_ms);
-            let hi = window(index, &periods[b], &history).last().map(|e| e.start_ms);
+            let lo = window(index, &plan.periods[a], &history).first().map(|e| e.start_ms);
+            let hi = window(index, &plan.periods[b], &history).last().map(|e| e.start_ms);
             let mut entries: Vec<PartitionEntry> = match (lo, hi) {
                 (Some(lo), Some(hi)) => index
                     .partitions
@@ -517,36 +576,23 @@ pub fn run_partitioned(
         }
         let (written, stage_metrics) = invoke(run_inputs, &run_dir.join("stage"), &Slice::Whole)?;
         run_metrics.push(serde_json::json!({
-            "from": periods[a].label,
-            "to": periods[b].label,
+            "from": plan.periods[a].label,
+            "to": plan.periods[b].label,
             "metrics": serde_json::Value::Object(stage_metrics),
         }));
         for (name, path) in written {
-            let Some(_) = table_outputs.iter().find(|o| **o == name) else { continue };
-            let column = history.column_of(&name);
-            let frame = pipeline_artifacts::read_table(&path).map_err(fail)?;
-            let split = pipeline_artifacts::partitioned::split_by_period(&frame, column, grain)
-                .map_err(|e| format!("output `{name}`: {e:#}"))?;
-            let mut by_start: BTreeMap<i64, pipeline_artifacts::partitioned::Frame> =
-                split.into_iter().map(|(p, df)| (p.start_ms, df)).collect();
-            for i in a..=b {
-                let period = &periods[i];
-                let part = by_start.remove(&period.start_ms).unwrap_or_else(|| frame.clear());
-                let entry = store_period(store, &run_dir, column, period, part, Some(keys[i][&name]))?;
-                found[i].insert(name.clone(), entry);
+            if plan.table_outputs.contains(&name) {
+                plan.store_run_output(store, &run_dir, partitioning, (a, b), &name, &path)?;
             }
         }
-        ran_labels.extend((a..=b).map(|i| periods[i].label.clone()));
+        ran_labels.extend((a..=b).map(|i| plan.periods[i].label.clone()));
     }
 
-    for output in &table_outputs {
-        let entries: Vec<PartitionEntry> = found.iter().filter_map(|f| f.get(output).cloned()).collect();
-        outputs.insert(output.clone(), store_index(store, grain, history.column_of(output), entries)?);
-    }
-    let reused = found.iter().filter(|f| f.len() == table_outputs.len()).count() - ran_labels.len();
+    outputs.extend(plan.store_indexes(store, partitioning)?);
+    let reused = plan.found.iter().filter(|f| f.len() == plan.table_outputs.len()).count() - ran_labels.len();
     metrics.insert(
         "partitions".into(),
-        serde_json::json!({ "total": periods.len(), "ran": ran_labels.len(), "reused": reused, "ran_periods": ran_labels }),
+        serde_json::json!({ "total": plan.periods.len(), "ran": ran_labels.len(), "reused": reused, "ran_periods": ran_labels }),
     );
     // The stage's own metrics describe the slices it ran (warm-up rows included).
     match run_metrics.len() {
@@ -582,32 +628,11 @@ pub fn plan_appending(
             params.remove(*name);
         }
     }
-    let table_outputs: Vec<String> =
-        node.outputs.iter().filter(|o| o.kind == ArtifactKind::Table).map(|o| o.name.clone()).collect();
-    let (mut keys, mut found, mut missing) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, period) in periods.iter().enumerate() {
+    Ok(plan_keys(store, node, periods, forced, |period, output| {
         // The period the end cuts through depends on where the end is.
         let whole = period.end_ms <= appending.end_ms;
-        let used = if whole { &stable } else { material };
-        let mut period_keys = BTreeMap::new();
-        let mut period_found = BTreeMap::new();
-        for output in &table_outputs {
-            let key = partition_key(used, grain, period, output, &[]);
-            if !forced
-                && let Some(record) = store.read_partition(&key)
-                && let Ok(entry) = serde_json::from_value::<PartitionEntry>(record.entry)
-            {
-                period_found.insert(output.clone(), entry);
-            }
-            period_keys.insert(output.clone(), key);
-        }
-        if period_found.len() < table_outputs.len() {
-            missing.push(i);
-        }
-        keys.push(period_keys);
-        found.push(period_found);
-    }
-    Ok(PeriodPlan { periods, keys, found, missing, table_outputs })
+        partition_key(if whole { &stable } else { material }, grain, period, output, &[])
+    }))
 }
 
 /// Consecutive indices as inclusive runs.
@@ -636,54 +661,36 @@ fn run_appending(
     inputs: Vec<InputArtifact>,
     invoke: &InvokeStage<'_>,
 ) -> Result<PartitionedResult, String> {
-    let NodePartitioning { grain, history } = partitioning;
-    let PeriodPlan { periods, keys, mut found, missing, table_outputs } =
-        plan_appending(store, node, grain, material, appending, forced)?;
+    let mut plan = plan_appending(store, node, partitioning.grain, material, appending, forced)?;
     let mut ran_labels: Vec<String> = Vec::new();
     let mut metrics = serde_json::Map::new();
-    for (run_number, (a, b)) in runs_of(&missing).into_iter().enumerate() {
+    for (run_number, (a, b)) in runs_of(&plan.missing).into_iter().enumerate() {
         let run_dir = work_dir.join(format!("run-{run_number}"));
-        let range = (periods[a].start_ms, periods[b].end_ms.min(appending.end_ms));
+        let range = (plan.periods[a].start_ms, plan.periods[b].end_ms.min(appending.end_ms));
         let (written, stage_metrics) = invoke(inputs.clone(), &run_dir, &Slice::Periods(range.0, range.1))?;
         metrics.extend(stage_metrics);
         for (name, path) in written {
-            if !table_outputs.contains(&name) {
+            if !plan.table_outputs.contains(&name) {
                 continue;
             }
-            let column = history.column_of(&name);
-            let frame = pipeline_artifacts::read_table(&path).map_err(fail)?;
-            let split = pipeline_artifacts::partitioned::split_by_period(&frame, column, grain)
-                .map_err(|e| format!("output `{name}`: {e:#}"))?;
-            let mut by_start: BTreeMap<i64, pipeline_artifacts::partitioned::Frame> =
-                split.into_iter().map(|(p, df)| (p.start_ms, df)).collect();
-            for i in a..=b {
-                let period = &periods[i];
-                let part = by_start.remove(&period.start_ms).unwrap_or_else(|| frame.clear());
-                let entry = store_period(store, &run_dir, column, period, part, Some(keys[i][&name]))?;
-                found[i].insert(name.clone(), entry);
-            }
             // Rows outside the span asked for would be a broken promise, not data to drop quietly.
-            if let Some((start, _)) = by_start.iter().find(|(_, df)| df.height() > 0) {
+            if let Some(start) = plan.store_run_output(store, &run_dir, partitioning, (a, b), &name, &path)? {
                 return Err(format!(
                     "this is a bug: appending source `{}` wrote rows in {} outside the periods it was asked for",
                     node.name,
-                    show_ms(*start)
+                    show_ms(start)
                 ));
             }
         }
-        ran_labels.extend((a..=b).map(|i| periods[i].label.clone()));
+        ran_labels.extend((a..=b).map(|i| plan.periods[i].label.clone()));
     }
-    let mut outputs = BTreeMap::new();
-    for output in &table_outputs {
-        let entries: Vec<PartitionEntry> = found.iter().filter_map(|f| f.get(output).cloned()).collect();
-        outputs.insert(output.clone(), store_index(store, grain, history.column_of(output), entries)?);
-    }
+    let outputs = plan.store_indexes(store, partitioning)?;
     metrics.insert(
         "partitions".into(),
         serde_json::json!({
-            "total": periods.len(),
+            "total": plan.periods.len(),
             "ran": ran_labels.len(),
-            "reused": periods.len() - ran_labels.len(),
+            "reused": plan.periods.len() - ran_labels.len(),
             "ran_periods": ran_labels,
         }),
     );
@@ -733,8 +740,8 @@ fn run_per_file(
         node.outputs.iter().filter(|o| o.kind == ArtifactKind::Table).map(|o| o.name.clone()).collect();
     let mut metrics = serde_json::Map::new();
     let mut outputs = BTreeMap::new();
-    // Per output, per file: its pieces, recorded or new.
-    let mut known: BTreeMap<String, Vec<Option<FilePieces>>> = BTreeMap::new();
+    // Per output, per file: its pieces, recorded or new, with the object of their record.
+    let mut known: BTreeMap<String, Vec<Option<(Hash, FilePieces)>>> = BTreeMap::new();
     for output in &table_outputs {
         let per_file = files
             .iter()
@@ -747,7 +754,7 @@ fn run_per_file(
                 // A piece that `gc` removed makes the file unread again.
                 let whole =
                     pieces.pieces.iter().all(|p| p.hash.parse::<Hash>().is_ok_and(|h| store.has_object(&h, p.size)));
-                whole.then_some(pieces)
+                whole.then_some((record.object, pieces))
             })
             .collect();
         known.insert(output.clone(), per_file);
@@ -795,18 +802,20 @@ fn run_per_file(
                         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     })
                     .map_err(fail)?;
-                per_file[i] = Some(record);
+                per_file[i] = Some((info.hash, record));
             }
         }
     }
 
     for output in &table_outputs {
-        let per_file: Vec<FilePieces> = known
+        let (records, per_file): (Vec<Hash>, Vec<FilePieces>) = known
             .remove(output)
             .unwrap_or_default()
             .into_iter()
             .map(|p| p.ok_or_else(|| format!("this is a bug: a file's pieces of output `{output}` are missing")))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<Vec<_>, String>>()?
+            .into_iter()
+            .unzip();
         // One table: every file has the first file's columns (as the source requires of a run).
         if let Some(first) = per_file.iter().position(|p| !p.pieces.is_empty()) {
             for (i, pieces) in per_file.iter().enumerate() {
@@ -854,7 +863,16 @@ fn run_per_file(
             std::fs::create_dir_all(work_dir).map_err(fail)?;
             entries.push(store_period(store, work_dir, column, &period, stacked, None)?);
         }
-        outputs.insert(output.clone(), store_index(store, grain, column, entries)?);
+        let mut record = store_index(store, grain, column, entries)?;
+        // The file records and their pieces live as long as this output: after a `gc`, the next
+        // run still reads only new files.
+        record.keeps = records;
+        for pieces in &per_file {
+            record.keeps.extend(pieces.pieces.iter().filter_map(|p| p.hash.parse::<Hash>().ok()));
+        }
+        record.keeps.sort();
+        record.keeps.dedup();
+        outputs.insert(output.clone(), record);
     }
     let total_periods = outputs.values().map(|o| o.parts.len()).max().unwrap_or(0);
     metrics.insert(

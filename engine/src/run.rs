@@ -418,6 +418,7 @@ fn run_node(
                             kind: decl.kind.to_string(),
                             rows,
                             parts: vec![],
+                            keeps: vec![],
                         },
                     );
                 }

@@ -435,16 +435,24 @@ fn a_folder_of_daily_files_reads_only_the_new_file_and_matches_a_run_from_scratc
 
     assert_eq!(ctx.last_output_hashes(), from_scratch(&ctx, "n.toml", &[]), "a nightly run equals a run from scratch");
 
+    // `gc` keeps what each file made, so the night after it still reads only the new file.
+    ctx.run(&["gc", "--keep-last", "1"]).ok();
+    ctx.write("data/bars/2024-01-06.csv", &day_file(6));
+    ctx.run(&["run", "n.toml", "--plain"]).ok();
+    let partitions = &ctx.manifest("bars")["metrics"]["partitions"];
+    assert_eq!(partitions["read"], serde_json::json!(["data/bars/2024-01-06.csv"]), "{partitions}");
+    assert_eq!(ctx.table("bars", "table").height(), 6 * 1440 - 480);
+
     // A file whose columns differ is refused with both file names.
     ctx.write(
-        "data/bars/2024-01-06.csv",
+        "data/bars/2024-01-07.csv",
         &format!("timestamp,open,high,low,close,volume,trades\n{}", {
-            bar_lines(6, 6).lines().map(|l| format!("{l},7\n")).collect::<String>()
+            bar_lines(7, 7).lines().map(|l| format!("{l},7\n")).collect::<String>()
         }),
     );
     let run = ctx.run(&["run", "n.toml", "--plain"]).code(1);
     assert!(
-        run.stderr.contains("data/bars/2024-01-06.csv") && run.stderr.contains("data/bars/2024-01-01.csv"),
+        run.stderr.contains("data/bars/2024-01-07.csv") && run.stderr.contains("data/bars/2024-01-01.csv"),
         "{}",
         run.stderr
     );

@@ -237,13 +237,7 @@ pub fn show(args: ShowArgs, store: Store) -> CliResult {
     // 1. A run.
     let looks_like_run = what.starts_with("last") || what.chars().all(|c| c.is_ascii_digit() || c == '-');
     if looks_like_run && let Some(id) = store.resolve_run(what)? {
-        let run = store.load_run(&id)?;
-        if args.json {
-            print_json(&run)?;
-        } else {
-            print_run(&run);
-        }
-        return Ok(ExitCode::SUCCESS);
+        return show_run(&store, &id, args.json);
     }
     // 2. An object or a key, by hash prefix.
     if what.len() >= 6 && what.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -283,13 +277,7 @@ pub fn show(args: ShowArgs, store: Store) -> CliResult {
     if pipeline_cache::is_run_name(what)
         && let Some(id) = store.resolve_run(what)?
     {
-        let run = store.load_run(&id)?;
-        if args.json {
-            print_json(&run)?;
-        } else {
-            print_run(&run);
-        }
-        return Ok(ExitCode::SUCCESS);
+        return show_run(&store, &id, args.json);
     }
     // 4. A stage: its result in the newest run that has it.
     for id in store.run_ids()?.iter().rev() {
@@ -316,6 +304,16 @@ pub fn show(args: ShowArgs, store: Store) -> CliResult {
         "`{what}` is not a run, a stage with a recorded result, or a hash in {}\nhint: `pipeline runs` lists runs; `pipeline show last` shows the newest",
         store.root().display()
     )))
+}
+
+fn show_run(store: &Store, id: &str, json: bool) -> CliResult {
+    let run = store.load_run(id)?;
+    if json {
+        print_json(&run)?;
+    } else {
+        print_run(&run);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `show STAGE --partitions`: each partitioned output's periods.

@@ -123,11 +123,7 @@ pub fn stratified_block_bootstrap_interval(
     level: f64,
     mut statistic: impl FnMut(&[usize]) -> Option<f64>,
 ) -> Option<(f64, f64)> {
-    let block = block.max(1);
-    let whole_blocks: usize = strata.iter().map(|s| s.len() / block).sum();
-    if whole_blocks < MIN_BLOCKS || draws == 0 {
-        return None;
-    }
+    let block = usable_block(strata, block, draws)?;
     let n: usize = strata.iter().map(|s| s.len()).sum();
     let mut rng = crate::synth_table::SplitMix64::new(seed);
     let mut values = Vec::with_capacity(draws);
@@ -163,11 +159,7 @@ where
     F: Fn(&[usize], &mut S) -> Option<f64> + Sync + Send,
 {
     use rayon::prelude::*;
-    let block = block.max(1);
-    let whole_blocks: usize = strata.iter().map(|s| s.len() / block).sum();
-    if whole_blocks < MIN_BLOCKS || draws == 0 {
-        return None;
-    }
+    let block = usable_block(strata, block, draws)?;
     // Random numbers per draw: one per block, the same for every draw.
     let per_draw: u64 =
         strata.iter().filter(|s| !s.is_empty()).map(|s| s.len().div_ceil(block.min(s.len())) as u64).sum();
@@ -188,6 +180,15 @@ where
         )
         .collect();
     percentile_interval(values.into_iter().flatten().collect(), level)
+}
+
+/// The block length the bootstraps resample with (at least one row), or `None` when the strata
+/// hold fewer than [`MIN_BLOCKS`] whole blocks or no draws are asked for: the one precondition
+/// every interval here shares.
+fn usable_block(strata: &[Range<usize>], block: usize, draws: usize) -> Option<usize> {
+    let block = block.max(1);
+    let whole_blocks: usize = strata.iter().map(|s| s.len() / block).sum();
+    (whole_blocks >= MIN_BLOCKS && draws > 0).then_some(block)
 }
 
 /// One resample's blocks as (first row, length): per stratum, blocks of `block` rows at random
@@ -233,11 +234,7 @@ pub fn stratified_block_bootstrap_mean_interval(
     seed: u64,
     level: f64,
 ) -> Option<(f64, f64)> {
-    let block = block.max(1);
-    let whole_blocks: usize = strata.iter().map(|s| s.len() / block).sum();
-    if whole_blocks < MIN_BLOCKS || draws == 0 {
-        return None;
-    }
+    let block = usable_block(strata, block, draws)?;
     let n: usize = strata.iter().map(|s| s.len()).sum();
     let mut prefix = Vec::with_capacity(values.len() + 1);
     prefix.push(0.0f64);
