@@ -10,6 +10,7 @@ mod describe;
 pub mod export;
 mod json;
 pub mod partitioned;
+pub mod results;
 mod table;
 
 use std::fmt;

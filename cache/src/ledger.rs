@@ -64,8 +64,20 @@ pub struct StageRecord {
     /// The names of `metrics` the stage declares as its headline (`pipeline runs` shows them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headline: Vec<String>,
+    /// The outputs that are tables of results (`pipeline diff` compares them row by row).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub results: BTreeMap<String, ResultTable>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// How `pipeline diff` compares a table of results across runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultTable {
+    /// The columns that name a row: rows of two runs with the same values are compared.
+    pub rows: Vec<String>,
+    /// The columns shown by default (`--metrics` picks others).
+    pub columns: Vec<String>,
 }
 
 /// What code a run was computed with.

@@ -31,7 +31,7 @@ mod state;
 mod store;
 
 pub use hash::{Hash, KeyBuilder, hash_bytes, hash_file, hash_reader};
-pub use ledger::{CodeVersion, RunId, RunRecord, RunStatus, StageOutcome, StageRecord, is_run_name};
+pub use ledger::{CodeVersion, ResultTable, RunId, RunRecord, RunStatus, StageOutcome, StageRecord, is_run_name};
 pub use lock::{KeyLock, StoreLock};
 pub use maintenance::{GcOptions, GcReport, VerifyReport};
 pub use manifest::{KeyMaterial, Manifest, OutputRecord, PartitionRecord};

@@ -238,6 +238,11 @@ pub fn execute(
                         outputs: manifest.outputs.clone(),
                         metrics: manifest.metrics.clone(),
                         headline: headline_of(node, &manifest.metrics),
+                        results: node
+                            .outputs
+                            .iter()
+                            .filter_map(|o| Some((o.name.clone(), o.results.clone()?)))
+                            .collect(),
                         error: None,
                     };
                     observer.stage_finished(&record, rows);
@@ -264,6 +269,7 @@ pub fn execute(
                         outputs: BTreeMap::new(),
                         metrics: serde_json::Map::new(),
                         headline: Vec::new(),
+                        results: BTreeMap::new(),
                         error: Some(error),
                     };
                     observer.stage_finished(&record, None);
@@ -300,6 +306,7 @@ pub fn execute(
             outputs: BTreeMap::new(),
             metrics: serde_json::Map::new(),
             headline: Vec::new(),
+            results: BTreeMap::new(),
             error: Some(why.to_string()),
         };
         observer.stage_finished(&record, None);

@@ -23,11 +23,23 @@ use serde::de::DeserializeOwned;
 pub struct OutputDecl {
     pub name: String,
     pub kind: ArtifactKind,
+    /// For a table of results (one row per model and label, say): how `pipeline diff` compares
+    /// it row by row. `None` for every other output.
+    pub results: Option<pipeline_cache::ResultTable>,
 }
 
 impl OutputDecl {
     pub fn new(name: impl Into<String>, kind: ArtifactKind) -> OutputDecl {
-        OutputDecl { name: name.into(), kind }
+        OutputDecl { name: name.into(), kind, results: None }
+    }
+
+    /// Declares this table a table of results: `rows` are the columns that name a row (matched
+    /// across runs), `columns` those `diff` shows unless asked for others (a pair of columns
+    /// `X_lo`, `X_hi` is shown as one interval `X`).
+    pub fn results(mut self, rows: &[&str], columns: &[&str]) -> OutputDecl {
+        let owned = |names: &[&str]| names.iter().map(|c| c.to_string()).collect();
+        self.results = Some(pipeline_cache::ResultTable { rows: owned(rows), columns: owned(columns) });
+        self
     }
 }
 

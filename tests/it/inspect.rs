@@ -21,6 +21,17 @@ inputs = ["head"]
 params = { value = "v1" }
 "#;
 
+/// A day of synthetic market and news: two sources whose params are changed one at a time.
+const MARKET_AND_NEWS: &str = r#"
+[stages.market]
+task = "synth_market"
+params = { days = 1 }
+
+[stages.news]
+task = "synth_news"
+params = { days = 1 }
+"#;
+
 fn setup() -> TestContext {
     let ctx = TestContext::new();
     ctx.write("p.toml", PIPELINE);
@@ -70,18 +81,7 @@ fn runs_and_diff_report_what_changed() {
 #[test]
 fn diff_shows_a_metrics_table_with_deltas() {
     let ctx = TestContext::new();
-    ctx.write(
-        "m.toml",
-        r#"
-[stages.market]
-task = "synth_market"
-params = { days = 1 }
-
-[stages.news]
-task = "synth_news"
-params = { days = 1 }
-"#,
-    );
+    ctx.write("m.toml", MARKET_AND_NEWS);
     ctx.run(&["run", "m.toml", "--name", "one-day"]).ok();
     ctx.run(&["run", "m.toml", "--name", "two-days", "--set", "stages.market.params.days=2"]).ok();
     let diff = ctx.run(&["diff", "one-day", "two-days"]).ok().stdout;
@@ -336,4 +336,48 @@ exports = { table = "out/prices.parquet" }
     assert!(ctx.status("p.toml", &[])["stages"][0].get("stale_exports").is_none());
     std::fs::remove_file(ctx.path("out/prices.parquet")).unwrap();
     assert!(ctx.status("p.toml", &[])["stages"][0].get("stale_exports").is_some(), "a deleted export is reported too");
+}
+
+/// `runs`, `diff` and `show` as a person reads them, with run ids, times, durations, hashes
+/// and the workspace path redacted (and the padding that their widths move made single).
+#[test]
+fn runs_diff_and_show_print_as_snapshotted() {
+    let ctx = TestContext::new();
+    ctx.write("m.toml", MARKET_AND_NEWS);
+    ctx.run(&["run", "m.toml", "--name", "one-day", "--note", "first try"]).ok();
+    ctx.run(&["run", "m.toml", "--name", "two-days", "--set", "stages.market.params.days=2"]).ok();
+    let workspace = regex_escape(&ctx.path("").display().to_string());
+    let mut filters = vec![
+        (r"\d{8}-\d{6}-\d{6}-[0-9a-f]{2}", "[run-id]"),
+        (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "[time]"),
+        (r"\b\d+(\.\d+)?(ms|s)\b", "[duration]"),
+        (r"\b[0-9a-f]{12,64}\b", "[hash]"),
+        (r"pipeline \d+\.\d+\.\d+", "pipeline [version]"),
+        (workspace.as_str(), "[workspace]/"),
+        (r"/objects/[0-9a-f]{2}/\[hash\]", "/objects/[hash]"),
+        (r"size: \d+ bytes", "size: [n] bytes"),
+    ];
+    insta::with_settings!({ filters => filters.clone(), prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("diff", ctx.run(&["diff", "one-day", "two-days"]).ok().stdout);
+        insta::assert_snapshot!("show_stage", ctx.run(&["show", "market", "--rows", "3"]).ok().stdout);
+    });
+    // Tables with a duration column: its width moves the padding.
+    filters.push((r"(\S) {3,}", "$1  "));
+    insta::with_settings!({ filters => filters, prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("runs", ctx.run(&["runs"]).ok().stdout);
+        insta::assert_snapshot!("show_run", ctx.run(&["show", "two-days"]).ok().stdout);
+    });
+    // A reader that stops early (`| head`) ends the command quietly: no panic about a broken pipe.
+    let piped = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' show market --rows 3000 | head -1", env!("CARGO_BIN_EXE_pipeline")))
+        .current_dir(ctx.path(""))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&piped.stdout).starts_with("(from run "), "{piped:?}");
+    assert!(piped.stderr.is_empty(), "{}", String::from_utf8_lossy(&piped.stderr));
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '/' { c.to_string() } else { format!("\\{c}") }).collect()
 }

@@ -110,7 +110,8 @@ fn stage1_ablation_finds_the_planted_news_signal_then_is_all_hits() {
 fn stage1_ablation_without_the_plant_finds_no_significant_news_effect() {
     let ctx = TestContext::new();
     shipped(&ctx, "stage1_ablation.toml");
-    ctx.run(&["run", "pipelines/stage1_ablation.toml", "--set", "params.news_effect_bps=0"]).ok();
+    let file = "pipelines/stage1_ablation.toml";
+    ctx.run(&["run", file, "--name", "no-plant", "--set", "params.news_effect_bps=0"]).ok();
     let s = summary(&ctx);
     for label in ["label_dir_5", "label_dir_15"] {
         let gbdt = pair(&s, "gbdt", label);
@@ -119,6 +120,32 @@ fn stage1_ablation_without_the_plant_finds_no_significant_news_effect() {
         assert!(lo <= 0.0 && hi >= 0.0, "gbdt {label}: no plant, yet {gbdt:#}");
         assert!(gbdt["auc_delta"].as_f64().unwrap().abs() < 0.01, "{gbdt:#}");
     }
+
+    // `diff` compares the ablation table row by row: the planted run's gbdt rows turn significant.
+    ctx.run(&["run", file, "--name", "planted"]).ok();
+    let diff = ctx.run(&["diff", "no-plant", "planted"]).ok().stdout;
+    let results = diff.find("results, row by row").unwrap_or_else(|| panic!("{diff}"));
+    assert!(results < diff.find("metrics (").unwrap(), "results come before the metrics:\n{diff}");
+    let row = |key: &str| -> Vec<String> {
+        let line = diff.lines().find(|l| l.trim_start().starts_with(key)).unwrap_or_else(|| panic!("{key}: {diff}"));
+        line.split_whitespace().skip(1).map(str::to_string).collect()
+    };
+    assert_eq!(row("compare.ablation[gbdt,label_dir_5].auc_significant"), ["false", "->", "true"], "{diff}");
+    let interval = row("compare.ablation[gbdt,label_dir_5].auc_delta_interval").join(" ");
+    assert!(interval.starts_with('[') && interval.contains("] -> ["), "an interval is one cell: {interval}");
+    assert_eq!(row("compare.table[gbdt,label_dir_5,with_news].auc").len(), 4, "value -> value delta: {diff}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ctx.run(&["diff", "no-plant", "planted", "--json"]).ok().stdout).unwrap();
+    let cell =
+        json["results"].as_array().unwrap().iter().find(|r| r["key"] == "compare.ablation[gbdt,label_dir_5].auc_delta");
+    let cell = cell.unwrap_or_else(|| panic!("{json:#}"));
+    let (a, b) = (cell["values"][0].as_f64().unwrap(), cell["values"][1].as_f64().unwrap());
+    assert!((cell["delta"].as_f64().unwrap() - (b - a)).abs() < 1e-15, "{cell}");
+    assert_eq!(pair(&summary(&ctx), "gbdt", "label_dir_5")["auc_delta"].as_f64(), Some(b), "the planted run's value");
+    // After `gc` drops the first run's tables, diff says so instead of showing them as missing.
+    ctx.run(&["gc", "--keep-last", "1"]).ok();
+    let after = ctx.run(&["diff", "no-plant", "planted"]).ok().stdout;
+    assert!(after.contains("results not compared: compare.ablation of run no-plant"), "{after}");
 }
 
 const SMALL: &str = r#"

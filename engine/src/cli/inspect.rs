@@ -469,6 +469,11 @@ struct DiffReport {
     runs: Vec<String>,
     names: Vec<Option<String>>,
     params: Vec<DiffRow>,
+    /// Cells of the tables of results, matched on the columns that name their rows.
+    results: Vec<DiffRow>,
+    /// Tables of results that could not be read (removed by `gc`, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unreadable_results: Vec<String>,
     metrics: Vec<DiffRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outputs: Option<Vec<DiffRow>>,
@@ -477,6 +482,72 @@ struct DiffReport {
 }
 
 type Flat = BTreeMap<String, serde_json::Value>;
+
+/// A run's tables of results as cells keyed `stage.output[row].column` (a row named by the
+/// values of its naming columns), with the keys shown by default and the tables not readable.
+#[derive(Default)]
+struct ResultCells {
+    cells: Flat,
+    shown: std::collections::BTreeSet<String>,
+    /// `stage.output[naming columns]` of each table read.
+    tables: std::collections::BTreeSet<String>,
+    unreadable: Vec<String>,
+}
+
+/// Each pair of cells `X_lo` and `X_hi` as one cell `X` holding `[lo, hi]`: an interval reads
+/// as one value, and a table of results halves in length.
+fn intervals_joined(cells: Vec<(String, serde_json::Value)>) -> Vec<(String, serde_json::Value)> {
+    let find = |name: &str| cells.iter().find(|(c, _)| c == name).map(|(_, v)| v.clone());
+    let mut out = Vec::with_capacity(cells.len());
+    for (column, value) in &cells {
+        if let Some(base) = column.strip_suffix("_lo")
+            && let Some(hi) = find(&format!("{base}_hi"))
+        {
+            out.push((base.to_string(), serde_json::json!([value, hi])));
+        } else if column.strip_suffix("_hi").is_some_and(|base| find(&format!("{base}_lo")).is_some()) {
+            // Joined with its `_lo`.
+        } else {
+            out.push((column.clone(), value.clone()));
+        }
+    }
+    out
+}
+
+fn result_cells(store: &Store, run: &RunRecord) -> ResultCells {
+    let mut out = ResultCells::default();
+    let label = run.name.as_deref().unwrap_or(&run.id);
+    for stage in &run.stages {
+        for (output, table) in &stage.results {
+            let Some(record) = stage.outputs.get(output) else { continue };
+            let path = store.object_path(&record.hash);
+            if !path.is_file() {
+                out.unreadable.push(format!(
+                    "{}.{output} of run {label}: its object is not in the store (removed by `gc`?)",
+                    stage.name
+                ));
+                continue;
+            }
+            let rows = match pipeline_artifacts::results::named_rows(&path, &table.rows) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    out.unreadable.push(format!("{}.{output} of run {label}: {e:#}", stage.name));
+                    continue;
+                }
+            };
+            out.tables.insert(format!("{}.{output}[{}]", stage.name, table.rows.join(",")));
+            for row in rows {
+                for (column, value) in intervals_joined(row.cells) {
+                    let key = format!("{}.{output}[{}].{column}", stage.name, row.name);
+                    if table.columns.contains(&column) {
+                        out.shown.insert(key.clone());
+                    }
+                    out.cells.insert(key, value);
+                }
+            }
+        }
+    }
+    out
+}
 
 fn flat_run(run: &RunRecord) -> (Flat, Flat, Flat) {
     let mut params = BTreeMap::new();
@@ -590,6 +661,9 @@ fn show_value(value: &Option<serde_json::Value>) -> String {
             }
         }
         Some(serde_json::Value::String(text)) => format!("\"{}\"", shorten(text, 40)),
+        Some(serde_json::Value::Array(pair)) if pair.len() == 2 && pair.iter().all(|v| v.is_number()) => {
+            format!("[{}, {}]", show_value(&Some(pair[0].clone())), show_value(&Some(pair[1].clone())))
+        }
         Some(v) => shorten(&v.to_string(), 40),
     }
 }
@@ -641,6 +715,15 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
             (having.len() < runs.len()).then_some((name, having))
         })
         .collect();
+    let results: Vec<ResultCells> = runs.iter().map(|run| result_cells(&store, run)).collect();
+    let result_flats: Vec<&Flat> = results.iter().map(|r| &r.cells).collect();
+    let keep_result = |key: &str| {
+        if patterns.is_empty() {
+            results.iter().any(|r| r.shown.contains(key))
+        } else {
+            patterns.iter().any(|p| p.matches(key))
+        }
+    };
     let report = DiffReport {
         runs: runs.iter().map(|r| r.id.clone()).collect(),
         names: runs.iter().map(|r| r.name.clone()).collect(),
@@ -648,6 +731,8 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
             .into_iter()
             .filter(|r| !args.only_changed || r.values.iter().any(|v| v != &r.values[0]))
             .collect(),
+        results: rows_of(&result_flats, args.only_changed, keep_result),
+        unreadable_results: results.iter().flat_map(|r| r.unreadable.iter().cloned()).collect(),
         metrics: rows_of(&metrics, args.only_changed, keep_metric),
         outputs: args.hashes.then(|| rows_of(&outputs, true, |_| true)),
         only_in_some,
@@ -703,7 +788,37 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
             .collect();
         print!("{}", table(&rows));
     }
-    let changed_metrics = report.metrics.iter().filter(|r| r.values.iter().any(|v| v != &r.values[0])).count();
+    let print_cells = |first: &str, rows: &[DiffRow]| {
+        let mut lines = vec![header(first)];
+        lines[0].push("delta".into());
+        for r in rows {
+            let mut cells = vec![format!("  {}", r.key)];
+            cells.extend(value_cells(r));
+            cells.push(show_delta(r.delta));
+            lines.push(cells);
+        }
+        print!("{}", table(&lines));
+    };
+    let differ = |rows: &[DiffRow]| rows.iter().filter(|r| r.values.iter().any(|v| v != &r.values[0])).count();
+    let changed_results = differ(&report.results);
+    if !report.results.is_empty() {
+        nothing = false;
+        let mut tables: Vec<&String> = results.iter().flat_map(|r| r.tables.iter()).collect();
+        tables.sort();
+        tables.dedup();
+        let tables: Vec<&str> = tables.iter().map(|t| t.as_str()).collect();
+        println!(
+            "results, row by row ({changed_results} of {} cells differ; rows named by {}{}):",
+            report.results.len(),
+            tables.join(", "),
+            if patterns.is_empty() { "; --metrics GLOB for other columns" } else { "" }
+        );
+        print_cells("cell", &report.results);
+    }
+    for note in &report.unreadable_results {
+        println!("results not compared: {note}");
+    }
+    let changed_metrics = differ(&report.metrics);
     if !report.metrics.is_empty() {
         nothing = false;
         println!(
@@ -712,15 +827,7 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
             report.metrics.len(),
             if patterns.is_empty() { "; timings left out, --metrics GLOB to choose" } else { "" }
         );
-        let mut rows = vec![header("metric")];
-        rows[0].push("delta".into());
-        for r in &report.metrics {
-            let mut cells = vec![format!("  {}", r.key)];
-            cells.extend(value_cells(r));
-            cells.push(show_delta(r.delta));
-            rows.push(cells);
-        }
-        print!("{}", table(&rows));
+        print_cells("metric", &report.metrics);
     }
     if let Some(outputs) = &report.outputs
         && !outputs.is_empty()
@@ -742,7 +849,9 @@ pub fn diff(args: DiffArgs, store: Store) -> CliResult {
         let which: Vec<String> = having.iter().map(|&i| labels[i].clone()).collect();
         println!("stage {stage} only in: {}", if which.is_empty() { "-".into() } else { which.join(", ") });
     }
-    if nothing || (report.params.is_empty() && changed_metrics == 0 && report.only_in_some.is_empty()) {
+    if nothing
+        || (report.params.is_empty() && changed_metrics == 0 && changed_results == 0 && report.only_in_some.is_empty())
+    {
         println!("no differences in params or metrics{}", if args.hashes { " or outputs" } else { "" });
     }
     Ok(ExitCode::SUCCESS)

@@ -56,6 +56,18 @@ impl From<Diagnostics> for CliError {
 
 pub type CliResult = Result<ExitCode, CliError>;
 
+/// A command that only prints (`pipeline diff | head`) ends quietly when its reader closes the
+/// pipe, as `ls` or `cat` do, instead of panicking on the next print: Rust ignores SIGPIPE, so
+/// its default action is restored. Not for `run`, which must finish writing its results.
+fn end_quietly_when_the_reader_stops() {
+    #[cfg(unix)]
+    // SAFETY: called once on the main thread before any other thread starts; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The binary's entry point: `pipeline_engine::cli::main(pipeline_tasks::registry())`.
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
@@ -75,6 +87,9 @@ pub fn main(registry: Registry) -> ExitCode {
 
 fn dispatch(cli: Cli, registry: &Registry) -> CliResult {
     use args::Command;
+    if !matches!(cli.command, Command::Run(_)) {
+        end_quietly_when_the_reader_stops();
+    }
     let store_flag = cli.store.clone();
     match cli.command {
         Command::Run(args) => run_cmd::run(args, store_flag, registry),

@@ -165,8 +165,10 @@ show = "headline"
 
     fn outputs(_params: &CompareParams) -> Vec<OutputDecl> {
         vec![
-            OutputDecl::new("table", ArtifactKind::Table),
-            OutputDecl::new("ablation", ArtifactKind::Table),
+            OutputDecl::new("table", ArtifactKind::Table)
+                .results(&["model", "label", "feature_set"], &["auc", "auc_interval"]),
+            OutputDecl::new("ablation", ArtifactKind::Table)
+                .results(&["model", "label"], &["auc_delta", "auc_delta_interval", "auc_significant"]),
             OutputDecl::new("summary", ArtifactKind::Json),
             OutputDecl::new("headline", ArtifactKind::File),
         ]
