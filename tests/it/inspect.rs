@@ -221,12 +221,12 @@ fn dag_prints_text_dot_and_mermaid() {
     let ctx = TestContext::new();
     ctx.write("p.toml", PIPELINE);
     let text = ctx.run(&["dag", "p.toml"]).ok().stdout;
-    assert!(text.contains("head (select) <- prices.table -> table:table"), "{text}");
+    assert!(text.contains("head (select) <- prices -> table:table"), "{text}");
     let dot = ctx.run(&["dag", "p.toml", "--format", "dot"]).ok().stdout;
     assert!(dot.starts_with("digraph \"inspect\""), "{dot}");
-    assert!(dot.contains("n0 -> n1 [label=\"table\"]"), "{dot}");
+    assert!(dot.contains("n0 -> n1 [label=\"prices\"]"), "edges are labelled with the consumer's input: {dot}");
     let mermaid = ctx.run(&["dag", "p.toml", "--format", "mermaid"]).ok().stdout;
-    assert!(mermaid.contains("n1 -->|json|") || mermaid.contains("n0 -->|table| n1"), "{mermaid}");
+    assert!(mermaid.contains("n1 -->|head| n2"), "{mermaid}");
 }
 
 #[test]

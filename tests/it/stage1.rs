@@ -148,6 +148,41 @@ fn stage1_ablation_without_the_plant_finds_no_significant_news_effect() {
     assert!(after.contains("results not compared: compare.ablation of run no-plant"), "{after}");
 }
 
+/// `dag` of Stage 1: edges carry the consumer's input names; `--group` draws the 12 training
+/// nodes as one box; every format frames or groups the matrix; the HTML page draws every box.
+#[test]
+fn dag_of_stage1_labels_roles_and_groups_the_matrix() {
+    let ctx = TestContext::new();
+    shipped(&ctx, "stage1_ablation.toml");
+    let file = "pipelines/stage1_ablation.toml";
+    let dag = |extra: &[&str]| {
+        let mut args = vec!["dag", file];
+        args.extend_from_slice(extra);
+        ctx.run(&args).ok().stdout
+    };
+    let grouped = dag(&["--group"]);
+    assert!(
+        grouped.contains("train ×12 (train over label × model × feature_set) <- features; labels; news=news_features"),
+        "{grouped}"
+    );
+    assert!(grouped.contains("compare (compare) <- news=news_features; metrics,predictions,importance=train ×12"));
+    let mermaid = dag(&["--format", "mermaid", "--group"]);
+    assert_eq!(mermaid.matches("-->").count(), 12, "{mermaid}");
+    assert!(mermaid.contains("-->|metrics, predictions, importance|"), "{mermaid}");
+    let full = dag(&["--format", "mermaid"]);
+    assert!(full.contains("subgraph g0[\"train\"]") && full.matches("    n").count() == 12, "{full}");
+    assert!(full.contains("-->|features|") && !full.contains("|table|"), "{full}");
+    let dot = dag(&["--format", "dot"]);
+    assert!(dot.contains("subgraph cluster_0 {") && dot.contains("label=\"train\""), "{dot}");
+    for (extra, boxes) in [(&[][..], 21), (&["--group"][..], 10)] {
+        let mut args = vec!["--format", "html"];
+        args.extend_from_slice(extra);
+        let html = dag(&args);
+        assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"), "{html}");
+        assert_eq!(html.matches("class=\"node\"").count(), boxes, "{extra:?}");
+    }
+}
+
 const SMALL: &str = r#"
 [stages.market]
 task = "synth_market"

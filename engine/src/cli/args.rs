@@ -112,6 +112,8 @@ pub enum DagFormat {
     Text,
     Dot,
     Mermaid,
+    /// A self-contained HTML page with the graph drawn as SVG.
+    Html,
 }
 
 #[derive(Args, Debug)]
@@ -120,6 +122,9 @@ pub struct DagArgs {
     pub pipeline: PipelineArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: DagFormat,
+    /// Draw each matrix or fold stage as one box (`train ×12`) instead of one box per node.
+    #[arg(long)]
+    pub group: bool,
 }
 
 #[derive(Args, Debug)]

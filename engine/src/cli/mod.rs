@@ -4,6 +4,7 @@
 
 mod args;
 mod audit_cmd;
+mod dag_cmd;
 mod inspect;
 mod maintain;
 mod progress;
@@ -95,7 +96,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> CliResult {
         Command::Run(args) => run_cmd::run(args, store_flag, registry),
         Command::Status(args) => run_cmd::status(args, store_flag, registry),
         Command::Validate(args) => run_cmd::validate(args, registry),
-        Command::Dag(args) => tasks_cmd::dag(args, registry),
+        Command::Dag(args) => dag_cmd::dag(args, registry),
         Command::Tasks(args) => tasks_cmd::tasks(args, registry),
         Command::Runs(args) => inspect::runs(args, existing_store(store_flag)?),
         Command::Show(args) => inspect::show(args, existing_store(store_flag)?),

@@ -1,66 +1,11 @@
-//! `dag` and `tasks`.
+//! `tasks`.
 
 use std::process::ExitCode;
 
-use super::args::{DagArgs, DagFormat, TasksArgs};
-use super::{CliError, CliResult, load_graph, table};
+use super::args::TasksArgs;
+use super::{CliError, CliResult, table};
 use crate::diag::did_you_mean;
 use crate::stage::{Registry, Task};
-
-pub fn dag(args: DagArgs, registry: &Registry) -> CliResult {
-    let graph = load_graph(&args.pipeline, registry)?;
-    let mut out = String::new();
-    match args.format {
-        DagFormat::Text => {
-            for &idx in &graph.order {
-                let node = &graph.nodes[idx];
-                let inputs: Vec<String> =
-                    node.inputs.iter().map(|i| format!("{}.{}", graph.nodes[i.producer].name, i.output)).collect();
-                let outputs: Vec<String> = node.outputs.iter().map(|o| format!("{}:{}", o.name, o.kind)).collect();
-                out.push_str(&format!("{} ({})", node.name, node.task.name()));
-                if !inputs.is_empty() {
-                    out.push_str(&format!(" <- {}", inputs.join(", ")));
-                }
-                out.push_str(&format!(" -> {}\n", outputs.join(", ")));
-            }
-        }
-        DagFormat::Dot => {
-            out.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n", graph.spec.name));
-            for &idx in &graph.order {
-                let node = &graph.nodes[idx];
-                out.push_str(&format!(
-                    "  n{idx} [label=\"{}\\n({})\"];\n",
-                    node.name.replace('"', "\\\""),
-                    node.task.name()
-                ));
-            }
-            for &idx in &graph.order {
-                for input in &graph.nodes[idx].inputs {
-                    out.push_str(&format!("  n{} -> n{idx} [label=\"{}\"];\n", input.producer, input.output));
-                }
-            }
-            out.push_str("}\n");
-        }
-        DagFormat::Mermaid => {
-            out.push_str("flowchart LR\n");
-            for &idx in &graph.order {
-                let node = &graph.nodes[idx];
-                out.push_str(&format!(
-                    "  n{idx}[\"{}<br/>({})\"]\n",
-                    node.name.replace('"', "#quot;"),
-                    node.task.name()
-                ));
-            }
-            for &idx in &graph.order {
-                for input in &graph.nodes[idx].inputs {
-                    out.push_str(&format!("  n{} -->|{}| n{idx}\n", input.producer, input.output));
-                }
-            }
-        }
-    }
-    print!("{out}");
-    Ok(ExitCode::SUCCESS)
-}
 
 /// One documented param, read from the params struct's JSON schema.
 pub struct ParamDoc {
