@@ -330,7 +330,7 @@ pub fn execute(
         .collect();
     store.update_state(&pipeline_identity(graph), &done)?;
     if run.status == RunStatus::Succeeded
-        && let Err(err) = crate::exports::export_all(graph, plan, store, &outputs)
+        && let Err(err) = crate::exports::export_all(graph, plan, store, &outputs, &run)
     {
         run.status = RunStatus::Failed;
         observer.note(&format!("error: {err:#}"));

@@ -205,9 +205,9 @@ params = { value = "all" }
     );
     let dag = ctx.run(&["dag", "m.toml"]).ok();
     assert!(dag.stdout.contains("model[value=true] (value)"), "{}", dag.stdout);
-    assert!(dag.stdout.contains("per_variant[value=false] (value) <- model[value=false].json"), "{}", dag.stdout);
+    assert!(dag.stdout.contains("per_variant[value=false] (value) <- model=model[value=false]"), "{}", dag.stdout);
     assert!(
-        dag.stdout.contains("compare (value) <- model[value=true].json, model[value=false].json"),
+        dag.stdout.contains("compare (value) <- model=model[value=true]; model=model[value=false]"),
         "{}",
         dag.stdout
     );

@@ -165,9 +165,11 @@ fn dag_of_stage1_labels_roles_and_groups_the_matrix() {
         grouped.contains("train ×12 (train over label × model × feature_set) <- features; labels; news=news_features"),
         "{grouped}"
     );
-    assert!(grouped.contains("compare (compare) <- news=news_features; metrics,predictions,importance=train ×12"));
+    assert!(
+        grouped.contains("compare (compare) <- labels; news=news_features; metrics,predictions,importance=train ×12")
+    );
     let mermaid = dag(&["--format", "mermaid", "--group"]);
-    assert_eq!(mermaid.matches("-->").count(), 12, "{mermaid}");
+    assert_eq!(mermaid.matches("-->").count(), 13, "{mermaid}");
     assert!(mermaid.contains("-->|metrics, predictions, importance|"), "{mermaid}");
     let full = dag(&["--format", "mermaid"]);
     assert!(full.contains("subgraph g0[\"train\"]") && full.matches("    n").count() == 12, "{full}");
@@ -181,6 +183,63 @@ fn dag_of_stage1_labels_roles_and_groups_the_matrix() {
         assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"), "{html}");
         assert_eq!(html.matches("class=\"node\"").count(), boxes, "{extra:?}");
     }
+}
+
+/// The Stage 1 report as a person opens it, in a real headless Chromium: no console message;
+/// the verdict sentence is the first heading's neighbour, then the exporting run's stamp and the
+/// data flag; the ablation before the provenance, the variants and the charts; news coverage as
+/// the appendix. A later run re-stamps the export, which `status` still calls current. The `dag`
+/// page of the same pipeline renders too.
+#[test]
+fn stage1_report_reads_verdict_first_in_headless_chromium() {
+    let Some(chromium) = crate::support::chromium() else { return };
+    let ctx = TestContext::new();
+    shipped(&ctx, "stage1_ablation.toml");
+    let file = "pipelines/stage1_ablation.toml";
+    ctx.run(&["run", file, "--name", "browse", "--set", "params.days=30"]).ok();
+    let id = ctx.last_run()["id"].as_str().unwrap().to_string();
+    let page = ctx.path("out/stage1_ablation/report.html");
+    let source = std::fs::read_to_string(&page).unwrap();
+    let (dom, png) = crate::support::open_in_chromium(chromium, &ctx, &page, 1300, 2600);
+    assert!(png.len() > 100_000, "a rendered page, {} bytes", png.len());
+    assert_eq!(dom.matches("<svg").count(), source.matches("<svg").count(), "every chart survives parsing");
+    let after_heading = dom[dom.find("</h1>").expect("a heading") + 5..].trim_start();
+    assert!(after_heading.starts_with("<p class=\"verdict\">"), "{}", &after_heading[..200]);
+    let verdict = &after_heading[..after_heading.find("</p>").unwrap()];
+    assert!(
+        ["Yes:", "In part:", "No:"].iter().any(|w| verdict.contains(w)) && verdict.contains("pairs compared"),
+        "{verdict}"
+    );
+    let stamp = format!("Run <b>{id}</b> (<b>browse</b>)");
+    assert!(dom.contains(&stamp) && dom.contains("overrides params.days=30"), "the exporting run is stamped");
+    assert!(dom.contains("Data: <b>SYNTHETIC</b>"), "synthetic data are flagged");
+    let at = |needle: &str| dom.find(needle).unwrap_or_else(|| panic!("no {needle}"));
+    assert!(at("<h2>Ablation</h2>") < at("<h2>Provenance</h2>"));
+    assert!(at("<h2>Provenance</h2>") < at("<h2>Every variant</h2>"));
+    assert!(at("<h2>Every variant</h2>") < at("<h2>label_dir_5</h2>"));
+    assert!(at("<h2>label_dir_60</h2>") < at("<h2>Appendix: news coverage</h2>"));
+    for piece in ["<th>train AUC</th>", "(AUC 0.", "coin flip", "Mean forward return by score decile", "AUC per day"] {
+        assert!(dom.contains(piece), "{piece}");
+    }
+    assert!(dom.contains("class=\"count\""), "calibration bins show their row counts");
+    let fresh = |ctx: &TestContext| {
+        let status = ctx.status(file, &["--set", "params.days=30"]);
+        let report = status["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "report").unwrap().clone();
+        assert_eq!(report["status"], "fresh", "{report:#}");
+        assert!(report.get("stale_exports").is_none(), "a stamped export is current: {report:#}");
+    };
+    fresh(&ctx);
+    // A cached run stamps itself into the export.
+    ctx.run(&["run", file, "--name", "again", "--set", "params.days=30"]).ok();
+    assert!(ctx.last_outcomes().values().all(|o| o == "hit"));
+    let again = std::fs::read_to_string(&page).unwrap();
+    assert!(again.contains("(<b>again</b>)") && !again.contains(&stamp), "the export names the run that wrote it");
+    fresh(&ctx);
+
+    let dag = ctx.path("dag.html");
+    std::fs::write(&dag, ctx.run(&["dag", file, "--format", "html", "--group"]).ok().stdout).unwrap();
+    let (dom, _) = crate::support::open_in_chromium(chromium, &ctx, &dag, 1600, 700);
+    assert_eq!(dom.matches("class=\"node\"").count(), 10, "every box is drawn");
 }
 
 const SMALL: &str = r#"

@@ -156,3 +156,62 @@ pub fn real_data() -> Option<PathBuf> {
         }
     }
 }
+
+/// The headless browser the report tests open pages in: `chromium` or `chromium-browser` on
+/// PATH. `None` (and a printed reason) where there is none, unless `PIPELINE_REQUIRE_OPTIONAL`
+/// says the browser tests must run (`.ci/run` sets it and installs Debian's `chromium`).
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| std::process::Command::new(c).arg("--version").output().ok().is_some_and(|o| o.status.success()));
+    if found.is_none() {
+        assert!(
+            std::env::var_os("PIPELINE_REQUIRE_OPTIONAL").is_none(),
+            "no chromium on PATH, and PIPELINE_REQUIRE_OPTIONAL says the browser tests must run"
+        );
+        eprintln!("skipped: no chromium on PATH (.ci/run installs Debian's `chromium`)");
+    }
+    found
+}
+
+/// What a page became in a real headless Chromium: the DOM after parsing, and a screenshot
+/// (PNG bytes, `width` x `height`). Fails the test on any console message (a script error, a
+/// resource that did not load: the pages have neither scripts nor external resources).
+pub fn open_in_chromium(chromium: &str, ctx: &TestContext, page: &Path, width: u32, height: u32) -> (String, Vec<u8>) {
+    let profile = ctx.path("chromium-profile");
+    let shot = ctx.path("page.png");
+    let url = format!("file://{}", page.display());
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+    ];
+    let browse = |extra: &[String]| {
+        let output = std::process::Command::new(chromium)
+            .args(common)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let log = String::from_utf8_lossy(&output.stderr);
+        let console: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("ERR_FILE_NOT_FOUND"))
+            .collect();
+        assert!(console.is_empty(), "console messages opening {}: {console:?}", page.display());
+        output.stdout
+    };
+    let dom = String::from_utf8_lossy(&browse(&["--dump-dom".into()])).into_owned();
+    browse(&[format!("--window-size={width},{height}"), format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a screenshot of {}", page.display());
+    (dom, png)
+}

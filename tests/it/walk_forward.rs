@@ -147,16 +147,7 @@ fn bad_folds_are_located() {
 /// why it skips.
 #[test]
 fn the_report_renders_in_headless_chromium() {
-    let Some(chromium) = ["chromium", "chromium-browser"].iter().find_map(|c| {
-        std::process::Command::new(c).arg("--version").output().ok().filter(|o| o.status.success()).map(|_| *c)
-    }) else {
-        assert!(
-            std::env::var_os("PIPELINE_REQUIRE_OPTIONAL").is_none(),
-            "no chromium on PATH, and PIPELINE_REQUIRE_OPTIONAL says the report test must run"
-        );
-        eprintln!("skipped: no chromium on PATH (.ci/run installs Debian's `chromium`)");
-        return;
-    };
+    let Some(chromium) = crate::support::chromium() else { return };
     let ctx = TestContext::new();
     let set = small(&ctx, "2024-01-15");
     run(&ctx, &set, &[]).ok();
@@ -164,48 +155,10 @@ fn the_report_renders_in_headless_chromium() {
     assert!(html.is_file(), "the report is exported");
     let text = std::fs::read_to_string(&html).unwrap();
     assert!(text.find("Verdict").unwrap() < text.find("Equity").unwrap(), "the verdict comes first");
-    let profile = ctx.path("chromium-profile");
-    let shot = ctx.path("report.png");
-    let url = format!("file://{}", html.display());
-    let common = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--enable-logging=stderr",
-        "--v=0",
-    ];
-    let output = std::process::Command::new(chromium)
-        .args(common)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let dom = String::from_utf8_lossy(&output.stdout);
+    let (dom, png) = crate::support::open_in_chromium(chromium, &ctx, &html, 900, 2000);
     assert!(dom.matches("<svg").count() >= 5, "charts in the rendered page");
     assert!(dom.contains("Verdict: none") || dom.contains("Verdict: promote") || dom.contains("Verdict: keep"));
-    let log = String::from_utf8_lossy(&output.stderr);
-    let console_errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("ERR_FILE_NOT_FOUND"))
-        .collect();
-    assert!(console_errors.is_empty(), "console errors: {console_errors:?}");
-    let output = std::process::Command::new(chromium)
-        .args(common)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--window-size=900,2000")
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 50_000, "a rendered page, {} bytes", png.len());
+    assert!(png.len() > 50_000, "a rendered page, {} bytes", png.len());
 }
 
 /// Only the chosen model family's params are in a `train` node's key: changing the logistic

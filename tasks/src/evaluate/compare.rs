@@ -76,10 +76,23 @@ struct Variant {
     scores: Vec<f64>,
     high_vol: Vec<bool>,
     vol_decile: Vec<Option<i32>>,
-    importance: Vec<(String, f64, Option<f64>)>,
+    importance: Vec<Importance>,
+    /// Each row's forward return over the label's horizon (NaN when unknown or no `labels`
+    /// input), for the mean return by score decile.
+    returns: Vec<f64>,
     /// The rows of each walk-forward fold's test window (one range for a single split). AUC is
     /// computed within each and averaged: see [`Strata::auc`].
     folds: Vec<Range<usize>>,
+}
+
+/// One feature's importance: the model's own (normalised to sum to 1) and the validation AUC lost
+/// when it is shuffled (mean, and the spread over shuffles or folds when there are several).
+#[derive(Clone)]
+struct Importance {
+    feature: String,
+    model: f64,
+    permutation: Option<f64>,
+    permutation_sd: Option<f64>,
 }
 
 impl Variant {
@@ -99,12 +112,15 @@ impl Stage for Compare {
     //    `news_minutes_since_last`, whose horizon `embed_news` now bounds).
     // 7: hit-rate and log-loss difference intervals sum blocks from prefix sums (the same
     // blocks; the last bits of the bounds differ).
-    const VERSION: u32 = 7;
+    // 8: train/valid AUC per variant; return by score decile (optional `labels`), AUC per day,
+    //    permutation spread.
+    const VERSION: u32 = 8;
     const DOC: &'static str = "The ablation table: every `train` variant's out-of-sample metrics, and treatment minus baseline with paired block-bootstrap confidence intervals.\n\n\
         Inputs: the `metrics` and `predictions` outputs of `train` nodes (a matrix fans in as `metrics[...]`, \
         `predictions[...]`), optionally `importance`; they are paired by their matrix suffix. Optional input \
         `news` (the `embed_news` table) adds the news coverage of the compared window: items per day and the \
-        share of minutes with an item in the last 1/4/24 hours. Variants are grouped \
+        share of minutes with an item in the last 1/4/24 hours. Optional input `labels` (the `labels` table) adds \
+        the mean forward return (`label_ret_H`, in bps) per score decile of each variant. Variants are grouped \
         by model and label; within a group the `treatment` feature set is compared with the `baseline` on the same \
         rows of `split`. Each difference (AUC, hit rate, log loss, Brier; overall and in high-volatility rows) gets \
         a percentile interval from `bootstrap_draws` moving-block resamples of `block_rows` rows, the same rows for \
@@ -180,6 +196,11 @@ show = "headline"
         {
             return Err(format!("input `news` is a {}, expected the `embed_news` table", news.kind));
         }
+        if let Some(labels) = inputs.iter().find(|i| i.name == "labels")
+            && labels.kind != ArtifactKind::Table
+        {
+            return Err(format!("input `labels` is a {}, expected the `labels` table", labels.kind));
+        }
         for (needed, kind) in [("metrics", ArtifactKind::Json), ("predictions", ArtifactKind::Table)] {
             let found: Vec<&InputInfo> = inputs.iter().filter(|i| split_local_name(&i.name).0 == needed).collect();
             if found.is_empty() {
@@ -221,6 +242,8 @@ show = "headline"
                 "high_vol_auc": m["high_vol"]["auc"],
                 "high_vol_accuracy": m["high_vol"]["accuracy"],
                 "auc_interval": interval_json(auc_interval),
+                "train_auc": v.metrics["splits"]["train"]["auc"],
+                "valid_auc": v.metrics["splits"]["valid"]["auc"],
                 "folds": v.metrics["folds"].as_array().map_or(0, |f| f.len()),
             }));
         }
@@ -424,7 +447,31 @@ fn split_local_name(name: &str) -> (&str, &str) {
     name.find('[').map_or((name, ""), |i| name.split_at(i))
 }
 
+/// The `labels` input's forward returns (`label_ret_H`) by horizon and time, when there is one.
+fn read_forward_returns(ctx: &StageContext) -> Result<Option<BTreeMap<i64, std::collections::HashMap<i64, f64>>>> {
+    let Some(input) = ctx.inputs().iter().find(|i| i.name == "labels") else {
+        return Ok(None);
+    };
+    let frame = read_table(&input.path)?;
+    let ts = crate::learn::dataset::timestamps_ms(&frame)?;
+    let mut out = BTreeMap::new();
+    for column in frame.columns() {
+        let Some(horizon) = column.name().strip_prefix("label_ret_").and_then(|h| h.parse::<i64>().ok()) else {
+            continue;
+        };
+        let values = crate::learn::dataset::column_f64(&frame, column.name())?;
+        // A NaN return (the label window runs past the data) is no return: left out.
+        let by_time = ts.iter().zip(values).filter(|(_, v)| v.is_finite()).map(|(t, v)| (*t, v)).collect();
+        out.insert(horizon, by_time);
+    }
+    if out.is_empty() {
+        bail!("input `labels` ({}) has no `label_ret_H` column: wire the `labels` stage's table", input.path.display());
+    }
+    Ok(Some(out))
+}
+
 fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
+    let forward_returns = read_forward_returns(ctx)?;
     let mut variants: Vec<Variant> = Vec::new();
     for input in ctx.inputs().iter().filter(|i| split_local_name(&i.name).0 == "metrics") {
         let key = split_local_name(&input.name).1;
@@ -459,14 +506,30 @@ fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
                 let names = f.column("feature")?.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect::<Vec<_>>();
                 let own = crate::learn::dataset::column_f64(&f, "model")?;
                 let perm = crate::learn::dataset::column_f64(&f, "permutation")?;
+                let sd = match f.column("permutation_sd") {
+                    Ok(_) => crate::learn::dataset::column_f64(&f, "permutation_sd")?,
+                    Err(_) => vec![f64::NAN; names.len()],
+                };
+                let finite = |x: f64| Some(x).filter(|x| x.is_finite());
                 names
                     .into_iter()
-                    .zip(own)
-                    .zip(perm)
-                    .map(|((n, o), p)| (n, o, Some(p).filter(|x| x.is_finite())))
+                    .enumerate()
+                    .map(|(k, feature)| Importance {
+                        feature,
+                        model: own[k],
+                        permutation: finite(perm[k]),
+                        permutation_sd: finite(sd[k]),
+                    })
                     .collect()
             }
             None => Vec::new(),
+        };
+        let returns = match (&forward_returns, metrics["horizon_minutes"].as_i64()) {
+            (Some(by_horizon), Some(horizon)) => {
+                let by_time = by_horizon.get(&horizon);
+                ts.iter().map(|t| by_time.and_then(|m| m.get(t)).copied().unwrap_or(f64::NAN)).collect()
+            }
+            _ => vec![f64::NAN; ts.len()],
         };
         variants.push(Variant {
             key: key.to_string(),
@@ -478,6 +541,7 @@ fn read_variants(ctx: &StageContext, split: &str) -> Result<Vec<Variant>> {
             high_vol,
             vol_decile,
             importance,
+            returns,
         });
     }
     if variants.is_empty() {
@@ -539,9 +603,12 @@ fn pool_folds(variants: Vec<Variant>, split: &str) -> Result<Vec<Variant>> {
             high_vol: Vec::new(),
             vol_decile: Vec::new(),
             importance: Vec::new(),
+            returns: Vec::new(),
             folds: Vec::new(),
         };
-        let mut importance: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
+        // Per feature: the model's own importance summed, and each fold's permutation loss.
+        let mut importance: BTreeMap<String, (f64, Vec<f64>)> = BTreeMap::new();
+        let (mut train_auc, mut valid_auc) = (Vec::new(), Vec::new());
         let mut degraded = None;
         for (fold, v) in &folds {
             if let (Some(last), Some(first)) = (pooled.timestamps.last(), v.timestamps.first())
@@ -569,23 +636,39 @@ fn pool_folds(variants: Vec<Variant>, split: &str) -> Result<Vec<Variant>> {
             pooled.scores.extend(&v.scores);
             pooled.high_vol.extend(&v.high_vol);
             pooled.vol_decile.extend(&v.vol_decile);
-            for (name, own, perm) in &v.importance {
-                let e = importance.entry(name.clone()).or_insert((0.0, 0.0, 0));
-                e.0 += own;
-                e.1 += perm.unwrap_or(0.0);
-                e.2 += 1;
+            pooled.returns.extend(&v.returns);
+            for i in &v.importance {
+                let e = importance.entry(i.feature.clone()).or_insert((0.0, Vec::new()));
+                e.0 += i.model;
+                e.1.push(i.permutation.unwrap_or(0.0));
             }
+            train_auc.extend(v.metrics["splits"]["train"]["auc"].as_f64());
+            valid_auc.extend(v.metrics["splits"]["valid"]["auc"].as_f64());
         }
         let n_folds = folds.len() as f64;
+        // Pooled permutation importance: the mean over folds, its spread the folds' deviation.
         pooled.importance = folds[0]
             .1
             .importance
             .iter()
-            .map(|(name, _, perm)| {
-                let (own, p, _) = importance[name];
-                (name.clone(), own / n_folds, perm.map(|_| p / n_folds))
+            .map(|first| {
+                let (own, per_fold) = &importance[&first.feature];
+                let mean = per_fold.iter().sum::<f64>() / n_folds;
+                let sd = (per_fold.len() > 1).then(|| {
+                    (per_fold.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / (per_fold.len() - 1) as f64).sqrt()
+                });
+                Importance {
+                    feature: first.feature.clone(),
+                    model: own / n_folds,
+                    permutation: first.permutation.map(|_| mean),
+                    permutation_sd: first.permutation.and(sd),
+                }
             })
             .collect();
+        // Train and validation AUC: each fold's own, averaged (a pooled ranking would mix folds).
+        let mean = |values: &[f64]| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+        pooled.metrics["splits"]["train"]["auc"] = json!(mean(&train_auc));
+        pooled.metrics["splits"]["valid"]["auc"] = json!(mean(&valid_auc));
         let mut m = crate::learn::train::scores_metrics(&pooled.labels, &pooled.scores);
         let hv: Vec<usize> = (0..pooled.labels.len()).filter(|&k| pooled.high_vol[k]).collect();
         m["high_vol"] = crate::learn::train::scores_metrics(
@@ -913,7 +996,7 @@ fn curves_json(v: &Variant) -> Value {
         }
     }
     let mut importance = v.importance.clone();
-    importance.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    importance.sort_by(|a, b| b.model.total_cmp(&a.model).then(a.feature.cmp(&b.feature)));
     json!({
         "model": v.text("model"),
         "label": v.text("label"),
@@ -923,8 +1006,57 @@ fn curves_json(v: &Variant) -> Value {
         "roc": roc,
         "calibration": calibration,
         "hit_rate_by_vol_decile": deciles.iter().map(|d| if d.0 > 0 { json!(d.1 as f64 / d.0 as f64) } else { Value::Null }).collect::<Vec<_>>(),
-        "importance": importance.iter().map(|(f, o, q)| json!({ "feature": f, "model": o, "permutation": q })).collect::<Vec<_>>(),
+        "importance": importance
+            .iter()
+            .map(|i| json!({ "feature": i.feature, "model": i.model, "permutation": i.permutation, "permutation_sd": i.permutation_sd }))
+            .collect::<Vec<_>>(),
+        "return_by_score_decile": return_by_score_decile(v),
+        "auc_by_day": auc_by_day(v),
     })
+}
+
+/// Mean forward return (bps) and rows per score decile (decile 1 = the lowest scores), over the
+/// rows whose return is known; empty without a `labels` input.
+fn return_by_score_decile(v: &Variant) -> Vec<Value> {
+    let known: Vec<usize> = (0..v.scores.len()).filter(|&i| v.returns[i].is_finite()).collect();
+    if known.len() < 10 {
+        return Vec::new();
+    }
+    let mut order = known.clone();
+    order.sort_by(|&a, &b| v.scores[a].total_cmp(&v.scores[b]).then(a.cmp(&b)));
+    let mut sums = [(0.0f64, 0u64); 10];
+    for (rank, &i) in order.iter().enumerate() {
+        let decile = rank * 10 / order.len();
+        sums[decile].0 += v.returns[i];
+        sums[decile].1 += 1;
+    }
+    sums.iter()
+        .enumerate()
+        .map(|(d, (sum, rows))| json!({ "decile": d + 1, "mean_return_bps": sum / *rows as f64 * 1e4, "rows": rows }))
+        .collect()
+}
+
+/// AUC within each UTC day of the compared rows (a day needs both classes and 30 rows), to see
+/// whether a signal is steady or a few days' luck.
+fn auc_by_day(v: &Variant) -> Vec<Value> {
+    const DAY_MS: i64 = 86_400_000;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < v.timestamps.len() {
+        let day = v.timestamps[start].div_euclid(DAY_MS);
+        let mut end = start;
+        while end < v.timestamps.len() && v.timestamps[end].div_euclid(DAY_MS) == day {
+            end += 1;
+        }
+        if end - start >= 30
+            && let Some(auc) = super::metrics::auc(&v.labels[start..end], &v.scores[start..end])
+        {
+            let date = crate::learn::dataset::format_ms(day * DAY_MS);
+            out.push(json!({ "day": date.get(..10).unwrap_or(&date), "auc": auc, "rows": end - start }));
+        }
+        start = end;
+    }
+    out
 }
 
 /// One flat table from JSON rows: scalar fields become columns (intervals split in lo/hi).

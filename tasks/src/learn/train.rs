@@ -166,7 +166,8 @@ impl Stage for Train {
     type Params = TrainParams;
     const NAME: &'static str = "train";
     // 2: logistic fitted by argmin's L-BFGS (smartcore's was 5-10x slower); fold splits.
-    const VERSION: u32 = 2;
+    // 3: importance has `permutation_sd`.
+    const VERSION: u32 = 3;
     const DOC: &'static str = "Train one model on a purged time split; write the model, out-of-sample predictions, metrics and feature importance.\n\n\
         Inputs: any tables with a `timestamp` column (features, news aggregates, labels), joined on `timestamp` \
         (left join on the first input). Features: the numeric columns picked by `feature_set` (globs); `label_*` \
@@ -177,8 +178,9 @@ impl Stage for Train {
         `predictions` (validation and test rows: `timestamp`, `split`, `label`, `score`, `vol`, `vol_decile`, \
         `high_vol`), `metrics` (per split: rows, base rate, AUC, accuracy, log loss, Brier, precision, recall, and \
         the same in high-volatility rows: `vol_column` at or above the `high_vol_quantile` of the row's split), \
-        `importance` (`feature`, `model` = the model's own, normalised; `permutation` = validation AUC lost when \
-        the column is shuffled). A feature set whose `requires` patterns match nothing (e.g. `with_news` without \
+        `importance` (`feature`, `model` = the model's own, normalised to sum to 1; `permutation` = validation AUC \
+        lost when the column is shuffled, the mean over `permutation_repeats` shuffles; `permutation_sd` = their \
+        standard deviation, null with one shuffle). A feature set whose `requires` patterns match nothing (e.g. `with_news` without \
         news) trains on what there is and says `degraded` in its metrics: the news-missing rule.";
     const EXAMPLE: &'static str = r#"[stages.market]
 task = "synth_market"
@@ -429,10 +431,12 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
             m
         };
 
-        let permutation = if params.permutation_repeats > 0 {
+        let (permutation, permutation_sd): (Vec<f64>, Vec<f64>) = if params.permutation_repeats > 0 {
             permutation_importance(&predictor, &valid_x, &valid_y, params.permutation_repeats, params.seed)?
+                .into_iter()
+                .unzip()
         } else {
-            vec![f64::NAN; features.len()]
+            (vec![f64::NAN; features.len()], vec![f64::NAN; features.len()])
         };
 
         // Out-of-sample predictions: validation and test rows.
@@ -479,6 +483,11 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
                 Series::new(
                     "permutation".into(),
                     permutation.iter().map(|v| Some(*v).filter(|x| x.is_finite())).collect::<Vec<_>>(),
+                )
+                .into(),
+                Series::new(
+                    "permutation_sd".into(),
+                    permutation_sd.iter().map(|v| Some(*v).filter(|x| x.is_finite())).collect::<Vec<_>>(),
                 )
                 .into(),
             ],
@@ -714,25 +723,25 @@ pub fn scores_metrics(labels: &[bool], scores: &[f64]) -> Value {
     })
 }
 
-/// Validation AUC lost when one column is shuffled, averaged over `repeats` seeded shuffles.
-/// Features run in parallel; each shuffle has its own seed, so the result does not depend on
-/// the thread count.
+/// Validation AUC lost when one column is shuffled: the mean over `repeats` seeded shuffles and
+/// their sample standard deviation (NaN with one shuffle). Features run in parallel; each
+/// shuffle has its own seed, so the result does not depend on the thread count.
 fn permutation_importance(
     predictor: &super::models::Predictor,
     columns: &[Vec<f64>],
     labels: &[bool],
     repeats: usize,
     seed: u64,
-) -> Result<Vec<f64>> {
+) -> Result<Vec<(f64, f64)>> {
     let base = predictor.predict(columns)?;
     let Some(base_auc) = auc(labels, &base) else {
-        return Ok(vec![f64::NAN; columns.len()]);
+        return Ok(vec![(f64::NAN, f64::NAN); columns.len()]);
     };
     (0..columns.len())
         .into_par_iter()
         .map(|j| {
             let mut shuffled: Vec<Vec<f64>> = columns.to_vec();
-            let mut total = 0.0;
+            let mut lost = Vec::with_capacity(repeats);
             for r in 0..repeats {
                 let mut rng = SplitMix64::new(seed ^ ((j as u64) << 32) ^ r as u64 ^ 0x7065_726D);
                 let column = &mut shuffled[j];
@@ -742,9 +751,15 @@ fn permutation_importance(
                     column.swap(i, k);
                 }
                 let scores = predictor.predict(&shuffled)?;
-                total += base_auc - auc(labels, &scores).unwrap_or(base_auc);
+                lost.push(base_auc - auc(labels, &scores).unwrap_or(base_auc));
             }
-            Ok(total / repeats as f64)
+            let mean = lost.iter().sum::<f64>() / repeats as f64;
+            let sd = if repeats > 1 {
+                (lost.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (repeats - 1) as f64).sqrt()
+            } else {
+                f64::NAN
+            };
+            Ok((mean, sd))
         })
         .collect()
 }
