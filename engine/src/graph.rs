@@ -266,8 +266,150 @@ fn param_diagnostic(stage: &StageSpec, node: &str, task: &dyn Task, err: &ParamE
     diagnostic
 }
 
+/// The param a fold sets and its value (the fold's table).
+type FoldParam = (String, toml::Value);
+
+/// One replicate of a replicated stage: the swept shared param's name and this replicate's value.
+type Replicate<'a> = (&'a str, &'a toml::Value);
+
+/// Whether `value` (a param as written) reads the shared param `name`: `${params.NAME}` or
+/// `${params.NAME.PATH}` anywhere in it.
+fn reads_shared_param(value: &toml::Value, name: &str) -> bool {
+    match value {
+        toml::Value::String(text) => {
+            text.contains(&format!("${{params.{name}}}")) || text.contains(&format!("${{params.{name}."))
+        }
+        toml::Value::Array(items) => items.iter().any(|v| reads_shared_param(v, name)),
+        toml::Value::Table(table) => table.values().any(|v| reads_shared_param(v, name)),
+        _ => false,
+    }
+}
+
+/// Replicates (`[pipeline] replicates = { seed = [1, 2, 3] }`): the stages that run once per
+/// value of the swept shared param. A stage is replicated when its params or folds read the
+/// param, or one of its inputs comes from a replicated stage, unless it declares
+/// `replicates = "pool"`: then it is one node that takes every replicate of its inputs (like a
+/// consumer without folds takes every fold). A replicated node carries the value as a
+/// coordinate (`market[seed=2]`), so consumers wire replicate by replicate, and its params see
+/// the shared param at that value.
+fn replicated_stages(spec: &Spec) -> Vec<bool> {
+    let Some(axis) = &spec.replicates else {
+        return vec![false; spec.stages.len()];
+    };
+    let mut replicated: Vec<bool> = spec
+        .stages
+        .iter()
+        .map(|s| {
+            s.pools_replicates.is_none()
+                && (reads_shared_param(&toml::Value::Table(s.params.clone()), &axis.param)
+                    || s.folds
+                        .as_ref()
+                        .is_some_and(|f| reads_shared_param(&toml::Value::Table(f.table.clone()), &axis.param)))
+        })
+        .collect();
+    // Downstream of a replicated stage is replicated, until a pool: repeat until nothing changes
+    // (stages need not be written in order).
+    loop {
+        let mut changed = false;
+        for (i, stage) in spec.stages.iter().enumerate() {
+            if replicated[i] || stage.pools_replicates.is_some() {
+                continue;
+            }
+            let from_replicated = stage
+                .inputs
+                .iter()
+                .any(|input| spec.stages.iter().position(|s| s.name == input.stage).is_some_and(|p| replicated[p]));
+            if from_replicated {
+                replicated[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            return replicated;
+        }
+    }
+}
+
+/// Problems with the replicates declaration and the stages that pool them, each located.
+fn replicate_diagnostics(spec: &Spec, replicated: &[bool]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let Some(axis) = &spec.replicates else {
+        for stage in &spec.stages {
+            if let Some(at) = &stage.pools_replicates {
+                out.push(
+                    Diagnostic::error(
+                        format!("stage `{}` pools replicates, but the pipeline has none", stage.name),
+                        Some(at.clone()),
+                    )
+                    .with_hint("declare them in [pipeline]: replicates = { seed = [1, 2, 3] }"),
+                );
+            }
+        }
+        return out;
+    };
+    match spec.params.get(&axis.param) {
+        None => out.push(
+            Diagnostic::error(
+                format!("replicates sweep `params.{}`, which [params] does not declare", axis.param),
+                Some(axis.loc.clone()),
+            )
+            .with_hint(format!(
+                "add `{} = ...` to [params] and read it as \"${{params.{}}}\" in the stages it seeds",
+                axis.param, axis.param
+            )),
+        ),
+        Some((_, at)) if spec.sources.path(at.file) == std::path::Path::new("--set") => out.push(
+            Diagnostic::error(
+                format!("`--set` sets `params.{}`, which the replicates sweep", axis.param),
+                Some(at.clone()),
+            )
+            .with_secondary(axis.loc.clone(), "swept here")
+            .with_hint(
+                "edit the replicates in the pipeline file, or run one replicate as a target (e.g. `compare[seed=2]`)",
+            ),
+        ),
+        Some(_) => {}
+    }
+    if !replicated.iter().any(|r| *r) {
+        out.push(
+            Diagnostic::error(
+                format!("no stage reads `${{params.{}}}`, so nothing is replicated", axis.param),
+                Some(axis.loc.clone()),
+            )
+            .with_hint(
+                "the stages a replicate seeds read the swept param, e.g. params = { seed = \"${params.seed}\" }",
+            ),
+        );
+    }
+    for stage in &spec.stages {
+        let Some(at) = &stage.pools_replicates else { continue };
+        if reads_shared_param(&toml::Value::Table(stage.params.clone()), &axis.param) {
+            out.push(Diagnostic::error(
+                format!("stage `{}` pools every replicate, so it cannot read `params.{}`", stage.name, axis.param),
+                Some(at.clone()),
+            ));
+        }
+        let pooled = stage
+            .inputs
+            .iter()
+            .any(|input| spec.stages.iter().position(|s| s.name == input.stage).is_some_and(|p| replicated[p]));
+        if !pooled {
+            out.push(
+                Diagnostic::error(
+                    format!("stage `{}` pools replicates, but none of its inputs is replicated", stage.name),
+                    Some(at.clone()),
+                )
+                .with_hint("take input from a stage that runs once per replicate (e.g. compare.summary)"),
+            );
+        }
+    }
+    out
+}
+
 pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics> {
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let replicated = replicated_stages(&spec);
+    diagnostics.extend(replicate_diagnostics(&spec, &replicated));
     let mut nodes: Vec<Node> = Vec::new();
     let mut nodes_of_spec: Vec<Vec<usize>> = vec![Vec::new(); spec.stages.len()];
     // Stages whose params did not read: their consumers are not wired (no second, bogus error).
@@ -275,7 +417,15 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
     let mut reported: std::collections::BTreeSet<(usize, String, String)> = Default::default();
 
     for (spec_index, stage) in spec.stages.iter().enumerate() {
-        let n_combos: usize = stage.matrix.iter().map(|a| a.values.len()).product();
+        // Each replicate of a replicated stage: the swept param's name, its value, and the
+        // shared params with it.
+        let replicates: Vec<Option<Replicate<'_>>> = match &spec.replicates {
+            Some(axis) if replicated[spec_index] => {
+                axis.values.iter().map(|(v, _)| Some((axis.param.as_str(), v))).collect()
+            }
+            _ => vec![None],
+        };
+        let n_combos: usize = stage.matrix.iter().map(|a| a.values.len()).product::<usize>() * replicates.len();
         if n_combos > spec.max_matrix {
             let loc = stage.matrix.first().map(|a| a.loc.clone()).unwrap_or_else(|| stage.name_loc.clone());
             diagnostics.push(
@@ -380,10 +530,32 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                 }
             }
         }
-        for (combo, fold_param) in node_combos {
+        // Replicates cross the rest, outermost last: `train[model=gbdt,seed=2]`.
+        let node_combos: Vec<(Coordinates, Option<FoldParam>, Option<Replicate<'_>>)> = replicates
+            .iter()
+            .flat_map(|replicate| {
+                node_combos.iter().map(move |(combo, fold)| {
+                    let mut coords = combo.clone();
+                    if let Some((param, value)) = replicate {
+                        coords.push((param.to_string(), (*value).clone()));
+                    }
+                    (coords, fold.clone(), *replicate)
+                })
+            })
+            .collect();
+        for (combo, fold_param, replicate) in node_combos {
             let name = node_name(&stage.name, &combo);
             let mut params = toml::Value::Table(stage.params.clone());
-            if let Err(message) = substitute(&mut params, &spec.params) {
+            let shared = match replicate {
+                Some((param, value)) => {
+                    let mut shared = spec.params.clone();
+                    let at = spec.replicates.as_ref().map(|a| a.loc.clone()).unwrap_or_else(|| stage.name_loc.clone());
+                    shared.insert(param.to_string(), (value.clone(), at));
+                    std::borrow::Cow::Owned(shared)
+                }
+                None => std::borrow::Cow::Borrowed(&spec.params),
+            };
+            if let Err(message) = substitute(&mut params, &shared) {
                 diagnostics.push(Diagnostic::error(message, Some(stage.params_loc.clone())));
                 continue;
             }
@@ -391,6 +563,10 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
             let mut bad = false;
             for (path, value) in &combo {
                 if path == FOLD_COORDINATE && fold_param.is_some() {
+                    continue;
+                }
+                // The replicate is a coordinate; its value reaches params through `${params.*}`.
+                if replicate.is_some_and(|(param, _)| param == path) {
                     continue;
                 }
                 if let Err(message) = set_path(&mut params, path, value.clone()) {

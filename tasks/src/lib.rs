@@ -73,6 +73,7 @@ pub fn registry() -> Registry {
         .register::<backtest::report::WalkForwardReport>()
         .register::<evaluate::compare::Compare>()
         .register::<evaluate::report::Report>()
+        .register::<evaluate::replicates::Replicates>()
         .register::<news::ingest_news::IngestNews>()
         .register::<news::synth_news::SynthNews>()
         .register::<read_table::ReadTable>()

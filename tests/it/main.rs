@@ -12,6 +12,7 @@ mod market;
 mod news;
 mod nightly;
 mod real_news;
+mod replicates;
 mod research_validity;
 mod stage1;
 mod support;

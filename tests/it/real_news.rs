@@ -1,17 +1,9 @@
 //! The real news sources of shared/data: ingest as they are, join on the time each item was
 //! known, and the Stage 1 study on real bars with real news.
 
-use std::path::PathBuf;
-
 use polars::prelude::*;
 
-use crate::support::{TestContext, real_data};
-
-fn shipped(ctx: &TestContext, file: &str) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
-    ctx.write(&format!("pipelines/{file}"), &std::fs::read_to_string(root.join(file)).unwrap());
-    ctx.write("pipelines/stage1/study.toml", &std::fs::read_to_string(root.join("stage1/study.toml")).unwrap());
-}
+use crate::support::{TestContext, real_data, shipped};
 
 fn times(df: &DataFrame, column: &str) -> Vec<Option<i64>> {
     df.column(column).unwrap().as_materialized_series().to_physical_repr().i64().unwrap().iter().collect()

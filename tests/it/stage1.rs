@@ -2,14 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::support::{TestContext, real_data};
-
-/// Copies a shipped pipeline and the study it includes into the test workspace.
-fn shipped(ctx: &TestContext, file: &str) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
-    ctx.write(&format!("pipelines/{file}"), &std::fs::read_to_string(root.join(file)).unwrap());
-    ctx.write("pipelines/stage1/study.toml", &std::fs::read_to_string(root.join("stage1/study.toml")).unwrap());
-}
+use crate::support::{TestContext, real_data, shipped};
 
 fn object(ctx: &TestContext, hash: &str) -> PathBuf {
     ctx.store().join("objects").join(&hash[..2]).join(&hash[2..])

@@ -215,3 +215,15 @@ pub fn open_in_chromium(chromium: &str, ctx: &TestContext, page: &Path, width: u
     assert!(png.starts_with(b"\x89PNG"), "a screenshot of {}", page.display());
     (dom, png)
 }
+
+/// Copies a shipped pipeline and the Stage 1 files it may include (`pipelines/stage1/`) into the
+/// test workspace, where its relative paths work as in the repository.
+pub fn shipped(ctx: &TestContext, file: &str) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    ctx.write(&format!("pipelines/{file}"), &std::fs::read_to_string(root.join(file)).unwrap());
+    for entry in std::fs::read_dir(root.join("stage1")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        ctx.write(&format!("pipelines/stage1/{name}"), &std::fs::read_to_string(&path).unwrap());
+    }
+}

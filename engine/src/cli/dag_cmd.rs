@@ -132,7 +132,7 @@ fn text(view: &DagView) -> String {
             .map(|e| {
                 let producer = title(&view.nodes[e.from]);
                 match e.roles.as_slice() {
-                    [only] if *only == producer => producer,
+                    [only] if *only == view.nodes[e.from].name => producer,
                     roles => format!("{}={producer}", roles.join(",")),
                 }
             })

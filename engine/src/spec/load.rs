@@ -11,9 +11,9 @@ use crate::diag::{Diagnostic, Diagnostics, FileId, Loc, SourceMap, did_you_mean}
 pub const DEFAULT_MAX_MATRIX: usize = 64;
 
 const TOP_KEYS: &[&str] = &["pipeline", "params", "stages", "include"];
-const PIPELINE_KEYS: &[&str] = &["name", "description", "max_matrix"];
+const PIPELINE_KEYS: &[&str] = &["name", "description", "max_matrix", "replicates"];
 const STAGE_KEYS: &[&str] =
-    &["task", "description", "inputs", "params", "matrix", "folds", "partition", "exports", "show"];
+    &["task", "description", "inputs", "params", "matrix", "folds", "partition", "exports", "show", "replicates"];
 
 struct Loader {
     sources: SourceMap,
@@ -22,6 +22,7 @@ struct Loader {
     name: Option<String>,
     description: String,
     max_matrix: usize,
+    replicates: Option<MatrixAxis>,
     params: BTreeMap<String, (toml::Value, Loc)>,
     stages: Vec<StageSpec>,
     /// Canonical paths currently being loaded, to report include cycles.
@@ -39,6 +40,7 @@ pub fn load_spec(path: &Path, overrides: &[String]) -> Result<Spec, Diagnostics>
         name: None,
         description: String::new(),
         max_matrix: DEFAULT_MAX_MATRIX,
+        replicates: None,
         params: BTreeMap::new(),
         stages: Vec::new(),
         stack: Vec::new(),
@@ -64,6 +66,7 @@ pub fn load_spec(path: &Path, overrides: &[String]) -> Result<Spec, Diagnostics>
         sources: loader.sources,
         hash: pipeline_cache::Hash::from_bytes(*loader.hasher.finalize().as_bytes()),
         overrides: overrides.to_vec(),
+        replicates: loader.replicates,
     })
 }
 
@@ -276,6 +279,20 @@ impl Loader {
                         Some(loc(file, value.span())),
                     )),
                 },
+                "replicates" => {
+                    let mut axes = self.load_matrix(file, value);
+                    match axes.len() {
+                        1 => self.replicates = axes.pop(),
+                        0 => {}
+                        _ => self.error(
+                            Diagnostic::error(
+                                "`pipeline.replicates` sweeps one shared param",
+                                Some(loc(file, value.span())),
+                            )
+                            .with_hint("write replicates = { seed = [1, 2, 3] }"),
+                        ),
+                    }
+                }
                 _ => self.unknown_key(file, "[pipeline]", key, PIPELINE_KEYS),
             }
         }
@@ -347,6 +364,7 @@ impl Loader {
             partition: None,
             exports: Vec::new(),
             show: Vec::new(),
+            pools_replicates: None,
         };
         let mut has_task = false;
         let mut saw_task = false;
@@ -408,6 +426,17 @@ impl Loader {
                 }
                 "exports" => stage.exports = self.load_exports(file, value),
                 "show" => stage.show = self.load_show(file, value),
+                "replicates" => match self.expect_string(file, "`replicates`", value).as_deref() {
+                    Some("pool") => stage.pools_replicates = Some(loc(file, value.span())),
+                    Some(other) => self.error(
+                        Diagnostic::error(
+                            format!("`replicates = \"{other}\"` is not a way to take replicates"),
+                            Some(loc(file, value.span())),
+                        )
+                        .with_hint("write replicates = \"pool\": one node that takes every replicate of its inputs"),
+                    ),
+                    None => {}
+                },
                 _ => self.unknown_key(file, &format!("stage `{stage_name}`"), key, STAGE_KEYS),
             }
         }

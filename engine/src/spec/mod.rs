@@ -30,6 +30,9 @@ pub struct Spec {
     pub hash: pipeline_cache::Hash,
     /// The `--set` arguments, as given.
     pub overrides: Vec<String>,
+    /// `[pipeline] replicates = { seed = [1, 2, 3] }`: the study runs once per value of that
+    /// shared param (see `crate::graph`, "Replicates").
+    pub replicates: Option<MatrixAxis>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +60,9 @@ pub struct StageSpec {
     pub exports: Vec<ExportSpec>,
     /// Outputs whose text is printed after a successful run (`show = "headline"`).
     pub show: Vec<ShowSpec>,
+    /// `replicates = "pool"`: one node that takes every replicate of its inputs, and where that
+    /// was written.
+    pub pools_replicates: Option<Loc>,
 }
 
 /// A stage's `folds` table as written (before `${params.*}` substitution), with where each key is.
