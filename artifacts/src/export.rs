@@ -23,6 +23,28 @@ pub struct ExportSummary {
     pub bytes: u64,
 }
 
+/// Writes `bytes` to `dest` whole or not at all (a temp file beside it, then a rename), as an
+/// ordinary 0644 file; creates missing folders.
+pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".export-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.as_file().sync_all().ok();
+    tmp.persist(dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    Ok(())
+}
+
 /// Writes the artifact stored at `object` (of `kind`) to `dest`. A table (a Parquet file or a
 /// partition index) becomes Parquet, CSV (header, RFC 4180 quoting, times in ISO 8601), JSON
 /// (an array of row objects) or NDJSON by the extension; a JSON artifact goes to `.json`; any

@@ -432,7 +432,14 @@ pub struct Registry {
     tasks: Vec<Arc<dyn Task>>,
     /// Kinds this build knows by name but cannot run, with the reason (e.g. a cargo feature).
     unavailable: Vec<(&'static str, &'static str)>,
+    /// Turns a stored `model` artifact into a standalone file (`pipeline export-model`); the
+    /// engine knows no model format, the stages that write models do.
+    model_exporter: Option<ModelExporter>,
 }
+
+/// Reads a stored model (its object's path) and returns the bytes of its portable form, or an
+/// error that says why this model has none.
+pub type ModelExporter = fn(&std::path::Path) -> anyhow::Result<Vec<u8>>;
 
 impl Registry {
     pub fn new() -> Registry {
@@ -449,6 +456,16 @@ impl Registry {
     pub fn register_unavailable(&mut self, name: &'static str, reason: &'static str) -> &mut Registry {
         self.unavailable.push((name, reason));
         self
+    }
+
+    /// Sets how `pipeline export-model` writes a stored model as a standalone file.
+    pub fn set_model_exporter(&mut self, exporter: ModelExporter) -> &mut Registry {
+        self.model_exporter = Some(exporter);
+        self
+    }
+
+    pub fn model_exporter(&self) -> Option<ModelExporter> {
+        self.model_exporter
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Task>> {

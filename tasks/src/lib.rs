@@ -74,6 +74,7 @@ pub fn registry() -> Registry {
         .register::<evaluate::compare::Compare>()
         .register::<evaluate::report::Report>()
         .register::<evaluate::replicates::Replicates>()
+        .set_model_exporter(learn::portable::portable_model)
         .register::<news::ingest_news::IngestNews>()
         .register::<news::synth_news::SynthNews>()
         .register::<read_table::ReadTable>()

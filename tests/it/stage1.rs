@@ -64,38 +64,110 @@ fn stage1_ablation_finds_the_planted_news_signal_then_is_all_hits() {
         "train[label=label_dir_15,model=gbdt,feature_set=with_news]",
         "train[label=label_dir_5,model=logistic,feature_set=price_only]",
     ] {
-        let manifest = ctx.manifest(node);
-        let hash = |o: &str| manifest["outputs"][o]["hash"].as_str().unwrap().to_string();
-        let model = pipeline_tasks::learn::train::load_model(&object(&ctx, &hash("model"))).unwrap();
-        let predictions = pipeline_artifacts::read_table(&object(&ctx, &hash("predictions"))).unwrap();
-        let inputs: Vec<(String, PathBuf)> = ["features", "news_features", "labels"]
-            .iter()
-            .map(|stage| {
-                let m = ctx.manifest(stage);
-                (stage.to_string(), object(&ctx, m["outputs"]["table"]["hash"].as_str().unwrap()))
-            })
-            .collect();
-        let frame = pipeline_tasks::learn::dataset::join_inputs(&inputs).unwrap();
-        let times = pipeline_tasks::learn::dataset::timestamps_ms(&frame).unwrap();
-        let wanted = pipeline_tasks::learn::dataset::timestamps_ms(&predictions).unwrap();
-        let index: std::collections::HashMap<i64, usize> = times.iter().enumerate().map(|(i, t)| (*t, i)).collect();
-        let rows: Vec<usize> = wanted.iter().map(|t| index[t]).collect();
-        let columns: Vec<Vec<f64>> = model
-            .features
-            .iter()
-            .map(|f| {
-                let c = pipeline_tasks::learn::dataset::column_f64(&frame, f).unwrap();
-                rows.iter().map(|&r| c[r]).collect()
-            })
-            .collect();
+        let (model, columns, stored) = scored_rows(&ctx, node, &["features", "news_features", "labels"]);
         let scores = model.predict(&columns).unwrap();
-        let stored = pipeline_tasks::learn::dataset::column_f64(&predictions, "score").unwrap();
         assert_eq!(scores.len(), stored.len());
         assert!(
             scores.iter().zip(&stored).all(|(a, b)| a.to_bits() == b.to_bits()),
             "{node} does not reload bit-for-bit"
         );
     }
+}
+
+/// A `train` node's stored model, the feature columns of the rows it scored (in the model's
+/// feature order, from the stored input tables), and the scores it stored for them.
+fn scored_rows(
+    ctx: &TestContext,
+    node: &str,
+    input_stages: &[&str],
+) -> (pipeline_tasks::learn::models::ModelFile, Vec<Vec<f64>>, Vec<f64>) {
+    let manifest = ctx.manifest(node);
+    let hash = |o: &str| manifest["outputs"][o]["hash"].as_str().unwrap().to_string();
+    let model = pipeline_tasks::learn::train::load_model(&object(ctx, &hash("model"))).unwrap();
+    let predictions = pipeline_artifacts::read_table(&object(ctx, &hash("predictions"))).unwrap();
+    let inputs: Vec<(String, PathBuf)> = input_stages
+        .iter()
+        .map(|stage| {
+            let m = ctx.manifest(stage);
+            (stage.to_string(), object(ctx, m["outputs"]["table"]["hash"].as_str().unwrap()))
+        })
+        .collect();
+    let frame = pipeline_tasks::learn::dataset::join_inputs(&inputs).unwrap();
+    let times = pipeline_tasks::learn::dataset::timestamps_ms(&frame).unwrap();
+    let wanted = pipeline_tasks::learn::dataset::timestamps_ms(&predictions).unwrap();
+    let index: std::collections::HashMap<i64, usize> = times.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let rows: Vec<usize> = wanted.iter().map(|t| index[t]).collect();
+    let columns: Vec<Vec<f64>> = model
+        .features
+        .iter()
+        .map(|f| {
+            let c = pipeline_tasks::learn::dataset::column_f64(&frame, f).unwrap();
+            rows.iter().map(|&r| c[r]).collect()
+        })
+        .collect();
+    let stored = pipeline_tasks::learn::dataset::column_f64(&predictions, "score").unwrap();
+    (model, columns, stored)
+}
+
+/// `export-model` writes gbdt and logistic models as standalone JSON that
+/// `scripts/pipeline_model.py` (Python's standard library only) scores to within 1e-12 of the
+/// stored predictions; a family without a portable form is refused, saying which have one.
+#[test]
+fn exported_models_score_in_python_as_stored() {
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| std::process::Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some(python) = python else {
+        assert!(
+            std::env::var_os("PIPELINE_REQUIRE_OPTIONAL").is_none(),
+            "no python3 on PATH, and PIPELINE_REQUIRE_OPTIONAL says the Python loader test must run"
+        );
+        eprintln!("skipped: no python3 on PATH (the portable model's loader is Python)");
+        return;
+    };
+    let ctx = TestContext::new();
+    ctx.write("p.toml", SMALL);
+    ctx.run(&["run", "p.toml"]).ok();
+    let loader = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pipeline_model.py");
+    for family in ["gbdt", "logistic"] {
+        let node = format!("train[model={family}]");
+        let out = ctx.run(&["export-model", &node, &format!("out/{family}.json")]).ok().stdout;
+        assert!(out.contains("scripts/pipeline_model.py"), "{out}");
+        let (model, mut columns, mut stored) = scored_rows(&ctx, &node, &["features", "labels"]);
+        // Two more rows with missing values (the missing branches, the fill): scored here.
+        let extra: Vec<Vec<f64>> = columns
+            .iter()
+            .enumerate()
+            .map(|(j, c)| vec![f64::NAN, if j % 2 == 0 { f64::NAN } else { c[0] }])
+            .collect();
+        stored.extend(model.predict(&extra).unwrap());
+        for (column, more) in columns.iter_mut().zip(extra) {
+            column.extend(more);
+        }
+        // The rows as CSV, NaN written as `nan` (Python's float() reads it; so would pandas).
+        let mut csv = model.features.join(",") + "\n";
+        for i in 0..stored.len() {
+            let row: Vec<String> = columns.iter().map(|c| format!("{:?}", c[i])).collect();
+            csv.push_str(&row.join(","));
+            csv.push('\n');
+        }
+        ctx.write(&format!("{family}.csv"), &csv);
+        let output = std::process::Command::new(python)
+            .arg(&loader)
+            .arg(ctx.path(&format!("out/{family}.json")))
+            .arg(ctx.path(&format!("{family}.csv")))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let scores: Vec<f64> = String::from_utf8_lossy(&output.stdout).lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(scores.len(), stored.len());
+        let worst = scores.iter().zip(&stored).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst <= 1e-12, "{family}: Python differs from the stored score by up to {worst}");
+    }
+    let refused = ctx.run(&["export-model", "train[model=random_forest]", "out/rf.json"]).code(2).stderr;
+    assert!(refused.contains("has no portable form yet") && refused.contains("`gbdt` and `logistic`"), "{refused}");
+    let not_a_model = ctx.run(&["export-model", "features", "out/f.json"]).code(2).stderr;
+    assert!(not_a_model.contains("is a table, not a model"), "{not_a_model}");
 }
 
 /// With the plant off, the same study finds no news effect: the interval covers zero.

@@ -45,6 +45,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Write a stage's output to a file: a table as Parquet, CSV, JSON or NDJSON by extension.
     Export(ExportArgs),
+    /// Write a trained model as a standalone file that Python reads without this program
+    /// (`scripts/pipeline_model.py`; docs/models.md).
+    ExportModel(ExportArgs),
     /// Delete what neither the last N runs, pinned runs nor the latest result of each stage use.
     Gc(GcArgs),
     /// Re-hash every object, quarantine corrupt ones, report.

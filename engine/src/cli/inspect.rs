@@ -380,8 +380,25 @@ fn print_partitions(store: &Store, stage: &str, manifest: &Manifest, json: bool)
 
 /// `pipeline export STAGE[.OUTPUT] PATH`: a stage's output from the newest run that has the
 /// stage (or `--run`), written in the format the extension names.
-pub fn export(args: ExportArgs, store: Store) -> CliResult {
-    let runs: Vec<RunRecord> = match &args.run {
+/// A stage's output recorded in a run: `what` is `STAGE` (its only output, or `default`) or
+/// `STAGE.OUTPUT`, from the run `run` names or the newest run that has the stage. The object
+/// must be in the store.
+struct FoundOutput {
+    run: RunRecord,
+    stage: String,
+    output: String,
+    record: pipeline_cache::OutputRecord,
+    object: std::path::PathBuf,
+}
+
+fn find_output(
+    store: &Store,
+    what: &str,
+    run: Option<&str>,
+    default: Option<&str>,
+    usage: &str,
+) -> Result<FoundOutput, CliError> {
+    let runs: Vec<RunRecord> = match run {
         Some(spec) => {
             let id = store
                 .resolve_run(spec)?
@@ -391,37 +408,37 @@ pub fn export(args: ExportArgs, store: Store) -> CliResult {
         None => store.run_ids()?.iter().rev().filter_map(|id| store.load_run(id).ok()).collect(),
     };
     // `STAGE` whole, else `STAGE.OUTPUT` split at the last dot.
-    let split = args.what.rsplit_once('.');
+    let split = what.rsplit_once('.');
     let found = runs.iter().find_map(|run| {
-        let whole = run.stage(&args.what).filter(|s| s.key.is_some()).map(|s| (run, s, None));
+        let whole = run.stage(what).filter(|s| s.key.is_some()).map(|s| (run, s, None));
         whole.or_else(|| {
             let (stage, output) = split?;
             run.stage(stage).filter(|s| s.key.is_some()).map(|s| (run, s, Some(output)))
         })
     });
-    let Some((run, stage, output)) = found else {
+    let Some((run_record, stage, output)) = found else {
         return Err(CliError::usage(format!(
-            "no recorded result of `{}`{}\nhint: `pipeline show last` lists a run's stages; export takes STAGE or STAGE.OUTPUT",
-            args.what,
-            args.run.as_ref().map(|r| format!(" in run {r}")).unwrap_or_default()
+            "no recorded result of `{what}`{}\nhint: `pipeline show last` lists a run's stages; {usage}",
+            run.map(|r| format!(" in run {r}")).unwrap_or_default()
         )));
     };
     let names: Vec<&String> = stage.outputs.keys().collect();
     let output = match output {
         Some(name) => name.to_string(),
         None if names.len() == 1 => names[0].clone(),
+        None if default.is_some_and(|d| stage.outputs.contains_key(d)) => default.unwrap_or_default().to_string(),
         None => {
             return Err(CliError::usage(format!(
-                "stage `{}` has {} outputs: say which, e.g. `pipeline export {}.{} {}`",
+                "stage `{}` has {} outputs ({}): say which, as `{}.{}`",
                 stage.name,
                 names.len(),
+                names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "),
                 stage.name,
                 names.first().map(|n| n.as_str()).unwrap_or("OUTPUT"),
-                args.path.display()
             )));
         }
     };
-    let record = stage.outputs.get(&output).ok_or_else(|| {
+    let record = stage.outputs.get(&output).cloned().ok_or_else(|| {
         CliError::usage(format!(
             "stage `{}` has no output `{output}`; its outputs: {}",
             stage.name,
@@ -436,17 +453,55 @@ pub fn export(args: ExportArgs, store: Store) -> CliResult {
             record.hash.short()
         )));
     }
-    let summary = pipeline_artifacts::export_artifact(&object, kind_of(&record.kind), &args.path)
+    Ok(FoundOutput { run: run_record.clone(), stage: stage.name.clone(), output, record, object })
+}
+
+fn run_label(run: &RunRecord) -> String {
+    format!("run {}{}", run.id, run.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default())
+}
+
+pub fn export(args: ExportArgs, store: Store) -> CliResult {
+    let found = find_output(&store, &args.what, args.run.as_deref(), None, "export takes STAGE or STAGE.OUTPUT")?;
+    let summary = pipeline_artifacts::export_artifact(&found.object, kind_of(&found.record.kind), &args.path)
         .map_err(|e| CliError::usage(format!("{e:#}")))?;
     let rows = summary.rows.map(|r| format!(", {r} rows")).unwrap_or_default();
     println!(
-        "exported {}.{output} (run {}{}) -> {} ({}{rows}, {} bytes)",
-        stage.name,
-        run.id,
-        run.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default(),
+        "exported {}.{} ({}) -> {} ({}{rows}, {} bytes)",
+        found.stage,
+        found.output,
+        run_label(&found.run),
         args.path.display(),
         summary.format,
         summary.bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `export-model STAGE PATH`: the stage's `model` as a standalone file (the build's model
+/// exporter writes it; `scripts/pipeline_model.py` reads it).
+pub fn export_model(args: ExportArgs, store: Store, registry: &crate::stage::Registry) -> CliResult {
+    let exporter = registry.model_exporter().ok_or_else(|| CliError::usage("this build has no model exporter"))?;
+    let found = find_output(
+        &store,
+        &args.what,
+        args.run.as_deref(),
+        Some("model"),
+        "export-model takes a `train` stage (or STAGE.OUTPUT)",
+    )?;
+    if found.record.kind != "model" {
+        return Err(CliError::usage(format!(
+            "`{}.{}` is a {}, not a model\nhint: export-model takes a stage's `model` output, e.g. of `train`",
+            found.stage, found.output, found.record.kind
+        )));
+    }
+    let bytes = exporter(&found.object).map_err(|e| CliError::usage(format!("{e:#}")))?;
+    pipeline_artifacts::export::write_file(&args.path, &bytes).map_err(|e| CliError::failure(format!("{e:#}")))?;
+    println!(
+        "exported the model of {} ({}) -> {} ({} bytes; read it with scripts/pipeline_model.py, docs/models.md)",
+        found.stage,
+        run_label(&found.run),
+        args.path.display(),
+        bytes.len()
     );
     Ok(ExitCode::SUCCESS)
 }

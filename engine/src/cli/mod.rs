@@ -102,6 +102,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> CliResult {
         Command::Show(args) => inspect::show(args, existing_store(store_flag)?),
         Command::Diff(args) => inspect::diff(args, existing_store(store_flag)?),
         Command::Export(args) => inspect::export(args, existing_store(store_flag)?),
+        Command::ExportModel(args) => inspect::export_model(args, existing_store(store_flag)?, registry),
         Command::Gc(args) => maintain::gc(args, existing_store(store_flag)?),
         Command::Verify(args) => maintain::verify(args, existing_store(store_flag)?),
         Command::Pin(args) => maintain::pin(args, existing_store(store_flag)?, true),

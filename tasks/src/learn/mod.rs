@@ -5,4 +5,5 @@ pub mod dataset;
 pub mod fold_window;
 pub mod logistic;
 pub mod models;
+pub mod portable;
 pub mod train;
