@@ -8,6 +8,7 @@ mod crash;
 mod errors;
 mod features;
 mod inspect;
+mod lightgbm;
 mod market;
 mod news;
 mod nightly;

@@ -109,6 +109,19 @@ fn scored_rows(
     (model, columns, stored)
 }
 
+/// [`scored_rows`]' columns and stored scores, plus two rows with missing values (the missing
+/// branches, the fill) scored by the stored model: what an exported model must reproduce.
+pub(crate) fn scored_columns(ctx: &TestContext, node: &str, input_stages: &[&str]) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let (model, mut columns, mut stored) = scored_rows(ctx, node, input_stages);
+    let extra: Vec<Vec<f64>> =
+        columns.iter().enumerate().map(|(j, c)| vec![f64::NAN, if j % 2 == 0 { f64::NAN } else { c[0] }]).collect();
+    stored.extend(model.predict(&extra).unwrap());
+    for (column, more) in columns.iter_mut().zip(extra) {
+        column.extend(more);
+    }
+    (columns, stored)
+}
+
 /// `export-model` writes gbdt and logistic models as standalone JSON that
 /// `scripts/pipeline_model.py` (Python's standard library only) scores to within 1e-12 of the
 /// stored predictions; a family without a portable form is refused, saying which have one.
@@ -132,18 +145,13 @@ fn exported_models_score_in_python_as_stored() {
     for family in ["gbdt", "logistic"] {
         let node = format!("train[model={family}]");
         let out = ctx.run(&["export-model", &node, &format!("out/{family}.json")]).ok().stdout;
-        assert!(out.contains("scripts/pipeline_model.py"), "{out}");
-        let (model, mut columns, mut stored) = scored_rows(&ctx, &node, &["features", "labels"]);
-        // Two more rows with missing values (the missing branches, the fill): scored here.
-        let extra: Vec<Vec<f64>> = columns
-            .iter()
-            .enumerate()
-            .map(|(j, c)| vec![f64::NAN, if j % 2 == 0 { f64::NAN } else { c[0] }])
-            .collect();
-        stored.extend(model.predict(&extra).unwrap());
-        for (column, more) in columns.iter_mut().zip(extra) {
-            column.extend(more);
-        }
+        assert!(out.contains("docs/models.md"), "{out}");
+        let (columns, stored) = scored_columns(&ctx, &node, &["features", "labels"]);
+        let model = pipeline_tasks::learn::train::load_model(&object(
+            &ctx,
+            ctx.manifest(&node)["outputs"]["model"]["hash"].as_str().unwrap(),
+        ))
+        .unwrap();
         // The rows as CSV, NaN written as `nan` (Python's float() reads it; so would pandas).
         let mut csv = model.features.join(",") + "\n";
         for i in 0..stored.len() {
@@ -307,7 +315,7 @@ fn stage1_report_reads_verdict_first_in_headless_chromium() {
     assert_eq!(dom.matches("class=\"node\"").count(), 10, "every box is drawn");
 }
 
-const SMALL: &str = r#"
+pub(crate) const SMALL: &str = r#"
 [stages.market]
 task = "synth_market"
 params = { days = 12, seed = 3 }

@@ -497,7 +497,7 @@ pub fn export_model(args: ExportArgs, store: Store, registry: &crate::stage::Reg
     let bytes = exporter(&found.object).map_err(|e| CliError::usage(format!("{e:#}")))?;
     pipeline_artifacts::export::write_file(&args.path, &bytes).map_err(|e| CliError::failure(format!("{e:#}")))?;
     println!(
-        "exported the model of {} ({}) -> {} ({} bytes; read it with scripts/pipeline_model.py, docs/models.md)",
+        "exported the model of {} ({}) -> {} ({} bytes; docs/models.md says how to load it)",
         found.stage,
         run_label(&found.run),
         args.path.display(),

@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod fold_window;
+pub mod lightgbm;
 pub mod logistic;
 pub mod models;
 pub mod portable;

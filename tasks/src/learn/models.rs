@@ -6,6 +6,9 @@
 //! - `random_forest`: smartcore random forest; the score is the fraction of trees voting up.
 //! - `decision_tree`: linfa-trees CART on standardised features (linfa skips split points closer
 //!   than 1e-5, which raw returns are); the score is the training class fraction of the leaf.
+//! - `lightgbm`: LightGBM itself (the `lightgbm3` crate), only in a build with the cargo feature
+//!   `lightgbm`; the model is LightGBM's own text format, which `lightgbm.Booster(model_file=...)`
+//!   reads in Python.
 //!
 //! The non-GBDT families cannot read NaN: missing values are filled with the training split's
 //! median, learned on train only and stored with the model.
@@ -56,6 +59,52 @@ impl Default for GbdtParams {
             early_stopping_rounds: 30,
             subsample: 1.0,
             colsample_bytree: 1.0,
+        }
+    }
+}
+
+/// LightGBM (the `lightgbm` cargo feature): the same knobs as `gbdt`, in LightGBM's names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LightgbmParams {
+    /// Most boosting rounds (`num_iterations`); early stopping usually ends sooner.
+    pub iterations: usize,
+    pub learning_rate: f64,
+    /// Leaf limit of a tree.
+    pub num_leaves: usize,
+    /// Depth limit of a tree (-1: none).
+    pub max_depth: i64,
+    /// Smallest hessian sum in a leaf (`min_sum_hessian_in_leaf`).
+    pub min_sum_hessian_in_leaf: f64,
+    /// Smallest number of rows in a leaf.
+    pub min_data_in_leaf: usize,
+    /// L2 penalty on leaf weights (`lambda_l2`).
+    pub lambda_l2: f64,
+    /// Stop after this many rounds without a better validation log loss (0 turns it off).
+    pub early_stopping_rounds: usize,
+    /// Row subsample per tree (1 = all rows).
+    pub bagging_fraction: f64,
+    /// Column subsample per tree (1 = all columns).
+    pub feature_fraction: f64,
+    /// LightGBM's threads. A param, not the engine's thread count: LightGBM's result may depend
+    /// on it, and a node's bytes must not depend on `--jobs`.
+    pub threads: usize,
+}
+
+impl Default for LightgbmParams {
+    fn default() -> Self {
+        LightgbmParams {
+            iterations: 300,
+            learning_rate: 0.05,
+            num_leaves: 31,
+            max_depth: 6,
+            min_sum_hessian_in_leaf: 20.0,
+            min_data_in_leaf: 20,
+            lambda_l2: 1.0,
+            early_stopping_rounds: 30,
+            bagging_fraction: 1.0,
+            feature_fraction: 1.0,
+            threads: 2,
         }
     }
 }
@@ -160,6 +209,10 @@ pub enum Fitted {
     DecisionTree {
         nodes: Vec<TreeNode>,
     },
+    /// LightGBM's own text format (`lightgbm.Booster(model_file=...)` reads it).
+    Lightgbm {
+        model: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,6 +238,7 @@ pub enum ModelSpec {
     Logistic(LogisticParams),
     RandomForest(RandomForestParams),
     DecisionTree(DecisionTreeParams),
+    Lightgbm(LightgbmParams),
 }
 
 impl ModelSpec {
@@ -194,6 +248,7 @@ impl ModelSpec {
             ModelSpec::Logistic(_) => "logistic",
             ModelSpec::RandomForest(_) => "random_forest",
             ModelSpec::DecisionTree(_) => "decision_tree",
+            ModelSpec::Lightgbm(_) => "lightgbm",
         }
     }
 
@@ -213,7 +268,7 @@ impl ModelSpec {
             fitted: Fitted::Logistic { weights: Vec::new(), intercept: 0.0 },
             best_iteration: None,
         };
-        if !matches!(self, ModelSpec::Gbdt(_)) {
+        if !matches!(self, ModelSpec::Gbdt(_) | ModelSpec::Lightgbm(_)) {
             file.fill = data.train.iter().map(|c| median(c)).collect();
         }
         if matches!(self, ModelSpec::Logistic(_) | ModelSpec::DecisionTree(_)) {
@@ -352,6 +407,12 @@ impl ModelSpec {
                 file.fitted = Fitted::DecisionTree { nodes };
                 importance
             }
+            ModelSpec::Lightgbm(p) => {
+                let (model, best, importance) = super::lightgbm::fit(p, data)?;
+                file.best_iteration = Some(best);
+                file.fitted = Fitted::Lightgbm { model };
+                importance
+            }
         };
         let total: f64 = importance.iter().filter(|v| v.is_finite()).sum();
         let importance =
@@ -442,6 +503,7 @@ impl Predictor<'_> {
                 let filled: Vec<Vec<f64>> = columns.iter().enumerate().map(|(j, c)| file.fill_column(j, c)).collect();
                 Ok((0..n).map(|i| nodes[leaf_of(nodes, |j| filled[j][i])].probability).collect())
             }
+            (Loaded::Plain, Fitted::Lightgbm { model }) => super::lightgbm::predict(model, columns),
             (Loaded::Plain, _) => bail!("model is not loaded"),
         }
     }
@@ -490,7 +552,8 @@ impl ModelFile {
                 GradientBooster::from_json(booster).map_err(|e| anyhow!("reading the gbdt model: {e}"))?,
             )),
             Fitted::RandomForest { forest } => Loaded::Forest(forest_trees(forest)?),
-            Fitted::Logistic { .. } | Fitted::DecisionTree { .. } => Loaded::Plain,
+            // LightGBM's booster is parsed per call (it is not Sync; a parse is milliseconds).
+            Fitted::Logistic { .. } | Fitted::DecisionTree { .. } | Fitted::Lightgbm { .. } => Loaded::Plain,
         };
         Ok(Predictor { file: self, loaded })
     }

@@ -17,10 +17,12 @@ use super::models::{Fitted, ModelFile};
 
 pub const PORTABLE_FORMAT: &str = "pipeline-portable-model/1";
 
-/// The portable JSON of the stored model at `path`.
+/// The portable form of the stored model at `path`: `pipeline-portable-model/1` JSON, or for a
+/// `lightgbm` model LightGBM's own text (`lightgbm.Booster(model_file=...)` loads it).
 pub fn portable_model(path: &Path) -> Result<Vec<u8>> {
     let file = super::train::load_model(path)?;
     let body = match &file.fitted {
+        Fitted::Lightgbm { model } => return Ok(model.clone().into_bytes()),
         Fitted::Gbdt { booster } => gbdt(&file, booster)?,
         Fitted::Logistic { weights, intercept } => json!({
             "family": "logistic",

@@ -17,7 +17,7 @@ use super::dataset::{
     parse_boundary, select_features, timestamps_ms,
 };
 use super::models::{
-    DecisionTreeParams, FitData, GbdtParams, LogisticParams, ModelFile, ModelSpec, RandomForestParams,
+    DecisionTreeParams, FitData, GbdtParams, LightgbmParams, LogisticParams, ModelFile, ModelSpec, RandomForestParams,
 };
 use crate::evaluate::metrics::{Confusion, auc, brier, log_loss};
 use crate::synth_table::SplitMix64;
@@ -62,7 +62,8 @@ pub fn builtin_feature_sets() -> BTreeMap<String, FeatureSet> {
 pub struct TrainParams {
     /// The binary label column to predict, e.g. `label_dir_15` (from a `labels` stage).
     pub label: String,
-    /// Model family: `gbdt`, `logistic`, `random_forest` or `decision_tree`.
+    /// Model family: `gbdt`, `logistic`, `random_forest`, `decision_tree`, or `lightgbm` (a build
+    /// with the `lightgbm` feature: docs/models.md).
     #[serde(default = "default_model")]
     pub model: String,
     /// Params of `gbdt` (forust-ml).
@@ -77,6 +78,9 @@ pub struct TrainParams {
     /// Params of `decision_tree` (linfa-trees).
     #[serde(default)]
     pub decision_tree: DecisionTreeParams,
+    /// Params of `lightgbm` (LightGBM; the `lightgbm` feature).
+    #[serde(default)]
+    pub lightgbm: LightgbmParams,
     /// The feature set to train on: `all`, `with_news`, `price_only`, or one of `feature_sets`.
     #[serde(default = "default_feature_set")]
     pub feature_set: String,
@@ -139,7 +143,7 @@ fn default_permutation_repeats() -> usize {
     1
 }
 
-pub const MODELS: &[&str] = &["gbdt", "logistic", "random_forest", "decision_tree"];
+pub const MODELS: &[&str] = &["gbdt", "logistic", "random_forest", "decision_tree", "lightgbm"];
 
 impl TrainParams {
     fn spec(&self) -> ModelSpec {
@@ -147,6 +151,7 @@ impl TrainParams {
             "logistic" => ModelSpec::Logistic(self.logistic.clone()),
             "random_forest" => ModelSpec::RandomForest(self.random_forest.clone()),
             "decision_tree" => ModelSpec::DecisionTree(self.decision_tree.clone()),
+            "lightgbm" => ModelSpec::Lightgbm(self.lightgbm.clone()),
             _ => ModelSpec::Gbdt(self.gbdt.clone()),
         }
     }
@@ -296,6 +301,25 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
         let g = &params.gbdt;
         if !(g.subsample > 0.0 && g.subsample <= 1.0 && g.colsample_bytree > 0.0 && g.colsample_bytree <= 1.0) {
             return Err(ParamError::new("gbdt", "subsample and colsample_bytree must be in (0, 1]"));
+        }
+        if params.model == "lightgbm" {
+            if !cfg!(feature = "lightgbm") {
+                return Err(ParamError::new("model", crate::learn::lightgbm::NOT_BUILT));
+            }
+            let l = &params.lightgbm;
+            if l.iterations == 0 || l.learning_rate <= 0.0 || l.threads == 0 || l.num_leaves < 2 {
+                return Err(ParamError::new(
+                    "lightgbm",
+                    "iterations, learning_rate and threads must be positive, num_leaves at least 2",
+                ));
+            }
+            if !(l.bagging_fraction > 0.0
+                && l.bagging_fraction <= 1.0
+                && l.feature_fraction > 0.0
+                && l.feature_fraction <= 1.0)
+            {
+                return Err(ParamError::new("lightgbm", "bagging_fraction and feature_fraction must be in (0, 1]"));
+            }
         }
         if params.model == "random_forest" && params.random_forest.trees == 0 {
             return Err(ParamError::new("random_forest.trees", "must be positive"));
