@@ -370,6 +370,45 @@ fn replicate_diagnostics(spec: &Spec, replicated: &[bool]) -> Vec<Diagnostic> {
         ),
         Some(_) => {}
     }
+    if axis.values.len() < 2 {
+        out.push(
+            Diagnostic::error(
+                format!(
+                    "replicates sweep `params.{}` over {} value: pooling needs at least 2",
+                    axis.param,
+                    axis.values.len()
+                ),
+                Some(axis.loc.clone()),
+            )
+            .with_hint(format!("replicates = {{ {} = [1, 2, 3] }}", axis.param)),
+        );
+    }
+    for (_, stage) in spec.stages.iter().enumerate().filter(|(i, _)| replicated[*i]) {
+        if let Some(matrix) = stage.matrix.iter().find(|m| m.param == axis.param) {
+            out.push(
+                Diagnostic::error(
+                    format!("stage `{}` has a matrix axis `{}`, which the replicates sweep", stage.name, axis.param),
+                    Some(matrix.loc.clone()),
+                )
+                .with_secondary(axis.loc.clone(), "swept here")
+                .with_hint("rename the matrix axis, or sweep it with the replicates only"),
+            );
+        }
+        if let Some(folds) = &stage.folds
+            && reads_shared_param(&toml::Value::Table(folds.table.clone()), &axis.param)
+        {
+            out.push(
+                Diagnostic::error(
+                    format!(
+                        "the folds of stage `{}` read `params.{}`, which the replicates sweep",
+                        stage.name, axis.param
+                    ),
+                    Some(folds.loc.clone()),
+                )
+                .with_hint("folds are the same in every replicate: read the swept param in `params`, not in `folds`"),
+            );
+        }
+    }
     if !replicated.iter().any(|r| *r) {
         out.push(
             Diagnostic::error(
@@ -748,8 +787,19 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                     break;
                 };
                 let local = if producers.len() > 1 {
-                    let suffix = &producer_node.name[input.stage.len()..];
-                    format!("{}{suffix}", input.local)
+                    // A replicated consumer gathers its own replicate only: the swept coordinate
+                    // stays out of the input names, so the names (and the key) are the
+                    // single-seed pipeline's.
+                    let swept = spec.replicates.as_ref().map(|a| a.param.as_str());
+                    let coordinates: Coordinates = producer_node
+                        .matrix
+                        .iter()
+                        .filter(|(key, _)| {
+                            !(Some(key.as_str()) == swept && consumer_matrix.iter().any(|(k, _)| k == key))
+                        })
+                        .cloned()
+                        .collect();
+                    format!("{}{}", input.local, node_name("", &coordinates))
                 } else {
                     input.local.clone()
                 };
@@ -841,8 +891,23 @@ pub fn build_graph(spec: Spec, registry: &Registry) -> Result<Graph, Diagnostics
                     ));
                 }
             }
+            let replicated_node =
+                spec.replicates.as_ref().is_some_and(|a| node.matrix.iter().any(|(k, _)| *k == a.param));
             for export in &node.exports {
-                if !node.matrix.is_empty() {
+                if replicated_node {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            format!(
+                                "stage `{}` runs once per replicate, so every replicate would export to the same path",
+                                spec.stages[node.spec_index].name
+                            ),
+                            Some(export.loc.clone()),
+                        )
+                        .with_hint(
+                            "export from a stage with replicates = \"pool\", or from the pipeline without replicates",
+                        ),
+                    );
+                } else if !node.matrix.is_empty() {
                     diagnostics.push(
                         Diagnostic::error(
                             format!(

@@ -4,12 +4,18 @@
 
 use crate::support::TestContext;
 
-/// Stage 1's small training pipeline with the two boosted families side by side.
+/// Stage 1's small training pipeline with two LightGBM nodes (which `--jobs 2` fits at once).
 fn two_families() -> String {
     crate::stage1::SMALL
-        .replace("gbdt = { iterations = 40 } }", "gbdt = { iterations = 60 }, lightgbm = { iterations = 60 } }")
-        .replace(r#"model = ["gbdt", "logistic", "random_forest", "decision_tree"]"#, r#"model = ["gbdt", "lightgbm"]"#)
+        .replace("gbdt = { iterations = 40 } }", "model = \"lightgbm\", lightgbm = { iterations = 60 } }")
+        .replace(
+            r#"matrix = { model = ["gbdt", "logistic", "random_forest", "decision_tree"] }"#,
+            r#"matrix = { "lightgbm.learning_rate" = [0.05, 0.1] }"#,
+        )
 }
+
+#[cfg(feature = "lightgbm")]
+const NODE: &str = "train[lightgbm.learning_rate=0.1]";
 
 #[cfg(not(feature = "lightgbm"))]
 #[test]
@@ -45,7 +51,7 @@ fn lightgbm_python() -> Option<std::path::PathBuf> {
     Some(python)
 }
 
-/// LightGBM trains beside gbdt with the same bytes at any `--jobs`; its exported model is
+/// Two LightGBM nodes give the same bytes at `--jobs 1` and `--jobs 2` (fitted at once); its exported model is
 /// LightGBM's text, and `lightgbm.Booster(model_file=...)` in Python reproduces the stored
 /// predictions to within 1e-12, missing values included.
 #[cfg(feature = "lightgbm")]
@@ -61,15 +67,17 @@ fn lightgbm_models_are_deterministic_and_load_in_python_lightgbm() {
     for (name, hash) in &a {
         assert_eq!(Some(hash), b.get(name), "{name} differs between --jobs 1 and --jobs 2");
     }
-    let metrics = one.manifest("train[model=lightgbm]");
+    let metrics = one.manifest(NODE);
     let auc = metrics["metrics"]["test_auc"].as_f64().unwrap();
     assert!(auc.is_finite(), "{metrics:#}");
+    let best = metrics["metrics"]["best_iteration"].as_u64().unwrap();
 
     let Some(python) = lightgbm_python() else { return };
-    one.run(&["export-model", "train[model=lightgbm]", "out/model.txt"]).ok();
+    one.run(&["export-model", NODE, "out/model.txt"]).ok();
     let text = std::fs::read_to_string(one.path("out/model.txt")).unwrap();
     assert!(text.starts_with("tree\nversion=v4"), "LightGBM's own text format: {}", &text[..40]);
-    let (columns, stored) = crate::stage1::scored_columns(&one, "train[model=lightgbm]", &["features", "labels"]);
+    assert_eq!(text.matches("\nTree=").count() as u64, best, "the model holds the rounds up to the best one");
+    let (columns, stored) = crate::stage1::scored_columns(&one, NODE, &["features", "labels"]);
     let mut csv = String::new();
     for i in 0..stored.len() {
         let row: Vec<String> = columns.iter().map(|c| format!("{:?}", c[i])).collect();

@@ -19,6 +19,17 @@ task = "select"
 inputs = ["prices"]
 params = { columns = ["timestamp", "c0"], head = 5 }
 
+[stages.heads]
+task = "select"
+inputs = ["prices"]
+params = { columns = ["timestamp", "c0"] }
+matrix = { head = [3, 4] }
+
+[stages.both]
+task = "command"
+inputs = { h = "heads" }
+params = { cmd = ["sh", "-c", "cat {in.h[head=3]} {in.h[head=4]} > b.bin"], outputs = { b = "b.bin" } }
+
 [stages.pooled]
 task = "command"
 inputs = { head = "head" }
@@ -50,13 +61,16 @@ fn replicates_run_the_study_per_seed_and_a_pool_takes_them_all() {
         status["stages"].as_array().unwrap().iter().find(|s| s["stage"] == name).unwrap()["status"].clone()
     };
     assert_eq!(of("prices[seed=1]"), "fresh", "seed 1 is the plain pipeline's node: {status:#}");
+    // A replicated stage gathering a matrix names its inputs without the seed: `{in.h[head=3]}`
+    // works in every replicate, and seed 1 keeps the plain pipeline's key.
+    assert_eq!(of("both[seed=1]"), "fresh", "{status:#}");
     assert_eq!(of("prices[seed=2]"), "will_run");
 
     ctx.run(&["run", "r.toml", "head[seed=2]"]).ok();
     let ran: Vec<String> = ctx.last_outcomes().into_iter().filter(|(_, o)| o == "ran").map(|(n, _)| n).collect();
     assert_eq!(ran, ["head[seed=2]", "prices[seed=2]"], "a replicate runs alone as a target");
     ctx.run(&["run", "r.toml"]).ok();
-    assert_eq!(ctx.last_outcomes().len(), 7);
+    assert_eq!(ctx.last_outcomes().len(), 16, "3 x (prices, head, 2 heads, both) + the pool");
     let seeds: Vec<i64> = ["prices[seed=1]", "prices[seed=2]", "prices[seed=3]"]
         .iter()
         .map(|n| ctx.manifest(n)["material"]["params"]["seed"].as_i64().unwrap())
@@ -96,10 +110,14 @@ fn replicate_mistakes_are_located() {
     assert!(bad_word.contains("`replicates = \"merge\"` is not a way to take replicates"), "{bad_word}");
     let export = refused(
         "g.toml",
-        &REPLICATED.replace("params = { columns", "exports = { table = \"out/h.parquet\" }\nparams = { columns"),
+        &REPLICATED.replace("head = 5 }", "head = 5 }\nexports = { table = \"out/h.parquet\" }"),
         &[],
     );
-    assert!(export.contains("all its nodes would export to the same path"), "{export}");
+    assert!(export.contains("stage `head` runs once per replicate, so every replicate would export"), "{export}");
+    let one = refused("h.toml", &REPLICATED.replace("seed = [1, 2, 3]", "seed = [1]"), &[]);
+    assert!(one.contains("over 1 value: pooling needs at least 2"), "{one}");
+    let axis = refused("i.toml", &REPLICATED.replace("matrix = { head = [3, 4] }", "matrix = { seed = [3, 4] }"), &[]);
+    assert!(axis.contains("stage `heads` has a matrix axis `seed`, which the replicates sweep"), "{axis}");
 }
 
 /// Stage 1 over three seeds: the pooled table has a row per model and label with each seed

@@ -282,10 +282,27 @@ fn layout(view: &DagView) -> (Vec<usize>, Vec<Vec<Slot>>) {
                     (key, r, slot)
                 })
                 .collect();
-            // Members of one frame stay together, in their own order.
-            keyed.sort_by(|a, b| match (frame(a.2), frame(b.2)) {
-                (Some(x), Some(y)) if x == y => a.1.cmp(&b.1),
-                _ => a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)),
+            // Members of one frame stay together, in their own order: a frame sorts by its
+            // members' mean key (one key per frame keeps the order total).
+            let mut frame_keys: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+            for (key, _, slot) in &keyed {
+                if let Some(name) = frame(*slot) {
+                    let entry = frame_keys.entry(name).or_insert((0.0, 0));
+                    entry.0 += key;
+                    entry.1 += 1;
+                }
+            }
+            let sort_key = |(key, r, slot): &(f64, usize, Slot)| match frame(*slot) {
+                Some(name) => {
+                    let (sum, count) = frame_keys[&name];
+                    (sum / count as f64, name, *r)
+                }
+                None => (*key, String::new(), *r),
+            };
+            keyed.sort_by(|a, b| {
+                let (ka, na, ra) = sort_key(a);
+                let (kb, nb, rb) = sort_key(b);
+                ka.total_cmp(&kb).then(na.cmp(&nb)).then(ra.cmp(&rb))
             });
             *column = keyed.into_iter().map(|(_, _, slot)| slot).collect();
         }

@@ -555,11 +555,14 @@ fn intervals_joined(cells: Vec<(String, serde_json::Value)>) -> Vec<(String, ser
     let find = |name: &str| cells.iter().find(|(c, _)| c == name).map(|(_, v)| v.clone());
     let mut out = Vec::with_capacity(cells.len());
     for (column, value) in &cells {
+        // (Not when a column `X` exists too: the joined cell would hide it.)
+        let joins = |base: &str| find(base).is_none();
         if let Some(base) = column.strip_suffix("_lo")
             && let Some(hi) = find(&format!("{base}_hi"))
+            && joins(base)
         {
             out.push((base.to_string(), serde_json::json!([value, hi])));
-        } else if column.strip_suffix("_hi").is_some_and(|base| find(&format!("{base}_lo")).is_some()) {
+        } else if column.strip_suffix("_hi").is_some_and(|base| find(&format!("{base}_lo")).is_some() && joins(base)) {
             // Joined with its `_lo`.
         } else {
             out.push((column.clone(), value.clone()));

@@ -6,7 +6,7 @@
 //! - `random_forest`: smartcore random forest; the score is the fraction of trees voting up.
 //! - `decision_tree`: linfa-trees CART on standardised features (linfa skips split points closer
 //!   than 1e-5, which raw returns are); the score is the training class fraction of the leaf.
-//! - `lightgbm`: LightGBM itself (the `lightgbm3` crate), only in a build with the cargo feature
+//! - `lightgbm`: LightGBM itself (`lightgbm.rs`), only in a build with the cargo feature
 //!   `lightgbm`; the model is LightGBM's own text format, which `lightgbm.Booster(model_file=...)`
 //!   reads in Python.
 //!

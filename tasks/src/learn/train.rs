@@ -306,6 +306,9 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
             if !cfg!(feature = "lightgbm") {
                 return Err(ParamError::new("model", crate::learn::lightgbm::NOT_BUILT));
             }
+            if params.seed > i32::MAX as u64 {
+                return Err(ParamError::new("seed", format!("LightGBM takes seeds up to {}", i32::MAX)));
+            }
             let l = &params.lightgbm;
             if l.iterations == 0 || l.learning_rate <= 0.0 || l.threads == 0 || l.num_leaves < 2 {
                 return Err(ParamError::new(
