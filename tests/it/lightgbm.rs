@@ -78,26 +78,12 @@ fn lightgbm_models_are_deterministic_and_load_in_python_lightgbm() {
     assert!(text.starts_with("tree\nversion=v4"), "LightGBM's own text format: {}", &text[..40]);
     assert_eq!(text.matches("\nTree=").count() as u64, best, "the model holds the rounds up to the best one");
     let (columns, stored) = crate::stage1::scored_columns(&one, NODE, &["features", "labels"]);
-    let mut csv = String::new();
-    for i in 0..stored.len() {
-        let row: Vec<String> = columns.iter().map(|c| format!("{:?}", c[i])).collect();
-        csv.push_str(&row.join(","));
-        csv.push('\n');
-    }
-    one.write("rows.csv", &csv);
+    one.write("rows.csv", &crate::stage1::rows_csv(None, &columns));
     let script = "import sys, numpy, lightgbm\n\
         booster = lightgbm.Booster(model_file=sys.argv[1])\n\
         rows = numpy.loadtxt(sys.argv[2], delimiter=',', ndmin=2)\n\
         for p in booster.predict(rows): print(repr(float(p)))\n";
-    let output = std::process::Command::new(&python)
-        .args(["-c", script])
-        .arg(one.path("out/model.txt"))
-        .arg(one.path("rows.csv"))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let scores: Vec<f64> = String::from_utf8_lossy(&output.stdout).lines().map(|l| l.parse().unwrap()).collect();
-    assert_eq!(scores.len(), stored.len());
-    let worst = scores.iter().zip(&stored).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    assert!(worst <= 1e-12, "Python LightGBM differs from the stored score by up to {worst}");
+    let mut scorer = std::process::Command::new(&python);
+    scorer.args(["-c", script]).arg(one.path("out/model.txt")).arg(one.path("rows.csv"));
+    crate::stage1::assert_scores_match(scorer, &stored, "Python LightGBM");
 }

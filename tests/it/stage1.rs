@@ -122,6 +122,29 @@ pub(crate) fn scored_columns(ctx: &TestContext, node: &str, input_stages: &[&str
     (columns, stored)
 }
 
+/// Feature columns as CSV rows (with `header` when given), NaN written as `nan`: Python's
+/// float() and numpy.loadtxt read it.
+pub(crate) fn rows_csv(header: Option<&[String]>, columns: &[Vec<f64>]) -> String {
+    let mut csv = header.map(|h| h.join(",") + "\n").unwrap_or_default();
+    for i in 0..columns.first().map_or(0, |c| c.len()) {
+        let row: Vec<String> = columns.iter().map(|c| format!("{:?}", c[i])).collect();
+        csv.push_str(&row.join(","));
+        csv.push('\n');
+    }
+    csv
+}
+
+/// Runs a scorer that prints one probability per line and checks them against the stored
+/// scores to within 1e-12.
+pub(crate) fn assert_scores_match(mut scorer: std::process::Command, stored: &[f64], what: &str) {
+    let output = scorer.output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let scores: Vec<f64> = String::from_utf8_lossy(&output.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(scores.len(), stored.len());
+    let worst = scores.iter().zip(stored).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst <= 1e-12, "{what}: Python differs from the stored score by up to {worst}");
+}
+
 /// `export-model` writes gbdt and logistic models as standalone JSON that
 /// `scripts/pipeline_model.py` (Python's standard library only) scores to within 1e-12 of the
 /// stored predictions; a family without a portable form is refused, saying which have one.
@@ -152,25 +175,10 @@ fn exported_models_score_in_python_as_stored() {
             ctx.manifest(&node)["outputs"]["model"]["hash"].as_str().unwrap(),
         ))
         .unwrap();
-        // The rows as CSV, NaN written as `nan` (Python's float() reads it; so would pandas).
-        let mut csv = model.features.join(",") + "\n";
-        for i in 0..stored.len() {
-            let row: Vec<String> = columns.iter().map(|c| format!("{:?}", c[i])).collect();
-            csv.push_str(&row.join(","));
-            csv.push('\n');
-        }
-        ctx.write(&format!("{family}.csv"), &csv);
-        let output = std::process::Command::new(python)
-            .arg(&loader)
-            .arg(ctx.path(&format!("out/{family}.json")))
-            .arg(ctx.path(&format!("{family}.csv")))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let scores: Vec<f64> = String::from_utf8_lossy(&output.stdout).lines().map(|l| l.parse().unwrap()).collect();
-        assert_eq!(scores.len(), stored.len());
-        let worst = scores.iter().zip(&stored).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(worst <= 1e-12, "{family}: Python differs from the stored score by up to {worst}");
+        ctx.write(&format!("{family}.csv"), &rows_csv(Some(&model.features), &columns));
+        let mut python = std::process::Command::new(python);
+        python.arg(&loader).arg(ctx.path(&format!("out/{family}.json"))).arg(ctx.path(&format!("{family}.csv")));
+        assert_scores_match(python, &stored, family);
     }
     let refused = ctx.run(&["export-model", "train[model=random_forest]", "out/rf.json"]).code(2).stderr;
     assert!(refused.contains("has no portable form yet") && refused.contains("`gbdt` and `logistic`"), "{refused}");
