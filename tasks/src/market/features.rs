@@ -668,7 +668,7 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
     helpers.extend(extra_helpers);
     let helpers: Vec<Column> =
         helpers.into_par_iter().map(|(name, values)| nullable(&name, values)).collect::<Result<_>>()?;
-    indexed.with_column(Series::new("__bvc_buy_share".into(), bvc.as_slice()).into())?;
+    indexed.with_column(Float64Chunked::from_vec("__bvc_buy_share".into(), bvc).into_series().into())?;
     for helper in helpers {
         indexed.with_column(helper)?;
     }
@@ -752,15 +752,24 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
 /// their input has no NaN, checked on entry), as nulls. Zero-copy: the values move into the
 /// column, the NaN mask becomes its validity.
 fn nullable(name: &str, mut values: Vec<f64>) -> Result<Column> {
-    let valid = Float64Chunked::from_slice(name.into(), &values).is_not_nan();
+    if !values.iter().any(|v| v.is_nan()) {
+        return Ok(Float64Chunked::from_vec(name.into(), values).into_series().into());
+    }
+    // The validity packed eight values to a byte straight from the values: no copy of the
+    // values to ask polars which are NaN, no bit-by-bit builder.
+    let mut packed = vec![0u8; values.len().div_ceil(8)];
+    for (byte, chunk) in packed.iter_mut().zip(values.chunks(8)) {
+        *byte = chunk.iter().enumerate().fold(0u8, |b, (i, v)| b | ((!v.is_nan() as u8) << i));
+    }
+    let mask = Some(polars_arrow::bitmap::Bitmap::from_u8_vec(packed, values.len()));
     // Null slots hold 0, not NaN, so that a scan of the raw values finds no false alarm.
     values.iter_mut().filter(|v| v.is_nan()).for_each(|v| *v = 0.0);
-    let values = Float64Chunked::from_vec(name.into(), values);
-    let (Some(array), Some(mask)) = (values.downcast_iter().next(), valid.downcast_iter().next()) else {
-        return Ok(values.into_series().into());
-    };
-    let array = array.clone().with_validity(Some(mask.values().clone()));
-    Ok(Float64Chunked::with_chunk(name.into(), array).into_series().into())
+    Ok(Float64Chunked::from_vec_validity(name.into(), values, mask).into_series().into())
+}
+
+/// A column that takes the values without copying them (`Series::new` copies a `Vec`).
+fn owned(name: &str, values: Vec<f64>) -> Column {
+    Float64Chunked::from_vec(name.into(), values).into_series().into()
 }
 
 /// A window whose default was chosen for 1-minute bars (`volume_window`: 60, an hour;
@@ -1100,10 +1109,10 @@ fn time_features(timestamps: &[i64], params: &FeaturesParams) -> Result<Vec<Colu
     };
     let (to_open, since_open) = clock(&opens);
     let mut columns: Vec<Column> = vec![
-        Series::new("hour_sin".into(), hour_sin).into(),
-        Series::new("hour_cos".into(), hour_cos).into(),
-        Series::new("dow_sin".into(), dow_sin).into(),
-        Series::new("dow_cos".into(), dow_cos).into(),
+        owned("hour_sin", hour_sin),
+        owned("hour_cos", hour_cos),
+        owned("dow_sin", dow_sin),
+        owned("dow_cos", dow_cos),
         nullable("minutes_to_us_open", to_open)?,
         nullable("minutes_since_us_open", since_open)?,
     ];
@@ -1117,7 +1126,7 @@ fn time_features(timestamps: &[i64], params: &FeaturesParams) -> Result<Vec<Colu
             .collect();
         columns.push(nullable("minutes_to_event", to_event)?);
         columns.push(nullable("minutes_since_event", since_event)?);
-        columns.push(Series::new("in_event_window".into(), inside).into());
+        columns.push(owned("in_event_window", inside));
     }
     Ok(columns)
 }
