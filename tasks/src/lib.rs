@@ -5,6 +5,7 @@ pub mod backtest;
 pub mod command;
 pub mod evaluate;
 pub mod learn;
+pub mod live;
 pub mod market;
 pub mod news;
 pub mod read;
@@ -70,6 +71,8 @@ pub fn registry() -> Registry {
         .register::<learn::fold_window::FoldWindowStage>()
         .register::<backtest::stage::Backtest>()
         .register::<backtest::gate::Gate>()
+        .register::<live::bias::BiasStage>()
+        .register::<live::strategy_patch::StrategyPatch>()
         .register::<backtest::report::WalkForwardReport>()
         .register::<evaluate::compare::Compare>()
         .register::<evaluate::report::Report>()

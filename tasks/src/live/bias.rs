@@ -1,0 +1,931 @@
+//! `bias`: the minute-level view the millisecond strategy layer reads (direction, confidence,
+//! position-size multiplier, leverage bucket), from the model the gate promoted, with the
+//! plan's degrade rules: news missing or stale -> the price-only model; bars stale -> a
+//! conservative bias; no promoted model, a failed gate, or a model that does not load -> the
+//! rule baseline. Never a crash for a missing or broken model: the reason goes in the bias.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use pipeline_artifacts::{ArtifactKind, read_json, read_table, write_json};
+use pipeline_engine::{InputArtifact, InputInfo, OutputDecl, ParamError, Stage, StageContext};
+use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::events::{EventBars, EventRules, EventVerdict, judge};
+use crate::backtest::execution::Target;
+use crate::backtest::strategy::{FlowRule, SignalRule};
+use crate::learn::dataset::{format_ms, join_inputs, parse_boundary, timestamps_ms};
+use crate::learn::models::ModelFile;
+use crate::market::time::Span;
+
+/// `pipeline-bias/1`: the version of the [`Bias`] layout (docs/bias.schema.json).
+pub const BIAS_FORMAT: &str = "pipeline-bias/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Long,
+    Short,
+    Flat,
+}
+
+/// Why the bias looks the way it does, most cautious first: `fallback` (the rule baseline:
+/// no usable model), `conservative` (stale bars: smaller size, longer cooldown), `event` (an
+/// event day: `event_mode_patch` may raise leverage), `normal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Normal,
+    Event,
+    Conservative,
+    Fallback,
+}
+
+/// What produced the direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The model the gate promoted.
+    PromotedModel,
+    /// The price-only model of the same fold (news missing or stale).
+    PriceOnlyModel,
+    /// The plan's rule baseline (order flow on a volume spike).
+    RuleBaseline,
+}
+
+/// The model behind a bias, traceable by hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    /// blake3 of the stored `model` artifact (`pipeline show` and `export-model` find it).
+    pub hash: String,
+    /// The `train` node's variant, e.g. `feature_set=with_news`.
+    pub variant: String,
+    /// The walk-forward fold it was trained for (its test day).
+    pub fold: Option<String>,
+    /// Model family (`gbdt`, `logistic`, ...) and label.
+    pub family: String,
+    pub label: String,
+    /// blake3 of the model's feature names, one per line, in its order.
+    pub feature_set_hash: String,
+    pub features: usize,
+}
+
+/// How old the data behind the bias is, at `as_of`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Freshness {
+    /// Open time of the last bar closed by `as_of` (None: no bar before it).
+    pub last_bar: Option<String>,
+    /// Minutes from that bar's close to `as_of`.
+    pub bar_age_minutes: Option<f64>,
+    /// Time the last news item became known (None: no news input, or none before `as_of`).
+    pub last_news: Option<String>,
+    pub news_age_minutes: Option<f64>,
+}
+
+/// One bias, as written to `bias.json` and validated against docs/bias.schema.json.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bias {
+    /// Always `pipeline-bias/1`.
+    pub format: String,
+    pub direction: Direction,
+    /// 2 |p - 0.5| of the model's probability of up, in [0, 1]; None from the rule baseline
+    /// (it has no probability).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub confidence: Option<f64>,
+    /// The model's probability of up (None from the rule baseline).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub p_up: Option<f64>,
+    /// Multiplier on the strategy's position size, in [0, 1] (0 when flat).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub position_size_multiplier: f64,
+    /// The leverage bucket, at least 1.
+    #[schemars(range(min = 1.0))]
+    pub leverage: f64,
+    /// Multiplier on the strategy's cooldown (above 1 in conservative mode).
+    #[schemars(range(min = 1.0))]
+    pub cooldown_multiplier: f64,
+    /// The decision time: only data before it was read.
+    pub as_of: String,
+    pub valid_from: String,
+    pub valid_until: String,
+    pub mode: Mode,
+    pub source: Source,
+    /// The model used (None for the rule baseline).
+    pub model: Option<ModelRef>,
+    /// The gate's decision (`promote`, `keep`, `none`), None without a gate.
+    pub gate_decision: Option<String>,
+    /// blake3 of the features artifact the row was read from.
+    pub features_hash: String,
+    pub freshness: Freshness,
+    /// The event rules' verdict for the validity window.
+    pub event: EventVerdict,
+    /// Every rule that fired, in words.
+    pub reasons: Vec<String>,
+}
+
+/// What a stale feed changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Conservative {
+    /// Position size multiplied by this (0.5: half size).
+    #[serde(default = "default_size_multiplier")]
+    pub size_multiplier: f64,
+    /// Leverage capped at this.
+    #[serde(default = "default_max_leverage")]
+    pub max_leverage: f64,
+    /// The strategy's cooldown multiplied by this (2: twice as long).
+    #[serde(default = "default_cooldown_multiplier")]
+    pub cooldown_multiplier: f64,
+}
+
+fn default_size_multiplier() -> f64 {
+    0.5
+}
+fn default_max_leverage() -> f64 {
+    1.0
+}
+fn default_cooldown_multiplier() -> f64 {
+    2.0
+}
+
+impl Default for Conservative {
+    fn default() -> Conservative {
+        Conservative {
+            size_multiplier: default_size_multiplier(),
+            max_leverage: default_max_leverage(),
+            cooldown_multiplier: default_cooldown_multiplier(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BiasParams {
+    /// The decision time (RFC 3339 or `YYYY-MM-DD`); only bars closed and news known before it
+    /// are read. Default: the close of the last bar.
+    #[serde(default)]
+    pub as_of: Option<String>,
+    /// How long the bias holds from `as_of` (`"1h"`, `"1d"`).
+    #[serde(default = "default_valid_for")]
+    pub valid_for: String,
+    /// Bars older than this at `as_of` make the bias conservative.
+    #[serde(default = "default_max_bar_age")]
+    pub max_bar_age: String,
+    /// No news item known within this before `as_of`: news is stale, and a model that reads
+    /// news gives way to the price-only model.
+    #[serde(default = "default_max_news_age")]
+    pub max_news_age: String,
+    /// The `train` variant of the price-only model, as in the node names (`feature_set=price_only`).
+    #[serde(default = "default_price_only")]
+    pub price_only: String,
+    /// Probability thresholds and confidence buckets (size, leverage): the backtest's `signal`.
+    #[serde(default)]
+    pub signal: SignalRule,
+    /// The rule baseline used as the fallback: the backtest's `rule`.
+    #[serde(default)]
+    pub rule: FlowRule,
+    #[serde(default)]
+    pub conservative: Conservative,
+    /// When the validity window is an event day (mode `event`).
+    #[serde(default)]
+    pub events: EventRules,
+}
+
+fn default_valid_for() -> String {
+    "1h".into()
+}
+fn default_max_bar_age() -> String {
+    "5m".into()
+}
+fn default_max_news_age() -> String {
+    "6h".into()
+}
+fn default_price_only() -> String {
+    "feature_set=price_only".into()
+}
+
+fn fixed_span(text: &str) -> Result<i64, String> {
+    Span::parse(text)?.fixed_ms().ok_or_else(|| format!("`{text}`: use a fixed length (m, h, d), not months"))
+}
+
+pub struct BiasStage;
+
+impl Stage for BiasStage {
+    type Params = BiasParams;
+    const NAME: &'static str = "bias";
+    const VERSION: u32 = 1;
+    const DOC: &'static str = "The bias the live strategy reads: direction, confidence, position-size multiplier and leverage bucket from the promoted model's probability on the latest row, with the plan's degrade rules.\n\n\
+        Inputs: `bars` (the bar grid: freshness, the rule baseline, the event rules), `features` (the model's \
+        price features), optional `news` (the news table on the grid, `embed_news`'s `table`) and `news_items` \
+        (its `items`, for the news freshness), optional `verdict` (the `gate`'s) and `models` (the `train` models). \
+        Degrade rules, each in the bias's `reasons`: news missing or older than `max_news_age` -> the price-only \
+        model of the same fold (`price_only`); bars older than `max_bar_age` -> `conservative` (size x \
+        `size_multiplier`, leverage capped, cooldown x `cooldown_multiplier`); no gate, a gate that promoted \
+        nothing, or a promoted model that is missing, fails to load or to score -> the rule baseline \
+        (`fallback`). Output `bias` (JSON in the layout of docs/bias.schema.json: direction, confidence, \
+        position_size_multiplier, leverage, cooldown_multiplier, valid_from/valid_until, model and feature-set \
+        hashes, freshness, mode, event verdict, reasons) and `headline`.";
+    const EXAMPLE: &'static str = r#"[stages.market]
+task = "synth_market"
+params = { days = 20 }
+
+[stages.features]
+task = "features"
+inputs = ["market"]
+
+[stages.bias]
+task = "bias"
+inputs = { bars = "market", features = "features" }
+params = { as_of = "2024-01-20T23:00:00Z", valid_for = "1h" }
+"#;
+
+    fn validate(params: &BiasParams) -> Result<(), ParamError> {
+        let mut errors = Vec::new();
+        if let Some(as_of) = &params.as_of
+            && let Err(e) = parse_boundary(as_of)
+        {
+            errors.push(ParamError::new("as_of", e));
+        }
+        for (name, value) in [
+            ("valid_for", &params.valid_for),
+            ("max_bar_age", &params.max_bar_age),
+            ("max_news_age", &params.max_news_age),
+        ] {
+            if let Err(e) = fixed_span(value) {
+                errors.push(ParamError::new(name, e));
+            }
+        }
+        if let Err(e) = params.signal.check() {
+            errors.push(ParamError::new("signal", e));
+        }
+        if let Err(e) = params.rule.check() {
+            errors.push(ParamError::new("rule", e));
+        }
+        let c = &params.conservative;
+        if !(c.size_multiplier > 0.0 && c.size_multiplier <= 1.0) {
+            errors.push(ParamError::new("conservative.size_multiplier", "a share in (0, 1]"));
+        }
+        if !(c.max_leverage >= 1.0) {
+            errors.push(ParamError::new("conservative.max_leverage", "at least 1"));
+        }
+        if !(c.cooldown_multiplier >= 1.0) {
+            errors.push(ParamError::new("conservative.cooldown_multiplier", "at least 1 (a longer cooldown)"));
+        }
+        for (path, message) in params.events.check() {
+            errors.push(ParamError::new(format!("events.{path}"), message));
+        }
+        ParamError::all(errors)
+    }
+
+    fn headline_metrics(_params: &BiasParams) -> &'static [&'static str] {
+        &["direction", "mode"]
+    }
+
+    fn outputs(_params: &BiasParams) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("bias", ArtifactKind::Json), OutputDecl::new("headline", ArtifactKind::File)]
+    }
+
+    fn check_inputs(_params: &BiasParams, inputs: &[InputInfo]) -> Result<(), String> {
+        for needed in ["bars", "features"] {
+            match inputs.iter().find(|i| i.name == needed) {
+                Some(i) if i.kind == ArtifactKind::Table => {}
+                Some(i) => return Err(format!("input `{needed}` is a {}, expected a table", i.kind)),
+                None => {
+                    return Err(format!(
+                        "`bias` needs inputs = {{ bars = \"aligned\", features = \"features\", ... }} (no `{needed}`)"
+                    ));
+                }
+            }
+        }
+        for (name, kind) in
+            [("news", ArtifactKind::Table), ("news_items", ArtifactKind::Table), ("verdict", ArtifactKind::Json)]
+        {
+            if let Some(i) = inputs.iter().find(|i| i.name == name)
+                && i.kind != kind
+            {
+                return Err(format!("input `{name}` is a {}, expected {kind}", i.kind));
+            }
+        }
+        if let Some(i) = inputs.iter().find(|i| i.name.starts_with("models") && i.kind != ArtifactKind::Model) {
+            return Err(format!("input `{}` is a {}, expected the `train` models", i.name, i.kind));
+        }
+        Ok(())
+    }
+
+    fn run(params: &BiasParams, ctx: &mut StageContext) -> Result<()> {
+        let bias = decide(params, ctx.inputs())?;
+        ctx.metric("direction", serde_json::to_value(bias.direction)?);
+        ctx.metric("mode", serde_json::to_value(bias.mode)?);
+        ctx.metric("position_size_multiplier", bias.position_size_multiplier);
+        let headline = format!(
+            "bias: {} x{} at {}x leverage ({} mode, {}), valid {} to {}\n",
+            serde_json::to_value(bias.direction)?.as_str().unwrap_or(""),
+            bias.position_size_multiplier,
+            bias.leverage,
+            serde_json::to_value(bias.mode)?.as_str().unwrap_or(""),
+            bias.reasons.first().map(String::as_str).unwrap_or(""),
+            bias.valid_from,
+            bias.valid_until
+        );
+        write_json(&serde_json::to_value(&bias)?, &ctx.output_path("bias")?)?;
+        std::fs::write(ctx.output_path("headline")?, headline)?;
+        Ok(())
+    }
+}
+
+/// The bars as read for the bias: times, the columns the rule and the event rules read.
+struct Bars {
+    timestamps: Vec<i64>,
+    close: Vec<f64>,
+    volume: Vec<f64>,
+    buy_share: Vec<Option<f64>>,
+    liquidations: Option<Vec<f64>>,
+    step: i64,
+}
+
+fn read_bars(path: &Path) -> Result<Bars> {
+    let frame = read_table(path)?;
+    let timestamps = timestamps_ms(&frame)?;
+    let column = |name: &str| -> Result<Vec<f64>> {
+        crate::learn::dataset::column_f64(&frame, name)
+            .map_err(|_| anyhow!("the `bars` input ({}) has no `{name}` column", path.display()))
+    };
+    let (close, volume) = (column("close")?, column("volume")?);
+    let buy_share = match frame.column("taker_buy_volume") {
+        Ok(_) => {
+            let buys = column("taker_buy_volume")?;
+            buys.iter().zip(&volume).map(|(b, v)| (b.is_finite() && *v > 0.0).then(|| b / v)).collect()
+        }
+        Err(_) => vec![None; timestamps.len()],
+    };
+    let liquidations = match (frame.column("long_liquidations"), frame.column("short_liquidations")) {
+        (Ok(_), Ok(_)) => {
+            let (long, short) = (column("long_liquidations")?, column("short_liquidations")?);
+            Some(
+                long.iter()
+                    .zip(&short)
+                    .map(|(l, s)| l.max(0.0) + s.max(0.0))
+                    .map(|x| if x.is_finite() { x } else { 0.0 })
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
+    let step = crate::market::time::regular_step(&timestamps).unwrap_or(60_000);
+    Ok(Bars { timestamps, close, volume, buy_share, liquidations, step })
+}
+
+/// A candidate model found among the `models` inputs.
+struct Candidate<'a> {
+    input: &'a InputArtifact,
+    variant: String,
+    fold: Option<String>,
+}
+
+fn candidates(inputs: &[InputArtifact]) -> Vec<Candidate<'_>> {
+    inputs
+        .iter()
+        .filter(|i| i.name.starts_with("models"))
+        .map(|input| {
+            let (key, fold) = crate::evaluate::compare::without_fold(&input.name["models".len()..]);
+            Candidate { input, variant: key.trim_start_matches('[').trim_end_matches(']').to_string(), fold }
+        })
+        .collect()
+}
+
+/// A model loaded and scored on the row at `row_time`, or why not.
+struct Scored {
+    reference: ModelRef,
+    p_up: f64,
+}
+
+fn feature_set_hash(features: &[String]) -> String {
+    blake3::hash(features.join("\n").as_bytes()).to_hex().to_string()
+}
+
+fn score(candidate: &Candidate, table: &DataFrame, row: usize) -> Result<Scored> {
+    let bytes = std::fs::read(&candidate.input.path)
+        .with_context(|| format!("cannot read the model {}", candidate.input.path.display()))?;
+    let model = ModelFile::from_json(&bytes, &candidate.input.path)?;
+    let mut columns = Vec::with_capacity(model.features.len());
+    for name in &model.features {
+        let column = table.column(name).map_err(|_| {
+            anyhow!("the model reads feature `{name}`, which the `features`/`news` inputs do not have (a different feature set?)")
+        })?;
+        let value = column.as_materialized_series().cast(&DataType::Float64)?.f64()?.get(row);
+        columns.push(vec![value.filter(|v| v.is_finite()).unwrap_or(f64::NAN)]);
+    }
+    let p = model.predict(&columns)?.first().copied().ok_or_else(|| anyhow!("the model returned no score"))?;
+    if !(0.0..=1.0).contains(&p) {
+        bail!("the model scored {p}, not a probability");
+    }
+    Ok(Scored {
+        reference: ModelRef {
+            hash: candidate.input.hash.to_hex(),
+            variant: candidate.variant.clone(),
+            fold: candidate.fold.clone(),
+            family: model.model.clone(),
+            label: model.label.clone(),
+            feature_set_hash: feature_set_hash(&model.features),
+            features: model.features.len(),
+        },
+        p_up: p,
+    })
+}
+
+fn model_reads_news(path: &Path) -> Option<bool> {
+    let bytes = std::fs::read(path).ok()?;
+    let model = ModelFile::from_json(&bytes, path).ok()?;
+    Some(model.features.iter().any(|f| f.starts_with("news_")))
+}
+
+fn minutes(ms: i64) -> f64 {
+    ms as f64 / 60_000.0
+}
+
+/// The bias from the inputs: the whole decision, free of the stage plumbing (tests call it).
+pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
+    let input = |name: &str| inputs.iter().find(|i| i.name == name);
+    let bars_input = input("bars").ok_or_else(|| anyhow!("`bias` needs a `bars` input"))?;
+    let features_input = input("features").ok_or_else(|| anyhow!("`bias` needs a `features` input"))?;
+    let bars = read_bars(&bars_input.path)?;
+    let as_of = match &params.as_of {
+        Some(text) => parse_boundary(text).map_err(|e| anyhow!("params.as_of: {e}"))?,
+        None => bars.timestamps.last().map(|t| t + bars.step).ok_or_else(|| anyhow!("the `bars` input has no rows"))?,
+    };
+    let valid_until = as_of + fixed_span(&params.valid_for).map_err(|e| anyhow!("params.valid_for: {e}"))?;
+    let max_bar_age = fixed_span(&params.max_bar_age).map_err(|e| anyhow!("params.max_bar_age: {e}"))?;
+    let max_news_age = fixed_span(&params.max_news_age).map_err(|e| anyhow!("params.max_news_age: {e}"))?;
+    let mut reasons = Vec::new();
+
+    // Bars closed by `as_of` only: a bar opening at t closes at t + step.
+    let known = bars.timestamps.partition_point(|&t| t + bars.step <= as_of);
+    let last_bar = known.checked_sub(1).map(|i| bars.timestamps[i]);
+    let bar_age = last_bar.map(|t| as_of - (t + bars.step));
+    let stale_bars = match bar_age {
+        None => {
+            reasons.push(format!("no bar closed before {}: conservative", format_ms(as_of)));
+            true
+        }
+        Some(age) if age > max_bar_age => {
+            reasons.push(format!(
+                "bars stale: the last bar closed {:.0} minutes before as_of (allowed {}): conservative",
+                minutes(age),
+                params.max_bar_age
+            ));
+            true
+        }
+        Some(_) => false,
+    };
+
+    // News freshness: the last item known before `as_of`.
+    let last_news = match input("news_items") {
+        Some(items) => {
+            let frame = read_table(&items.path)?;
+            let known_at = match frame.column("known_at") {
+                Ok(c) => c.as_materialized_series().to_physical_repr().into_owned(),
+                Err(_) => bail!(
+                    "input `news_items` ({}) has no `known_at` column: wire `embed_news`'s `items`",
+                    items.path.display()
+                ),
+            };
+            known_at.i64()?.iter().flatten().filter(|&t| t <= as_of).max()
+        }
+        None => None,
+    };
+    let news_age = last_news.map(|t| as_of - t);
+    let news_problem = match (input("news"), news_age) {
+        (None, _) => Some("no news input".to_string()),
+        (Some(_), None) if input("news_items").is_none() => None, // the grid alone: trusted as given
+        (Some(_), None) => Some(format!("no news item known before {}", format_ms(as_of))),
+        (Some(_), Some(age)) if age > max_news_age => Some(format!(
+            "news stale: the last item became known {:.0} minutes before as_of (allowed {})",
+            minutes(age),
+            params.max_news_age
+        )),
+        _ => None,
+    };
+
+    // The row the model scores: the last one closed by `as_of`.
+    let mut tables = vec![("features".to_string(), features_input.path.clone())];
+    if news_problem.is_none()
+        && let Some(news) = input("news")
+    {
+        tables.push(("news".to_string(), news.path.clone()));
+    }
+    let table = join_inputs(&tables)?;
+    let times = timestamps_ms(&table)?;
+    let row = times.partition_point(|&t| t + bars.step <= as_of).checked_sub(1);
+
+    // The model: the gate's promoted one, the price-only one when news is missing, or none.
+    let verdict = match input("verdict") {
+        Some(v) => Some(read_json(&v.path)?),
+        None => None,
+    };
+    let gate_decision = verdict.as_ref().and_then(|v| v["decision"].as_str().map(str::to_string));
+    let promoted_hash = verdict.as_ref().and_then(|v| v["promoted"]["model_hash"].as_str().map(str::to_string));
+    let models = candidates(inputs);
+    let mut scored: Option<(Scored, Source)> = None;
+    match (&verdict, &promoted_hash) {
+        (None, _) => reasons.push("no gate verdict: the rule baseline".into()),
+        (Some(_), None) => reasons.push(format!(
+            "the gate promoted no model (decision `{}`): the rule baseline",
+            gate_decision.as_deref().unwrap_or("?")
+        )),
+        (Some(_), Some(hash)) => match models.iter().find(|c| c.input.hash.to_hex() == *hash) {
+            None => reasons.push(format!(
+                "the promoted model {} is not among the `models` inputs: the rule baseline",
+                &hash[..hash.len().min(12)]
+            )),
+            Some(promoted) => {
+                let reads_news = model_reads_news(&promoted.input.path);
+                let (chosen, source) = match (&news_problem, reads_news) {
+                    (Some(problem), Some(true)) => {
+                        let price_only = models
+                            .iter()
+                            .filter(|c| c.variant == params.price_only)
+                            .filter(|c| c.fold == promoted.fold || promoted.fold.is_none())
+                            .next_back()
+                            .or_else(|| models.iter().filter(|c| c.variant == params.price_only).next_back());
+                        match price_only {
+                            Some(c) => {
+                                reasons.push(format!("{problem}: the price-only model ({})", params.price_only));
+                                (Some(c), Source::PriceOnlyModel)
+                            }
+                            None => {
+                                reasons.push(format!(
+                                    "{problem}, and no price-only model (`{}`) among the `models` inputs: the rule baseline",
+                                    params.price_only
+                                ));
+                                (None, Source::RuleBaseline)
+                            }
+                        }
+                    }
+                    _ => (Some(promoted), Source::PromotedModel),
+                };
+                if let Some(candidate) = chosen {
+                    match row {
+                        None => reasons
+                            .push(format!("no feature row closed before {}: the rule baseline", format_ms(as_of))),
+                        Some(row) => match score(candidate, &table, row) {
+                            Ok(s) => scored = Some((s, source)),
+                            Err(e) => reasons.push(format!(
+                                "the model {} failed: {e:#}: the rule baseline",
+                                &candidate.input.hash.to_hex()[..12]
+                            )),
+                        },
+                    }
+                }
+            }
+        },
+    }
+
+    let (mut target, confidence, p_up, source, model) = match scored {
+        Some((s, source)) => {
+            let target = params.signal.target(Some(s.p_up));
+            if source == Source::PromotedModel {
+                reasons.insert(0, format!("the promoted model scored p(up) = {:.4}", s.p_up));
+            } else {
+                reasons.push(format!("the price-only model scored p(up) = {:.4}", s.p_up));
+            }
+            (target, Some(2.0 * (s.p_up - 0.5).abs()), Some(s.p_up), source, Some(s.reference))
+        }
+        None => {
+            let target = match known {
+                0 => Target::FLAT,
+                n => *params.rule.targets(&bars.volume[..n], &bars.buy_share[..n]).last().unwrap_or(&Target::FLAT),
+            };
+            (target, None, None, Source::RuleBaseline, None)
+        }
+    };
+    let mut cooldown_multiplier = 1.0;
+    if stale_bars {
+        target.size *= params.conservative.size_multiplier;
+        target.leverage = target.leverage.min(params.conservative.max_leverage);
+        cooldown_multiplier = params.conservative.cooldown_multiplier;
+    }
+    let event = judge(
+        &params.events,
+        &EventBars {
+            timestamps: &bars.timestamps[..known],
+            close: &bars.close[..known],
+            volume: &bars.volume[..known],
+            liquidations: bars.liquidations.as_deref().map(|l| &l[..known]),
+        },
+        as_of,
+        valid_until,
+    );
+    let mode = if source == Source::RuleBaseline {
+        Mode::Fallback
+    } else if stale_bars {
+        Mode::Conservative
+    } else if event.is_event {
+        Mode::Event
+    } else {
+        Mode::Normal
+    };
+    let direction = match target.side {
+        1 => Direction::Long,
+        -1 => Direction::Short,
+        _ => Direction::Flat,
+    };
+    if direction == Direction::Flat {
+        target.size = 0.0;
+        target.leverage = 1.0;
+    }
+    Ok(Bias {
+        format: BIAS_FORMAT.into(),
+        direction,
+        confidence,
+        p_up,
+        position_size_multiplier: target.size,
+        leverage: target.leverage.max(1.0),
+        cooldown_multiplier,
+        as_of: format_ms(as_of),
+        valid_from: format_ms(as_of),
+        valid_until: format_ms(valid_until),
+        mode,
+        source,
+        model,
+        gate_decision,
+        features_hash: features_input.hash.to_hex(),
+        freshness: Freshness {
+            last_bar: last_bar.map(format_ms),
+            bar_age_minutes: bar_age.map(minutes),
+            last_news: last_news.map(format_ms),
+            news_age_minutes: news_age.map(minutes),
+        },
+        event,
+        reasons,
+    })
+}
+
+/// The JSON Schema of [`Bias`] (draft 2020-12), as shipped in docs/bias.schema.json.
+pub fn bias_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Bias)).expect("a schema is JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::learn::models::{Fitted, MODEL_FORMAT};
+    use pipeline_artifacts::write_table;
+    use pipeline_cache::Hash;
+    use std::path::PathBuf;
+
+    /// Twenty days of synthetic bars from 2024-01-01, a feature `x`, a news column, news items,
+    /// two logistic models (with news: p(up) = 0.8; price only: 0.2) and a gate verdict.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        inputs: Vec<InputArtifact>,
+    }
+
+    const AS_OF: &str = "2024-01-15T12:00:00Z";
+
+    fn artifact(dir: &Path, name: &str, file: &str, kind: ArtifactKind) -> InputArtifact {
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        InputArtifact { name: name.into(), kind, path, hash: Hash::from_bytes(*blake3::hash(&bytes).as_bytes()) }
+    }
+
+    fn model(features: &[&str], intercept: f64) -> Vec<u8> {
+        ModelFile {
+            format: MODEL_FORMAT.into(),
+            model: "logistic".into(),
+            label: "label_dir_15".into(),
+            features: features.iter().map(|f| f.to_string()).collect(),
+            fill: vec![0.0; features.len()],
+            center: vec![0.0; features.len()],
+            scale: vec![1.0; features.len()],
+            fitted: Fitted::Logistic { weights: vec![0.0; features.len()], intercept },
+            best_iteration: None,
+        }
+        .to_json()
+        .unwrap()
+    }
+
+    fn fixture(last_news: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let params: crate::market::synth::SynthMarketParams =
+            serde_json::from_value(serde_json::json!({ "days": 20, "start": "2024-01-01T00:00:00Z" })).unwrap();
+        let mut bars = crate::market::synth::generate(&params).unwrap();
+        write_table(&mut bars, &dir.path().join("bars.parquet")).unwrap();
+        let ts = bars.column("timestamp").unwrap().clone();
+        let n = bars.height();
+        let mut features = DataFrame::new(
+            n,
+            vec![ts.clone(), Column::new("x".into(), (0..n).map(|i| (i % 7) as f64).collect::<Vec<_>>())],
+        )
+        .unwrap();
+        write_table(&mut features, &dir.path().join("features.parquet")).unwrap();
+        let mut news = DataFrame::new(n, vec![ts, Column::new("news_x".into(), vec![0.5; n])]).unwrap();
+        write_table(&mut news, &dir.path().join("news.parquet")).unwrap();
+        let known = parse_boundary(last_news).unwrap();
+        let mut items = DataFrame::new(
+            2,
+            vec![
+                Column::new("known_at".into(), vec![known - 3_600_000, known])
+                    .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))
+                    .unwrap(),
+            ],
+        )
+        .unwrap();
+        write_table(&mut items, &dir.path().join("items.parquet")).unwrap();
+        std::fs::write(dir.path().join("with_news.json"), model(&["x", "news_x"], 4f64.ln())).unwrap();
+        std::fs::write(dir.path().join("price_only.json"), model(&["x"], -(4f64.ln()))).unwrap();
+        let with_news = artifact(
+            dir.path(),
+            "models[feature_set=with_news,fold=2024-01-15]",
+            "with_news.json",
+            ArtifactKind::Model,
+        );
+        let verdict = serde_json::json!({
+            "decision": "promote",
+            "promoted": { "model_hash": with_news.hash.to_hex(), "fold": "2024-01-15" },
+        });
+        std::fs::write(dir.path().join("verdict.json"), serde_json::to_vec(&verdict).unwrap()).unwrap();
+        let inputs = vec![
+            artifact(dir.path(), "bars", "bars.parquet", ArtifactKind::Table),
+            artifact(dir.path(), "features", "features.parquet", ArtifactKind::Table),
+            artifact(dir.path(), "news", "news.parquet", ArtifactKind::Table),
+            artifact(dir.path(), "news_items", "items.parquet", ArtifactKind::Table),
+            artifact(dir.path(), "verdict", "verdict.json", ArtifactKind::Json),
+            with_news,
+            artifact(
+                dir.path(),
+                "models[feature_set=price_only,fold=2024-01-15]",
+                "price_only.json",
+                ArtifactKind::Model,
+            ),
+        ];
+        Fixture { dir, inputs }
+    }
+
+    fn params() -> BiasParams {
+        // Events never fire here (the synthetic market's quiet and busy days are not the point).
+        serde_json::from_value(serde_json::json!({
+            "as_of": AS_OF,
+            "events": { "vol_ratio": 1000.0, "liquidation_ratio": 1000.0 },
+        }))
+        .unwrap()
+    }
+
+    fn without(inputs: &[InputArtifact], name: &str) -> Vec<InputArtifact> {
+        inputs.iter().filter(|i| !i.name.starts_with(name)).cloned().collect()
+    }
+
+    /// The shipped schema, compiled once per test.
+    fn assert_valid(bias: &Bias) {
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bias.schema.json")).unwrap(),
+        )
+        .unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let value = serde_json::to_value(bias).unwrap();
+        let errors: Vec<String> =
+            validator.iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "bias does not match docs/bias.schema.json: {errors:?}\n{value:#}");
+    }
+
+    #[test]
+    fn fresh_data_and_a_promoted_model_give_its_view() {
+        let f = fixture("2024-01-15T11:00:00Z");
+        let bias = decide(&params(), &f.inputs).unwrap();
+        assert_valid(&bias);
+        assert_eq!((bias.direction, bias.mode, bias.source), (Direction::Long, Mode::Normal, Source::PromotedModel));
+        assert!((bias.p_up.unwrap() - 0.8).abs() < 1e-12 && (bias.confidence.unwrap() - 0.6).abs() < 1e-12);
+        // p - 0.5 = 0.3: the top default bucket, full size at 2x.
+        assert_eq!((bias.position_size_multiplier, bias.leverage, bias.cooldown_multiplier), (1.0, 2.0, 1.0));
+        assert_eq!(bias.valid_from, AS_OF);
+        assert_eq!(bias.valid_until, "2024-01-15T13:00:00Z");
+        assert_eq!(bias.freshness.last_bar.as_deref(), Some("2024-01-15T11:59:00Z"));
+        assert_eq!(bias.freshness.bar_age_minutes, Some(0.0));
+        assert_eq!(bias.freshness.news_age_minutes, Some(60.0));
+        let model = bias.model.as_ref().unwrap();
+        assert_eq!((model.variant.as_str(), model.fold.as_deref()), ("feature_set=with_news", Some("2024-01-15")));
+        assert_eq!(model.hash, f.inputs[5].hash.to_hex());
+        assert_eq!(model.feature_set_hash, blake3::hash(b"x\nnews_x").to_hex().to_string());
+        assert_eq!(bias.features_hash, f.inputs[1].hash.to_hex());
+        assert_eq!(bias.gate_decision.as_deref(), Some("promote"));
+    }
+
+    #[test]
+    fn stale_or_missing_news_gives_the_price_only_model() {
+        let f = fixture("2024-01-14T12:00:00Z"); // a day old: stale beyond 6h
+        let bias = decide(&params(), &f.inputs).unwrap();
+        assert_valid(&bias);
+        assert_eq!((bias.direction, bias.source, bias.mode), (Direction::Short, Source::PriceOnlyModel, Mode::Normal));
+        assert!(bias.reasons.iter().any(|r| r.starts_with("news stale")), "{:?}", bias.reasons);
+        assert_eq!(bias.model.as_ref().unwrap().variant, "feature_set=price_only");
+
+        let f = fixture("2024-01-15T11:00:00Z");
+        let bias = decide(&params(), &without(&f.inputs, "news")).unwrap();
+        assert_eq!((bias.direction, bias.source), (Direction::Short, Source::PriceOnlyModel));
+        assert!(bias.reasons.iter().any(|r| r.starts_with("no news input")), "{:?}", bias.reasons);
+        // No news item before as_of at all.
+        let f = fixture("2024-01-16T00:00:00Z");
+        let bias = decide(&params(), &f.inputs).unwrap();
+        assert_eq!(bias.source, Source::PriceOnlyModel);
+        assert!(bias.reasons.iter().any(|r| r.starts_with("no news item known before")), "{:?}", bias.reasons);
+    }
+
+    #[test]
+    fn stale_news_without_a_price_only_model_falls_back_to_the_rule() {
+        let f = fixture("2024-01-14T12:00:00Z");
+        let bias = decide(&params(), &without(&f.inputs, "models[feature_set=price_only")).unwrap();
+        assert_valid(&bias);
+        assert_eq!((bias.source, bias.mode, bias.model.clone()), (Source::RuleBaseline, Mode::Fallback, None));
+        assert_eq!((bias.confidence, bias.p_up), (None, None));
+        assert!(bias.reasons.iter().any(|r| r.contains("no price-only model")), "{:?}", bias.reasons);
+    }
+
+    #[test]
+    fn stale_bars_give_a_conservative_bias() {
+        let f = fixture("2024-01-15T11:00:00Z");
+        // The market ends on 2024-01-21: a decision two hours after its last bar sees stale bars.
+        let mut p = params();
+        p.as_of = Some("2024-01-21T02:00:00Z".into());
+        p.max_news_age = "30d".into();
+        let bias = decide(&p, &f.inputs).unwrap();
+        assert_valid(&bias);
+        assert_eq!(
+            (bias.mode, bias.source, bias.direction),
+            (Mode::Conservative, Source::PromotedModel, Direction::Long)
+        );
+        assert_eq!(bias.freshness.bar_age_minutes, Some(120.0));
+        // Full size at 2x becomes half size at 1x, with twice the cooldown.
+        assert_eq!((bias.position_size_multiplier, bias.leverage, bias.cooldown_multiplier), (0.5, 1.0, 2.0));
+        assert!(bias.reasons.iter().any(|r| r.starts_with("bars stale")), "{:?}", bias.reasons);
+    }
+
+    #[test]
+    fn no_gate_a_failed_gate_or_a_broken_model_gives_the_rule_baseline() {
+        let f = fixture("2024-01-15T11:00:00Z");
+        let check = |bias: &Bias, reason: &str| {
+            assert_valid(bias);
+            assert_eq!((bias.source, bias.mode, bias.model.is_none()), (Source::RuleBaseline, Mode::Fallback, true));
+            assert!(bias.reasons.iter().any(|r| r.contains(reason)), "wanted `{reason}` in {:?}", bias.reasons);
+        };
+        check(&decide(&params(), &without(&f.inputs, "verdict")).unwrap(), "no gate verdict");
+
+        let none = serde_json::json!({ "decision": "none", "promoted": null });
+        std::fs::write(f.dir.path().join("failed.json"), serde_json::to_vec(&none).unwrap()).unwrap();
+        let mut inputs = without(&f.inputs, "verdict");
+        inputs.push(artifact(f.dir.path(), "verdict", "failed.json", ArtifactKind::Json));
+        let bias = decide(&params(), &inputs).unwrap();
+        check(&bias, "the gate promoted no model (decision `none`)");
+        assert_eq!(bias.gate_decision.as_deref(), Some("none"));
+
+        check(&decide(&params(), &without(&f.inputs, "models")).unwrap(), "is not among the `models` inputs");
+
+        // The promoted model's file is corrupt (a truncated write elsewhere, a bad disk): no crash.
+        std::fs::write(&f.inputs[5].path, b"{\"format\": \"pipeline-model/1\", \"model\":").unwrap();
+        check(&decide(&params(), &f.inputs).unwrap(), "failed: ");
+        // A model whose features the inputs lack.
+        std::fs::write(&f.inputs[5].path, model(&["x", "news_x", "depth_imbalance"], 0.0)).unwrap();
+        check(&decide(&params(), &f.inputs).unwrap(), "reads feature `depth_imbalance`");
+    }
+
+    /// Rows after `as_of` (the future) change nothing: cut every table there and the bias is the same.
+    #[test]
+    fn the_bias_reads_nothing_after_as_of() {
+        let f = fixture("2024-01-15T11:00:00Z");
+        let full = decide(&params(), &f.inputs).unwrap();
+        let cut_at = parse_boundary(AS_OF).unwrap();
+        let mut inputs = f.inputs.clone();
+        for (i, file) in [(0, "bars.parquet"), (1, "features.parquet"), (2, "news.parquet")] {
+            let frame = read_table(&f.dir.path().join(file)).unwrap();
+            let ts = timestamps_ms(&frame).unwrap();
+            let mut cut = frame.head(Some(ts.partition_point(|&t| t < cut_at)));
+            let name = format!("cut_{file}");
+            write_table(&mut cut, &f.dir.path().join(&name)).unwrap();
+            inputs[i] = artifact(f.dir.path(), &inputs[i].name.clone(), &name, ArtifactKind::Table);
+        }
+        let mut cut = decide(&params(), &inputs).unwrap();
+        assert_ne!(cut.features_hash, full.features_hash);
+        cut.features_hash = full.features_hash.clone();
+        assert_eq!(cut, full);
+    }
+
+    /// docs/bias.schema.json is the schema of this build's `Bias`. After changing the type,
+    /// regenerate it: `PIPELINE_BLESS=1 cargo test --release -p pipeline-tasks live::bias`.
+    #[test]
+    fn the_shipped_schema_is_the_types_schema() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bias.schema.json");
+        let generated = format!("{}\n", serde_json::to_string_pretty(&bias_schema()).unwrap());
+        if std::env::var_os("PIPELINE_BLESS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let shipped = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            shipped == generated,
+            "docs/bias.schema.json is out of date: PIPELINE_BLESS=1 cargo test --release -p pipeline-tasks live::bias"
+        );
+        let _: PathBuf = path;
+    }
+}
