@@ -213,6 +213,12 @@ pub trait Stage: Send + Sync + 'static {
     fn files(_params: &Self::Params) -> Vec<String> {
         Vec::new()
     }
+    /// Of [`Stage::files`], those the stage itself rewrites when it runs (a config patched in
+    /// place, atomically). Their hashes stay in the key, so the next run sees the new content,
+    /// but the run does not take their change while the stage ran for an outside edit.
+    fn writes_files(_params: &Self::Params) -> Vec<String> {
+        Vec::new()
+    }
     /// Checks the inputs wired to this stage, at plan time.
     fn check_inputs(_params: &Self::Params, _inputs: &[InputInfo]) -> Result<(), String> {
         Ok(())
@@ -271,6 +277,7 @@ pub trait PreparedStage: Send + Sync {
     fn canonical_params(&self) -> serde_json::Value;
     fn outputs(&self) -> Vec<OutputDecl>;
     fn files(&self) -> Vec<String>;
+    fn writes_files(&self) -> Vec<String>;
     fn check_inputs(&self, inputs: &[InputInfo]) -> Result<(), String>;
     fn run(&self, ctx: &mut StageContext) -> Result<()>;
     fn history(&self) -> Result<crate::partitions::History, String>;
@@ -389,6 +396,9 @@ impl<S: Stage> PreparedStage for PreparedOf<S> {
     }
     fn files(&self) -> Vec<String> {
         S::files(&self.params)
+    }
+    fn writes_files(&self) -> Vec<String> {
+        S::writes_files(&self.params)
     }
     fn check_inputs(&self, inputs: &[InputInfo]) -> Result<(), String> {
         S::check_inputs(&self.params, inputs)

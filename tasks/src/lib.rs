@@ -73,6 +73,7 @@ pub fn registry() -> Registry {
         .register::<backtest::gate::Gate>()
         .register::<live::bias::BiasStage>()
         .register::<live::strategy_patch::StrategyPatch>()
+        .register::<live::event_mode_patch::EventModePatch>()
         .register::<backtest::report::WalkForwardReport>()
         .register::<evaluate::compare::Compare>()
         .register::<evaluate::report::Report>()

@@ -9,6 +9,7 @@ mod errors;
 mod features;
 mod inspect;
 mod lightgbm;
+mod live;
 mod market;
 mod news;
 mod nightly;

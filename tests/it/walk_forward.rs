@@ -10,6 +10,37 @@ fn copy_pipelines(ctx: &TestContext) {
         let from = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/").to_string() + file;
         std::fs::copy(from, ctx.path(&format!("pipelines/{file}"))).unwrap();
     }
+    std::fs::create_dir_all(ctx.path("pipelines/examples")).unwrap();
+    std::fs::copy(example_config(), ctx.path("pipelines/examples/trading_strategies_dynamic.json")).unwrap();
+}
+
+fn example_config() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/examples/trading_strategies_dynamic.json")
+}
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The end of the pipeline: a bias that matches docs/bias.schema.json, the example config
+/// untouched, and a patched copy equal to the example with the exported RFC 6902 patch applied.
+fn check_live_outputs(ctx: &TestContext) -> serde_json::Value {
+    let bias = json(&ctx.path("out/walk_forward/bias.json"));
+    let schema = json(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/bias.schema.json")));
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&bias).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{bias:#}");
+    let shipped = json(std::path::Path::new(example_config()));
+    let config = json(&ctx.path("pipelines/examples/trading_strategies_dynamic.json"));
+    assert_eq!(config, shipped, "the config is patched as a copy, never in place by default");
+    let patch: json_patch::Patch =
+        serde_json::from_value(json(&ctx.path("out/walk_forward/strategy.patch.json"))).unwrap();
+    let mut applied = shipped;
+    json_patch::patch(&mut applied, &patch).unwrap();
+    assert_eq!(applied, json(&ctx.path("out/walk_forward/trading_strategies_dynamic.json")));
+    let diff = std::fs::read_to_string(ctx.path("out/walk_forward/strategy.diff")).unwrap();
+    assert!(diff.starts_with("# "), "{diff}");
+    bias
 }
 
 /// The shipped pipeline, shrunk by `--set` to a few folds so that the tests stay quick.
@@ -229,6 +260,48 @@ fn the_shipped_walk_forward_runs_end_to_end() {
     assert!((total - expected).abs() < 0.002, "buy-and-hold {total} vs market less funding and fees {expected}");
     assert_eq!(metrics["strategies"]["flat"]["total_return"], 0.0);
     assert_eq!(metrics["convention"]["periods_per_year"], 525_600.0);
+    // The synthetic models lose after costs: nothing is promoted, and the bias says so.
+    let bias = check_live_outputs(&ctx);
+    if verdict["decision"] == "none" {
+        assert_eq!((bias["mode"].as_str(), bias["source"].as_str()), (Some("fallback"), Some("rule_baseline")));
+        assert!(bias["reasons"][0].as_str().unwrap().contains("promoted no model"), "{bias:#}");
+    }
+    assert_eq!(bias["valid_from"], "2024-03-01T00:00:00Z");
+    assert_eq!(bias["freshness"]["last_bar"], "2024-02-29T23:59:00Z", "no bar after as_of is read");
+}
+
+/// A gate that promotes (thresholds lowered for the test): the bias is the promoted model's
+/// view, traceable to its artifact, and the patch carries its direction into the config.
+#[test]
+fn a_promoted_model_drives_the_bias_and_the_patch() {
+    let ctx = TestContext::new();
+    let mut set = small(&ctx, "2024-01-15");
+    for s in [
+        "stages.gate.params.min_sharpe=-1000000.0",
+        "stages.gate.params.max_drawdown=1.0",
+        "stages.gate.params.min_trades=0",
+        "stages.gate.params.min_folds=0",
+        "stages.gate.params.must_beat=[]",
+    ] {
+        set.extend(["--set".to_string(), s.to_string()]);
+    }
+    run(&ctx, &set, &[]).ok();
+    let verdict = json(&ctx.path("out/walk_forward/promoted.json"));
+    assert_eq!(verdict["decision"], "promote", "{verdict:#}");
+    let bias = check_live_outputs(&ctx);
+    assert_eq!(bias["source"], "promoted_model", "{bias:#}");
+    assert_eq!(bias["model"]["hash"], verdict["promoted"]["model_hash"]);
+    assert_eq!(bias["model"]["variant"], "feature_set=with_news");
+    assert_eq!(bias["model"]["fold"], "2024-01-14");
+    let p = bias["p_up"].as_f64().unwrap();
+    assert!((bias["confidence"].as_f64().unwrap() - 2.0 * (p - 0.5).abs()).abs() < 1e-12);
+    let patched = json(&ctx.path("out/walk_forward/trading_strategies_dynamic.json"));
+    let direction = match bias["direction"].as_str().unwrap() {
+        "flat" => "neutral",
+        d => d,
+    };
+    assert_eq!(patched["strategies"]["obi_vpin_momentum"]["direction_bias"], direction);
+    assert_eq!(patched["strategies"]["spread_scalper"]["direction_bias"], "neutral", "disabled: untouched");
 }
 
 /// The real pipeline on the real bars and news (skips with a printed reason without them).

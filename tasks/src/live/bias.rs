@@ -189,6 +189,7 @@ pub struct BiasParams {
     /// The rule baseline used as the fallback: the backtest's `rule`.
     #[serde(default)]
     pub rule: FlowRule,
+    /// What stale bars change: `{ size_multiplier = 0.5, max_leverage = 1, cooldown_multiplier = 2 }`.
     #[serde(default)]
     pub conservative: Conservative,
     /// When the validity window is an event day (mode `event`).
@@ -270,10 +271,10 @@ params = { as_of = "2024-01-20T23:00:00Z", valid_for = "1h" }
         if !(c.size_multiplier > 0.0 && c.size_multiplier <= 1.0) {
             errors.push(ParamError::new("conservative.size_multiplier", "a share in (0, 1]"));
         }
-        if !(c.max_leverage >= 1.0) {
+        if c.max_leverage.is_nan() || c.max_leverage < 1.0 {
             errors.push(ParamError::new("conservative.max_leverage", "at least 1"));
         }
-        if !(c.cooldown_multiplier >= 1.0) {
+        if c.cooldown_multiplier.is_nan() || c.cooldown_multiplier < 1.0 {
             errors.push(ParamError::new("conservative.cooldown_multiplier", "at least 1 (a longer cooldown)"));
         }
         for (path, message) in params.events.check() {
@@ -548,10 +549,10 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
                     (Some(problem), Some(true)) => {
                         let price_only = models
                             .iter()
-                            .filter(|c| c.variant == params.price_only)
-                            .filter(|c| c.fold == promoted.fold || promoted.fold.is_none())
-                            .next_back()
-                            .or_else(|| models.iter().filter(|c| c.variant == params.price_only).next_back());
+                            .rfind(|c| {
+                                c.variant == params.price_only && (c.fold == promoted.fold || promoted.fold.is_none())
+                            })
+                            .or_else(|| models.iter().rfind(|c| c.variant == params.price_only));
                         match price_only {
                             Some(c) => {
                                 reasons.push(format!("{problem}: the price-only model ({})", params.price_only));

@@ -2,6 +2,7 @@
 //! event rules both share (docs/live.md).
 
 pub mod bias;
+pub mod event_mode_patch;
 pub mod events;
 pub mod strategy_config;
 pub mod strategy_patch;

@@ -37,6 +37,7 @@ pub struct StrategyPatchParams {
     /// (tighter exits on data the model cannot vouch for).
     #[serde(default = "default_cautious_scale")]
     pub cautious_take_profit_scale: f64,
+    /// The stop-loss multiplier in conservative and fallback mode.
     #[serde(default = "default_cautious_scale")]
     pub cautious_stop_loss_scale: f64,
     /// `position_size_multiplier` when the bias is flat (no view: the strategy trades its own
@@ -243,6 +244,10 @@ exports = { patched = "out/trading_strategies_dynamic.json", patch = "out/strate
         vec![params.config.clone(), format!("{}{base}", pipeline_engine::plan::OPTIONAL_FILE)]
     }
 
+    fn writes_files(params: &StrategyPatchParams) -> Vec<String> {
+        if params.inplace { vec![params.config.clone()] } else { Vec::new() }
+    }
+
     fn check_inputs(_params: &StrategyPatchParams, inputs: &[InputInfo]) -> Result<(), String> {
         match inputs.iter().find(|i| i.name == "bias") {
             Some(i) if i.kind == ArtifactKind::Json => {}
@@ -312,7 +317,8 @@ exports = { patched = "out/trading_strategies_dynamic.json", patch = "out/strate
             .map_err(|e| anyhow!("the patched copy would be invalid, nothing written: {e:#}"))?;
         let header = format!(
             "# {} patched by the bias of {} ({} mode, {}), valid {} to {}\n",
-            config.path.display(),
+            // As written in the pipeline: an absolute path would make the output machine-dependent.
+            params.config,
             bias.as_of,
             serde_json::to_value(bias.mode)?.as_str().unwrap_or(""),
             serde_json::to_value(bias.direction)?.as_str().unwrap_or(""),
