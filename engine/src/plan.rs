@@ -44,6 +44,11 @@ pub enum Reason {
     },
     PreviousResultGone,
     KeyChanged,
+    /// The stage rewrites these files in place (`Stage::writes_files`): it runs every time, so
+    /// the file holds this run's result even when the outputs are cached.
+    WritesInPlace {
+        files: Vec<String>,
+    },
     /// A partitioned stage: which of its periods would be computed (the rest are recorded).
     Partitions {
         run: usize,
@@ -88,6 +93,7 @@ impl std::fmt::Display for Reason {
             }
             Reason::PreviousResultGone => write!(f, "its last result is gone from the store"),
             Reason::KeyChanged => write!(f, "cache key changed (a newer key format)"),
+            Reason::WritesInPlace { files } => write!(f, "writes {} in place: runs every time", files.join(", ")),
             Reason::Partitions { run, total, periods, new } => {
                 let why = |p: &String| if new.contains(p) { "new" } else { "inputs changed" };
                 let shown = if periods.len() > 6 {
@@ -240,6 +246,10 @@ fn relative_display(base: &Path, path: &Path) -> String {
 }
 
 pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>) -> Result<Plan> {
+    // A stage that writes a file in place runs every time, as if forced: the file must hold this
+    // run's result even when the outputs are cached (`Stage::writes_files`).
+    let in_place: Vec<bool> = graph.nodes.iter().map(|n| !n.stage.writes_files().is_empty()).collect();
+    let forced: Vec<bool> = forced.iter().zip(&in_place).map(|(f, w)| *f || *w).collect();
     let state = store.load_state(&pipeline_identity(graph));
     let n = graph.nodes.len();
     let mut statuses: Vec<Option<NodeStatus>> = vec![None; n];
@@ -286,6 +296,10 @@ pub fn plan(graph: &Graph, store: &Store, selected: Vec<bool>, forced: Vec<bool>
             // A damaged manifest counts as absent: the stage re-runs and rewrites it.
             let manifest = store.read_manifest(&key).unwrap_or(None);
             match manifest {
+                _ if in_place[idx] => NodeStatus::Stale {
+                    key: Some(key),
+                    reasons: vec![Reason::WritesInPlace { files: node.stage.writes_files() }],
+                },
                 _ if forced[idx] => NodeStatus::Stale { key: Some(key), reasons: vec![Reason::Forced] },
                 Some(manifest) => {
                     let missing = store.missing_outputs(&manifest);

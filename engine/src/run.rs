@@ -448,14 +448,19 @@ fn run_node(
         // the result belongs to no key and must not be cached. (A file that appeared meanwhile
         // was not read: the stage sees the planned set.)
         if !manifest.material.files.is_empty() {
-            let written = node.stage.writes_files();
+            // Compared as paths, not strings: `./cfg.json` and `cfg.json` are one file.
+            let resolve = |p: &str| {
+                let path = node.base_dir.join(p);
+                path.canonicalize().unwrap_or(path)
+            };
+            let written: Vec<std::path::PathBuf> = node.stage.writes_files().iter().map(|p| resolve(p)).collect();
             let changed: Vec<String> = manifest
                 .material
                 .files
                 .iter()
                 .filter(|(path, hash)| {
                     !path.starts_with(crate::plan::OPTIONAL_FILE)
-                        && !written.contains(path)
+                        && !written.contains(&resolve(path))
                         && store.hash_file_memo(&node.base_dir.join(path)).map(|(h, _)| h).ok() != Some(*hash)
                 })
                 .map(|(path, _)| path.clone())

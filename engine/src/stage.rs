@@ -445,11 +445,27 @@ pub struct Registry {
     /// Turns a stored `model` artifact into a standalone file (`pipeline export-model`); the
     /// engine knows no model format, the stages that write models do.
     model_exporter: Option<ModelExporter>,
+    model_predictor: Option<ModelPredictor>,
 }
 
 /// Reads a stored model (its object's path) and returns the bytes of its portable form, or an
 /// error that says why this model has none.
 pub type ModelExporter = fn(&std::path::Path) -> anyhow::Result<Vec<u8>>;
+
+/// Where `pipeline predict` takes the rows it scores.
+pub enum PredictRows {
+    /// The model's stage's own input tables (store objects), joined on `timestamp`.
+    Stored(Vec<(String, std::path::PathBuf)>),
+    /// A Parquet, CSV or JSON-lines file, by extension.
+    File(std::path::PathBuf),
+    /// JSON lines on standard input.
+    Stdin,
+}
+
+/// Scores rows with a stored model (its object's path), the last `rows` of them when given,
+/// writing one JSON line per row; returns how many rows it scored.
+pub type ModelPredictor =
+    fn(&std::path::Path, PredictRows, Option<usize>, &mut dyn std::io::Write) -> anyhow::Result<usize>;
 
 impl Registry {
     pub fn new() -> Registry {
@@ -476,6 +492,15 @@ impl Registry {
 
     pub fn model_exporter(&self) -> Option<ModelExporter> {
         self.model_exporter
+    }
+
+    pub fn set_model_predictor(&mut self, predictor: ModelPredictor) -> &mut Registry {
+        self.model_predictor = Some(predictor);
+        self
+    }
+
+    pub fn model_predictor(&self) -> Option<ModelPredictor> {
+        self.model_predictor
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Task>> {

@@ -79,6 +79,7 @@ pub fn registry() -> Registry {
         .register::<evaluate::report::Report>()
         .register::<evaluate::replicates::Replicates>()
         .set_model_exporter(learn::portable::portable_model)
+        .set_model_predictor(learn::scorer::predict_command)
         .register::<news::ingest_news::IngestNews>()
         .register::<news::synth_news::SynthNews>()
         .register::<read_table::ReadTable>()

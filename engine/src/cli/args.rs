@@ -48,6 +48,8 @@ pub enum Command {
     /// Write a trained model as a standalone file that Python reads without this program
     /// (`scripts/pipeline_model.py`; docs/models.md).
     ExportModel(ExportArgs),
+    /// Score rows with a stored model without running the pipeline: JSON lines out (docs/live.md).
+    Predict(PredictArgs),
     /// Delete what neither the last N runs, pinned runs nor the latest result of each stage use.
     Gc(GcArgs),
     /// Re-hash every object, quarantine corrupt ones, report.
@@ -62,6 +64,28 @@ pub enum Command {
     /// Developer tools.
     #[command(hide = true, subcommand)]
     Debug(DebugCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// The pipeline file (its store holds the model).
+    pub file: PathBuf,
+    /// The node that trained the model (`train[feature_set=with_news,fold=2024-02-29]`), or a
+    /// `gate` node: the model it promoted.
+    #[arg(long)]
+    pub stage: String,
+    /// Score only the last N rows (default: the newest row of the stage's own inputs; every row
+    /// of --input).
+    #[arg(long, value_name = "N")]
+    pub rows: Option<usize>,
+    /// Rows to score: a `.parquet`, `.csv` or `.jsonl` file, or `-` for JSON lines on stdin (one
+    /// object per row: every feature of the model, a number or null). Default: the stage's own
+    /// input tables.
+    #[arg(long, value_name = "PATH|-")]
+    pub input: Option<String>,
+    /// The model of this run (id, prefix, name, `last~N`) instead of the newest.
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
 }
 
 #[derive(Args, Debug)]

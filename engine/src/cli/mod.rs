@@ -7,6 +7,7 @@ mod audit_cmd;
 mod dag_cmd;
 mod inspect;
 mod maintain;
+mod predict_cmd;
 mod progress;
 mod run_cmd;
 mod tasks_cmd;
@@ -103,6 +104,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> CliResult {
         Command::Diff(args) => inspect::diff(args, existing_store(store_flag)?),
         Command::Export(args) => inspect::export(args, existing_store(store_flag)?),
         Command::ExportModel(args) => inspect::export_model(args, existing_store(store_flag)?, registry),
+        Command::Predict(args) => predict_cmd::predict(args, store_flag, registry),
         Command::Gc(args) => maintain::gc(args, existing_store(store_flag)?),
         Command::Verify(args) => maintain::verify(args, existing_store(store_flag)?),
         Command::Pin(args) => maintain::pin(args, existing_store(store_flag)?, true),

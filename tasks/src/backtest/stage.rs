@@ -120,18 +120,7 @@ fn read_market(path: &std::path::Path, from: i64, until: i64) -> Result<Market> 
         });
         let v = if volume[i].is_finite() { volume[i] } else { 0.0 };
         market.volume.push(v);
-        market.buy_share.push(match &taker {
-            Some(t) if v > 0.0 && t[i].is_finite() => Some((t[i] / v).clamp(0.0, 1.0)),
-            Some(_) => None,
-            // No taker volume: the bar's direction as the sign of the flow (a proxy).
-            None => Some(if close[i] > open[i] {
-                0.75
-            } else if close[i] < open[i] {
-                0.25
-            } else {
-                0.5
-            }),
-        });
+        market.buy_share.push(super::strategy::bar_buy_share(open[i], close[i], v, taker.as_ref().map(|t| t[i])));
         if let Some(l) = &liq {
             liquidations.push(if l[i].is_finite() { l[i] } else { 0.0 });
         }

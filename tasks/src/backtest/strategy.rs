@@ -151,6 +151,19 @@ impl Default for FlowRule {
     }
 }
 
+/// The taker buy share of a bar that the flow rule reads, the same for the backtest and the
+/// live bias: taker buy volume over volume (clamped to [0, 1]; None when unknown), or without
+/// taker data the bar's direction as the sign of the flow (a proxy: 0.75 up, 0.25 down, 0.5 flat).
+pub fn bar_buy_share(open: f64, close: f64, volume: f64, taker_buy: Option<f64>) -> Option<f64> {
+    match taker_buy {
+        Some(t) if volume > 0.0 && t.is_finite() => Some((t / volume).clamp(0.0, 1.0)),
+        Some(_) => None,
+        None if close > open => Some(0.75),
+        None if close < open => Some(0.25),
+        None => Some(0.5),
+    }
+}
+
 impl FlowRule {
     pub fn check(&self) -> Result<(), String> {
         if self.imbalance_window == 0 || self.volume_window == 0 {

@@ -388,7 +388,16 @@ pub fn assign_fold_splits(timestamps: &[i64], label_ends: &[i64], fold: FoldBoun
 
 /// Timestamps of a frame's `timestamp` column in ms.
 pub fn timestamps_ms(frame: &DataFrame) -> Result<Vec<i64>> {
-    let series = frame.column("timestamp")?.as_materialized_series();
+    column_ms(frame, "timestamp")?
+        .into_iter()
+        .enumerate()
+        .map(|(row, v)| v.ok_or_else(|| anyhow!("row {} has no timestamp", row + 1)))
+        .collect()
+}
+
+/// A datetime column in ms (None where null), whatever unit it was written in.
+pub fn column_ms(frame: &DataFrame, name: &str) -> Result<Vec<Option<i64>>> {
+    let series = frame.column(name)?.as_materialized_series();
     // A table written elsewhere (pandas writes ns) is read in its own unit, then counted in ms.
     let series = match series.dtype() {
         DataType::Datetime(TimeUnit::Milliseconds, _) => series.clone(),
@@ -396,7 +405,7 @@ pub fn timestamps_ms(frame: &DataFrame) -> Result<Vec<i64>> {
         _ => series.clone(),
     };
     let ts = series.to_physical_repr().into_owned();
-    ts.i64()?.iter().enumerate().map(|(row, v)| v.ok_or_else(|| anyhow!("row {} has no timestamp", row + 1))).collect()
+    Ok(ts.i64()?.iter().collect())
 }
 
 #[cfg(test)]

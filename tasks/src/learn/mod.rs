@@ -7,4 +7,5 @@ pub mod lightgbm;
 pub mod logistic;
 pub mod models;
 pub mod portable;
+pub mod scorer;
 pub mod train;

@@ -460,7 +460,7 @@ pub struct Predictor<'a> {
     loaded: Loaded,
 }
 
-enum Loaded {
+pub(crate) enum Loaded {
     Gbdt(Box<GradientBooster>),
     Forest(Vec<SmartTree>),
     Plain,
@@ -468,44 +468,46 @@ enum Loaded {
 
 impl Predictor<'_> {
     pub fn predict(&self, columns: &[Vec<f64>]) -> Result<Vec<f64>> {
-        let file = self.file;
-        if columns.len() != file.features.len() {
-            bail!("the model wants {} features, got {}", file.features.len(), columns.len());
+        predict_loaded(self.file, &self.loaded, columns)
+    }
+}
+
+/// Scores with a model already parsed (`Predictor`, `Scorer`).
+pub(crate) fn predict_loaded(file: &ModelFile, loaded: &Loaded, columns: &[Vec<f64>]) -> Result<Vec<f64>> {
+    if columns.len() != file.features.len() {
+        bail!("the model wants {} features, got {}", file.features.len(), columns.len());
+    }
+    let n = columns.first().map_or(0, |c| c.len());
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    match (loaded, &file.fitted) {
+        (Loaded::Gbdt(booster), _) => {
+            let flat: Vec<f64> = columns.concat();
+            let raw = booster.predict(&Matrix::new(&flat, n, columns.len()), false);
+            Ok(raw.into_iter().map(sigmoid).collect())
         }
-        let n = columns.first().map_or(0, |c| c.len());
-        if n == 0 {
-            return Ok(Vec::new());
+        (Loaded::Forest(trees), _) => {
+            let x = file.dense(columns)?;
+            let mut votes = vec![0u32; n];
+            for tree in trees {
+                let predicted = tree.predict(&x).map_err(|e| anyhow!("random forest predict: {e}"))?;
+                votes.iter_mut().zip(&predicted).for_each(|(v, p)| *v += (*p == 1) as u32);
+            }
+            Ok(votes.into_iter().map(|v| v as f64 / trees.len() as f64).collect())
         }
-        match (&self.loaded, &file.fitted) {
-            (Loaded::Gbdt(booster), _) => {
-                let flat: Vec<f64> = columns.concat();
-                let raw = booster.predict(&Matrix::new(&flat, n, columns.len()), false);
-                Ok(raw.into_iter().map(sigmoid).collect())
-            }
-            (Loaded::Forest(trees), _) => {
-                let x = file.dense(columns)?;
-                let mut votes = vec![0u32; n];
-                for tree in trees {
-                    let predicted = tree.predict(&x).map_err(|e| anyhow!("random forest predict: {e}"))?;
-                    votes.iter_mut().zip(&predicted).for_each(|(v, p)| *v += (*p == 1) as u32);
-                }
-                Ok(votes.into_iter().map(|v| v as f64 / trees.len() as f64).collect())
-            }
-            (Loaded::Plain, Fitted::Logistic { weights, intercept }) => {
-                let scaled: Vec<Vec<f64>> = columns.iter().enumerate().map(|(j, c)| file.fill_column(j, c)).collect();
-                Ok((0..n)
-                    .map(|i| {
-                        sigmoid(intercept + weights.iter().enumerate().map(|(j, w)| w * scaled[j][i]).sum::<f64>())
-                    })
-                    .collect())
-            }
-            (Loaded::Plain, Fitted::DecisionTree { nodes }) => {
-                let filled: Vec<Vec<f64>> = columns.iter().enumerate().map(|(j, c)| file.fill_column(j, c)).collect();
-                Ok((0..n).map(|i| nodes[leaf_of(nodes, |j| filled[j][i])].probability).collect())
-            }
-            (Loaded::Plain, Fitted::Lightgbm { model }) => super::lightgbm::predict(model, columns),
-            (Loaded::Plain, _) => bail!("model is not loaded"),
+        (Loaded::Plain, Fitted::Logistic { weights, intercept }) => {
+            let scaled: Vec<Vec<f64>> = columns.iter().enumerate().map(|(j, c)| file.fill_column(j, c)).collect();
+            Ok((0..n)
+                .map(|i| sigmoid(intercept + weights.iter().enumerate().map(|(j, w)| w * scaled[j][i]).sum::<f64>()))
+                .collect())
         }
+        (Loaded::Plain, Fitted::DecisionTree { nodes }) => {
+            let filled: Vec<Vec<f64>> = columns.iter().enumerate().map(|(j, c)| file.fill_column(j, c)).collect();
+            Ok((0..n).map(|i| nodes[leaf_of(nodes, |j| filled[j][i])].probability).collect())
+        }
+        (Loaded::Plain, Fitted::Lightgbm { model }) => super::lightgbm::predict(model, columns),
+        (Loaded::Plain, _) => bail!("model is not loaded"),
     }
 }
 
@@ -547,15 +549,18 @@ impl ModelFile {
 
     /// The model parsed once, for many predictions.
     pub fn predictor(&self) -> Result<Predictor<'_>> {
-        let loaded = match &self.fitted {
+        Ok(Predictor { file: self, loaded: self.load()? })
+    }
+
+    pub(crate) fn load(&self) -> Result<Loaded> {
+        Ok(match &self.fitted {
             Fitted::Gbdt { booster } => Loaded::Gbdt(Box::new(
                 GradientBooster::from_json(booster).map_err(|e| anyhow!("reading the gbdt model: {e}"))?,
             )),
             Fitted::RandomForest { forest } => Loaded::Forest(forest_trees(forest)?),
             // LightGBM's booster is parsed per call (it is not Sync; a parse is milliseconds).
             Fitted::Logistic { .. } | Fitted::DecisionTree { .. } | Fitted::Lightgbm { .. } => Loaded::Plain,
-        };
-        Ok(Predictor { file: self, loaded })
+        })
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>> {

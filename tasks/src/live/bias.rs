@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::events::{EventBars, EventRules, EventVerdict, judge};
 use crate::backtest::execution::Target;
 use crate::backtest::strategy::{FlowRule, SignalRule};
+use crate::learn::dataset::column_ms;
 use crate::learn::dataset::{format_ms, join_inputs, parse_boundary, timestamps_ms};
 use crate::learn::models::ModelFile;
 use crate::market::time::Span;
@@ -339,41 +340,56 @@ params = { as_of = "2024-01-20T23:00:00Z", valid_for = "1h" }
     }
 }
 
-/// The bars as read for the bias: times, the columns the rule and the event rules read.
-struct Bars {
-    timestamps: Vec<i64>,
-    close: Vec<f64>,
-    volume: Vec<f64>,
-    buy_share: Vec<Option<f64>>,
-    liquidations: Option<Vec<f64>>,
-    step: i64,
+/// The bars as the live stages read them: times, the columns the rule and the event rules read
+/// (the backtest's reading: a non-finite volume or liquidation counts as 0, the buy share from
+/// `bar_buy_share`).
+pub(crate) struct Bars {
+    pub timestamps: Vec<i64>,
+    pub close: Vec<f64>,
+    pub volume: Vec<f64>,
+    pub buy_share: Vec<Option<f64>>,
+    pub liquidations: Option<Vec<f64>>,
+    pub step: i64,
 }
 
-fn read_bars(path: &Path) -> Result<Bars> {
+impl Bars {
+    /// The rows closed by `as_of` (a bar opening at t closes at t + step).
+    pub fn known_by(&self, as_of: i64) -> usize {
+        self.timestamps.partition_point(|&t| t + self.step <= as_of)
+    }
+
+    /// The first `known` rows for the event rules.
+    pub fn events(&self, known: usize) -> EventBars<'_> {
+        EventBars {
+            timestamps: &self.timestamps[..known],
+            close: &self.close[..known],
+            volume: &self.volume[..known],
+            liquidations: self.liquidations.as_deref().map(|l| &l[..known]),
+        }
+    }
+}
+
+pub(crate) fn read_bars(path: &Path) -> Result<Bars> {
     let frame = read_table(path)?;
     let timestamps = timestamps_ms(&frame)?;
     let column = |name: &str| -> Result<Vec<f64>> {
-        crate::learn::dataset::column_f64(&frame, name)
-            .map_err(|_| anyhow!("the `bars` input ({}) has no `{name}` column", path.display()))
+        crate::learn::dataset::column_f64(&frame, name).map_err(|_| {
+            anyhow!("the `bars` input ({}) has no `{name}` column: wire the bar table (`align_utc`)", path.display())
+        })
     };
-    let (close, volume) = (column("close")?, column("volume")?);
-    let buy_share = match frame.column("taker_buy_volume") {
-        Ok(_) => {
-            let buys = column("taker_buy_volume")?;
-            buys.iter().zip(&volume).map(|(b, v)| (b.is_finite() && *v > 0.0).then(|| b / v)).collect()
-        }
-        Err(_) => vec![None; timestamps.len()],
+    let (open, close) = (column("open")?, column("close")?);
+    let volume: Vec<f64> = column("volume")?.into_iter().map(|v| if v.is_finite() { v } else { 0.0 }).collect();
+    let taker = match frame.column("taker_buy_volume") {
+        Ok(_) => Some(column("taker_buy_volume")?),
+        Err(_) => None,
     };
+    let buy_share = (0..timestamps.len())
+        .map(|i| crate::backtest::strategy::bar_buy_share(open[i], close[i], volume[i], taker.as_ref().map(|t| t[i])))
+        .collect();
     let liquidations = match (frame.column("long_liquidations"), frame.column("short_liquidations")) {
         (Ok(_), Ok(_)) => {
             let (long, short) = (column("long_liquidations")?, column("short_liquidations")?);
-            Some(
-                long.iter()
-                    .zip(&short)
-                    .map(|(l, s)| l.max(0.0) + s.max(0.0))
-                    .map(|x| if x.is_finite() { x } else { 0.0 })
-                    .collect(),
-            )
+            Some(long.iter().zip(&short).map(|(l, s)| l + s).map(|x| if x.is_finite() { x } else { 0.0 }).collect())
         }
         _ => None,
     };
@@ -411,8 +427,10 @@ fn feature_set_hash(features: &[String]) -> String {
 
 fn score(candidate: &Candidate, table: &DataFrame, row: usize) -> Result<Scored> {
     let bytes = std::fs::read(&candidate.input.path)
-        .with_context(|| format!("cannot read the model {}", candidate.input.path.display()))?;
-    let model = ModelFile::from_json(&bytes, &candidate.input.path)?;
+        .with_context(|| format!("cannot read the model `{}`", candidate.input.name))?;
+    // Named by its input, not its store path: the reason text goes into the bias, which must not
+    // depend on where the store is.
+    let model = ModelFile::from_json(&bytes, Path::new(&candidate.input.name))?;
     let mut columns = Vec::with_capacity(model.features.len());
     for name in &model.features {
         let column = table.column(name).map_err(|_| {
@@ -441,8 +459,12 @@ fn score(candidate: &Candidate, table: &DataFrame, row: usize) -> Result<Scored>
 
 fn model_reads_news(path: &Path) -> Option<bool> {
     let bytes = std::fs::read(path).ok()?;
-    let model = ModelFile::from_json(&bytes, path).ok()?;
+    let model = ModelFile::from_json(&bytes, Path::new("model")).ok()?;
     Some(model.features.iter().any(|f| f.starts_with("news_")))
+}
+
+fn fold_after(candidate: &Candidate, as_of: i64) -> bool {
+    candidate.fold.as_deref().and_then(|f| parse_boundary(f).ok()).is_some_and(|start| start > as_of)
 }
 
 fn minutes(ms: i64) -> f64 {
@@ -465,7 +487,7 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
     let mut reasons = Vec::new();
 
     // Bars closed by `as_of` only: a bar opening at t closes at t + step.
-    let known = bars.timestamps.partition_point(|&t| t + bars.step <= as_of);
+    let known = bars.known_by(as_of);
     let last_bar = known.checked_sub(1).map(|i| bars.timestamps[i]);
     let bar_age = last_bar.map(|t| as_of - (t + bars.step));
     let stale_bars = match bar_age {
@@ -488,14 +510,13 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
     let last_news = match input("news_items") {
         Some(items) => {
             let frame = read_table(&items.path)?;
-            let known_at = match frame.column("known_at") {
-                Ok(c) => c.as_materialized_series().to_physical_repr().into_owned(),
-                Err(_) => bail!(
-                    "input `news_items` ({}) has no `known_at` column: wire `embed_news`'s `items`",
+            let known_at = column_ms(&frame, "known_at").map_err(|_| {
+                anyhow!(
+                    "input `news_items` ({}) has no `known_at` time column: wire `embed_news`'s `items`",
                     items.path.display()
-                ),
-            };
-            known_at.i64()?.iter().flatten().filter(|&t| t <= as_of).max()
+                )
+            })?;
+            known_at.into_iter().flatten().filter(|&t| t <= as_of).max()
         }
         None => None,
     };
@@ -522,6 +543,19 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
     let table = join_inputs(&tables)?;
     let times = timestamps_ms(&table)?;
     let row = times.partition_point(|&t| t + bars.step <= as_of).checked_sub(1);
+    // A features table that ends before the bars: its newest row is as stale as old bars.
+    let stale_features = match (row.map(|r| times[r]), last_bar) {
+        (Some(t), Some(bar)) if bar - t > max_bar_age => {
+            reasons.push(format!(
+                "features stale: the newest feature row ({}) is {:.0} minutes older than the last bar: conservative",
+                format_ms(t),
+                minutes(bar - t)
+            ));
+            true
+        }
+        _ => false,
+    };
+    let stale_bars = stale_bars || stale_features;
 
     // The model: the gate's promoted one, the price-only one when news is missing, or none.
     let verdict = match input("verdict") {
@@ -540,19 +574,30 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
         )),
         (Some(_), Some(hash)) => match models.iter().find(|c| c.input.hash.to_hex() == *hash) {
             None => reasons.push(format!(
-                "the promoted model {} is not among the `models` inputs: the rule baseline",
-                &hash[..hash.len().min(12)]
+                "the promoted model {} (gate decision `{}`) is not among the `models` inputs: the rule baseline",
+                &hash[..hash.len().min(12)],
+                gate_decision.as_deref().unwrap_or("?")
+            )),
+            // A model whose fold (its test day) starts after `as_of` was trained on data after
+            // the decision: using it would leak.
+            Some(promoted) if fold_after(promoted, as_of) => reasons.push(format!(
+                "the promoted model's fold {} starts after as_of {}: it learnt from later data; the rule baseline",
+                promoted.fold.as_deref().unwrap_or("?"),
+                format_ms(as_of)
             )),
             Some(promoted) => {
+                if gate_decision.as_deref() == Some("keep") {
+                    reasons.push(format!(
+                        "the gate kept the model it promoted earlier (fold {})",
+                        promoted.fold.as_deref().unwrap_or("?")
+                    ));
+                }
                 let reads_news = model_reads_news(&promoted.input.path);
                 let (chosen, source) = match (&news_problem, reads_news) {
                     (Some(problem), Some(true)) => {
-                        let price_only = models
-                            .iter()
-                            .rfind(|c| {
-                                c.variant == params.price_only && (c.fold == promoted.fold || promoted.fold.is_none())
-                            })
-                            .or_else(|| models.iter().rfind(|c| c.variant == params.price_only));
+                        // The same fold's price-only model: trained on the same days.
+                        let price_only =
+                            models.iter().find(|c| c.variant == params.price_only && c.fold == promoted.fold);
                         match price_only {
                             Some(c) => {
                                 reasons.push(format!("{problem}: the price-only model ({})", params.price_only));
@@ -560,8 +605,9 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
                             }
                             None => {
                                 reasons.push(format!(
-                                    "{problem}, and no price-only model (`{}`) among the `models` inputs: the rule baseline",
-                                    params.price_only
+                                    "{problem}, and no price-only model (`{}`) of fold {} among the `models` inputs: the rule baseline",
+                                    params.price_only,
+                                    promoted.fold.as_deref().unwrap_or("-")
                                 ));
                                 (None, Source::RuleBaseline)
                             }
@@ -610,17 +656,7 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
         target.leverage = target.leverage.min(params.conservative.max_leverage);
         cooldown_multiplier = params.conservative.cooldown_multiplier;
     }
-    let event = judge(
-        &params.events,
-        &EventBars {
-            timestamps: &bars.timestamps[..known],
-            close: &bars.close[..known],
-            volume: &bars.volume[..known],
-            liquidations: bars.liquidations.as_deref().map(|l| &l[..known]),
-        },
-        as_of,
-        valid_until,
-    );
+    let event = judge(&params.events, &bars.events(known), as_of, valid_until);
     let mode = if source == Source::RuleBaseline {
         Mode::Fallback
     } else if stale_bars {
@@ -727,10 +763,12 @@ mod tests {
         let mut news = DataFrame::new(n, vec![ts, Column::new("news_x".into(), vec![0.5; n])]).unwrap();
         write_table(&mut news, &dir.path().join("news.parquet")).unwrap();
         let known = parse_boundary(last_news).unwrap();
+        // And one item known after the decision time: never read.
+        let future = parse_boundary(AS_OF).unwrap() + 1_800_000;
         let mut items = DataFrame::new(
-            2,
+            3,
             vec![
-                Column::new("known_at".into(), vec![known - 3_600_000, known])
+                Column::new("known_at".into(), vec![known - 3_600_000, known, future])
                     .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))
                     .unwrap(),
             ],
@@ -862,6 +900,18 @@ mod tests {
         // Full size at 2x becomes half size at 1x, with twice the cooldown.
         assert_eq!((bias.position_size_multiplier, bias.leverage, bias.cooldown_multiplier), (0.5, 1.0, 2.0));
         assert!(bias.reasons.iter().any(|r| r.starts_with("bars stale")), "{:?}", bias.reasons);
+
+        // Features that end hours before the bars: as stale.
+        let f = fixture("2024-01-15T11:00:00Z");
+        let mut inputs = f.inputs.clone();
+        let frame = read_table(&f.dir.path().join("features.parquet")).unwrap();
+        let mut old = frame.head(Some(14 * 1440)); // to 2024-01-14T23:59
+        write_table(&mut old, &f.dir.path().join("old_features.parquet")).unwrap();
+        inputs[1] = artifact(f.dir.path(), "features", "old_features.parquet", ArtifactKind::Table);
+        let bias = decide(&params(), &inputs).unwrap();
+        assert_valid(&bias);
+        assert_eq!(bias.mode, Mode::Conservative);
+        assert!(bias.reasons.iter().any(|r| r.starts_with("features stale")), "{:?}", bias.reasons);
     }
 
     #[test]
@@ -884,6 +934,11 @@ mod tests {
 
         check(&decide(&params(), &without(&f.inputs, "models")).unwrap(), "is not among the `models` inputs");
 
+        // A model of a fold after as_of learnt from later data: never used.
+        let mut p = params();
+        p.as_of = Some("2024-01-14T12:00:00Z".into());
+        check(&decide(&p, &f.inputs).unwrap(), "starts after as_of");
+
         // The promoted model's file is corrupt (a truncated write elsewhere, a bad disk): no crash.
         std::fs::write(&f.inputs[5].path, b"{\"format\": \"pipeline-model/1\", \"model\":").unwrap();
         check(&decide(&params(), &f.inputs).unwrap(), "failed: ");
@@ -899,9 +954,10 @@ mod tests {
         let full = decide(&params(), &f.inputs).unwrap();
         let cut_at = parse_boundary(AS_OF).unwrap();
         let mut inputs = f.inputs.clone();
-        for (i, file) in [(0, "bars.parquet"), (1, "features.parquet"), (2, "news.parquet")] {
+        for (i, file) in [(0, "bars.parquet"), (1, "features.parquet"), (2, "news.parquet"), (3, "items.parquet")] {
             let frame = read_table(&f.dir.path().join(file)).unwrap();
-            let ts = timestamps_ms(&frame).unwrap();
+            let column = if file == "items.parquet" { "known_at" } else { "timestamp" };
+            let ts: Vec<i64> = column_ms(&frame, column).unwrap().into_iter().flatten().collect();
             let mut cut = frame.head(Some(ts.partition_point(|&t| t < cut_at)));
             let name = format!("cut_{file}");
             write_table(&mut cut, &f.dir.path().join(&name)).unwrap();

@@ -4,16 +4,16 @@
 //! losses; on any other day an empty patch and the reasons why.
 
 use anyhow::{Result, anyhow};
-use pipeline_artifacts::{ArtifactKind, read_json, read_table, write_json};
+use pipeline_artifacts::{ArtifactKind, read_json, write_json};
 use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::bias::{Bias, Mode};
-use super::events::{EventBars, EventRules, judge};
+use super::events::{EventRules, judge};
 use super::strategy_config::{Change, StrategyConfig, apply, patch_files};
-use crate::learn::dataset::{format_ms, parse_boundary, timestamps_ms};
+use crate::learn::dataset::{format_ms, parse_boundary};
 use crate::market::time::Span;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -128,6 +128,14 @@ pub fn event_changes(
     (changes, why)
 }
 
+/// The patch: `[]` without changes, else one `add` of the whole `event_mode` object.
+pub fn event_patch(patched: &Value, changes: &[Change]) -> Value {
+    match changes.is_empty() {
+        true => json!([]),
+        false => json!([{ "op": "add", "path": "/event_mode", "value": patched["event_mode"] }]),
+    }
+}
+
 impl Stage for EventModePatch {
     type Params = EventModePatchParams;
     const NAME: &'static str = "event_mode_patch";
@@ -222,35 +230,16 @@ params = { config = "examples/trading_strategies_dynamic.json", as_of = "2024-01
             ),
             Err(_) => None,
         };
-        let frame = read_table(&ctx.input("bars")?.path)?;
-        let timestamps = timestamps_ms(&frame)?;
-        let step = crate::market::time::regular_step(&timestamps).unwrap_or(60_000);
+        let bars = super::bias::read_bars(&ctx.input("bars")?.path)?;
         let as_of = match (&params.as_of, &bias) {
             (Some(text), _) => parse_boundary(text).map_err(|e| anyhow!("params.as_of: {e}"))?,
             (None, Some(b)) => parse_boundary(&b.as_of).map_err(|e| anyhow!("the bias's as_of: {e}"))?,
             (None, None) => {
-                timestamps.last().map(|t| t + step).ok_or_else(|| anyhow!("the `bars` input has no rows"))?
+                bars.timestamps.last().map(|t| t + bars.step).ok_or_else(|| anyhow!("the `bars` input has no rows"))?
             }
         };
         let until = Span::parse(&params.valid_for).map_err(|e| anyhow!(e))?.add_to(as_of);
-        let known = timestamps.partition_point(|&t| t + step <= as_of);
-        let column = |name: &str| crate::learn::dataset::column_f64(&frame, name);
-        let (close, volume) = (column("close")?, column("volume")?);
-        let liquidations: Option<Vec<f64>> = match (column("long_liquidations"), column("short_liquidations")) {
-            (Ok(l), Ok(s)) => Some(l.iter().zip(&s).map(|(a, b)| a.max(0.0) + b.max(0.0)).collect()),
-            _ => None,
-        };
-        let verdict = judge(
-            &params.events,
-            &EventBars {
-                timestamps: &timestamps[..known],
-                close: &close[..known],
-                volume: &volume[..known],
-                liquidations: liquidations.as_deref().map(|l| &l[..known]),
-            },
-            as_of,
-            until,
-        );
+        let verdict = judge(&params.events, &bars.events(bars.known_by(as_of)), as_of, until);
         let cautious = bias.as_ref().filter(|b| matches!(b.mode, Mode::Conservative | Mode::Fallback)).map(|b| {
             serde_json::to_value(b.mode).ok().and_then(|m| m.as_str().map(str::to_string)).unwrap_or_default()
         });
@@ -269,7 +258,11 @@ params = { config = "examples/trading_strategies_dynamic.json", as_of = "2024-01
             why.first().map(String::as_str).unwrap_or(""),
             why.iter().skip(1).map(|r| format!("#   {r}")).collect::<Vec<_>>().join("\n")
         );
-        let files = patch_files(&config.value, patched, &changes, &header)?;
+        let mut files = patch_files(&config.value, patched, &changes, &header)?;
+        // One `add` of the whole `event_mode` object (an `add` replaces a member that exists):
+        // it applies to any copy of the config, the base an in-place `strategy_patch` starts
+        // from included, whatever that copy's `event_mode` held.
+        files.patch = event_patch(&files.patched, &changes);
         ctx.metric("event", verdict.is_event && cautious.is_none());
         write_json(&files.patch, &ctx.output_path("patch")?)?;
         write_json(&files.patched, &ctx.output_path("patched")?)?;
@@ -301,6 +294,7 @@ mod tests {
             vol_ratio: Some(if is_event { 2.1 } else { 1.1 }),
             liquidation_ratio: None,
             reasons: vec!["volatility 2.10x".into()],
+            fired: if is_event { vec!["volatility 2.10x".into()] } else { Vec::new() },
         }
     }
 
@@ -330,6 +324,24 @@ mod tests {
         assert!(changes.iter().any(|c| c.pointer == "/event_mode/leverage" && c.value == json!(10)));
         // The patched copy still passes the config checks.
         StrategyConfig::checked(patched.clone(), "", std::path::Path::new("x.json")).unwrap();
+        // The patch applies to any copy: one without `event_mode` at all, or yesterday's, on.
+        let patch: json_patch::Patch = serde_json::from_value(event_patch(&patched, &changes)).unwrap();
+        for mut other in [
+            {
+                let mut c = config.clone();
+                c.as_object_mut().unwrap().remove("event_mode");
+                c
+            },
+            {
+                let mut c = config.clone();
+                c["event_mode"]["enabled"] = json!(true);
+                c["event_mode"]["leverage"] = json!(9);
+                c
+            },
+        ] {
+            json_patch::patch(&mut other, &patch).unwrap();
+            assert_eq!(other["event_mode"], patched["event_mode"]);
+        }
     }
 
     #[test]

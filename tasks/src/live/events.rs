@@ -114,6 +114,8 @@ pub struct EventVerdict {
     pub liquidation_ratio: Option<f64>,
     /// Every rule's finding, met or not, in words.
     pub reasons: Vec<String>,
+    /// The findings of the rules that fired (empty on an ordinary day).
+    pub fired: Vec<String>,
 }
 
 /// Realized volatility (square root of summed squared one-bar log returns) and liquidations per
@@ -172,7 +174,7 @@ fn us_opens(from: i64, until: i64) -> Vec<i64> {
 /// Judges `[valid_from, valid_until)` from the bars before `valid_from`.
 pub fn judge(rules: &EventRules, bars: &EventBars, valid_from: i64, valid_until: i64) -> EventVerdict {
     let mut reasons = Vec::new();
-    let mut is_event = false;
+    let mut fired = Vec::new();
     let (vol, liq) = block(bars, valid_from);
     let earlier: Vec<(Option<f64>, Option<f64>)> =
         (1..=rules.baseline_days as i64).map(|k| block(bars, valid_from - k * DAY_MS)).collect();
@@ -180,7 +182,7 @@ pub fn judge(rules: &EventRules, bars: &EventBars, valid_from: i64, valid_until:
     let vol_ratio = vol.zip(vol_base).and_then(|(v, b)| (b > 0.0).then(|| v / b));
     match vol_ratio {
         Some(r) if r >= rules.vol_ratio => {
-            is_event = true;
+            fired.push(reasons.len());
             reasons.push(format!(
                 "high volatility: the last 24 hours' realized volatility is {r:.2}x the median of the {} days before (needs {:.2}x)",
                 rules.baseline_days, rules.vol_ratio
@@ -201,7 +203,7 @@ pub fn judge(rules: &EventRules, bars: &EventBars, valid_from: i64, valid_until:
             let ratio = liq.zip(base).and_then(|(v, b)| (b > 0.0).then(|| v / b));
             match ratio {
                 Some(r) if r >= rules.liquidation_ratio => {
-                    is_event = true;
+                    fired.push(reasons.len());
                     reasons.push(format!(
                         "liquidation pressure: liquidations per volume over the last 24 hours are {r:.2}x the baseline median (needs {:.2}x)",
                         rules.liquidation_ratio
@@ -219,7 +221,7 @@ pub fn judge(rules: &EventRules, bars: &EventBars, valid_from: i64, valid_until:
     if rules.us_open {
         match us_opens(valid_from, valid_until).first() {
             Some(&open) => {
-                is_event = true;
+                fired.push(reasons.len());
                 reasons.push(format!("the US equity open at {} is inside the window", format_ms(open)));
             }
             None => reasons.push("no US equity open inside the window".into()),
@@ -229,11 +231,12 @@ pub fn judge(rules: &EventRules, bars: &EventBars, valid_from: i64, valid_until:
         // Checked by `EventRules::check` at plan time.
         let (Ok(from), Ok(until)) = (parse_boundary(&w.from), parse_boundary(&w.until)) else { continue };
         if from < valid_until && until > valid_from {
-            is_event = true;
+            fired.push(reasons.len());
             reasons.push(format!("listed window `{}` ({} to {}) overlaps the window", w.name, w.from, w.until));
         }
     }
-    EventVerdict { is_event, vol_ratio, liquidation_ratio, reasons }
+    let fired: Vec<String> = fired.into_iter().map(|i| reasons[i].clone()).collect();
+    EventVerdict { is_event: !fired.is_empty(), vol_ratio, liquidation_ratio, reasons, fired }
 }
 
 #[cfg(test)]

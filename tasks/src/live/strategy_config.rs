@@ -18,6 +18,27 @@ pub fn base_path(config: &Path) -> PathBuf {
     config.with_file_name(name)
 }
 
+/// blake3 of the content the last in-place write left: a config that no longer matches it was
+/// edited by hand since, and its edits become the new base instead of being patched away.
+pub fn written_path(config: &Path) -> PathBuf {
+    let mut name = config.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".written");
+    config.with_file_name(name)
+}
+
+/// The config a patch starts from: the base kept by in-place writes while the config is what
+/// the last write left; the config itself otherwise (no in-place write yet, or edited since).
+/// The flag says whether the config was edited since the last in-place write.
+pub fn patch_source(config: &Path) -> (PathBuf, bool) {
+    let base = base_path(config);
+    if !base.exists() {
+        return (config.to_path_buf(), false);
+    }
+    let last = std::fs::read_to_string(written_path(config)).unwrap_or_default();
+    let now = std::fs::read(config).map(|b| blake3::hash(&b).to_hex().to_string()).unwrap_or_default();
+    if last.trim() == now { (base, false) } else { (config.to_path_buf(), true) }
+}
+
 /// The previous content, kept by each in-place write.
 pub fn backup_path(config: &Path) -> PathBuf {
     let mut name = config.file_name().map(|n| n.to_os_string()).unwrap_or_default();
@@ -177,7 +198,11 @@ fn problems(value: &Value) -> Vec<(String, String)> {
                     }
                 };
                 field("enabled", get("enabled").is_boolean(), "true or false");
-                field("leverage", number(get("leverage"), &|x| x >= 1.0), "a number, at least 1");
+                field(
+                    "leverage",
+                    number(get("leverage"), &|x| x >= 1.0 && x <= max_leverage),
+                    &format!("a number from 1 to risk.max_leverage ({max_leverage})"),
+                );
                 field(
                     "position_size_multiplier",
                     number(get("position_size_multiplier"), &|x| (0.0..=10.0).contains(&x)),
@@ -292,20 +317,33 @@ pub fn patch_files(base: &Value, patched: Value, changes: &[Change], header: &st
     Ok(PatchFiles { patched, patch, diff })
 }
 
-/// Writes `patched` over the config: the base kept once (`<config>.base`), the previous content
-/// as `<config>.bak`, then the new content through a temporary file in the same folder, synced
-/// and renamed over the config, so a kill at any instant leaves the old or the new file whole.
+/// Writes `patched` over the config: the base kept (`<config>.base`: the config before the first
+/// in-place write), the previous content as `<config>.bak`, then
+/// the new content through a temporary file in the same folder, synced and renamed over the
+/// config, so a kill at any instant leaves the old or the new file whole. A symlinked config is
+/// written at its target; the file keeps its permissions.
 pub fn write_in_place(config: &Path, patched: &Value) -> Result<()> {
-    let dir = config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let current = std::fs::read(config).with_context(|| format!("cannot read {}", config.display()))?;
-    let base = base_path(config);
+    let config = std::fs::canonicalize(config).with_context(|| format!("cannot read {}", config.display()))?;
+    let dir = config.parent().unwrap_or(Path::new("."));
+    // Temporary files of a write killed before its rename: never read, removed here.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(".pipeline-") && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let current = std::fs::read(&config).with_context(|| format!("cannot read {}", config.display()))?;
+    let base = base_path(&config);
     if !base.exists() {
         atomic_write(dir, &base, &current)?;
     }
-    atomic_write(dir, &backup_path(config), &current)?;
+    atomic_write(dir, &backup_path(&config), &current)?;
     let mut bytes = serde_json::to_vec_pretty(patched)?;
     bytes.push(b'\n');
-    atomic_write(dir, config, &bytes)
+    atomic_write(dir, &config, &bytes)?;
+    atomic_write(dir, &written_path(&config), format!("{}\n", blake3::hash(&bytes).to_hex()).as_bytes())
 }
 
 fn atomic_write(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
@@ -316,6 +354,18 @@ fn atomic_write(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
+    // The file keeps its permissions; a new one is 0644 (a temporary file is created 0600,
+    // which a live engine running as another user could not read).
+    match std::fs::metadata(dest) {
+        Ok(meta) => std::fs::set_permissions(tmp.path(), meta.permissions())?,
+        #[cfg(unix)]
+        Err(_) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?
+        }
+        #[cfg(not(unix))]
+        Err(_) => {}
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(dest).with_context(|| format!("cannot write {}", dest.display()))?;
     // The rename itself is durable once the folder is synced.

@@ -1,7 +1,7 @@
 //! `strategy_patch`: the bias applied to a copy of the live strategy's config, written with its
 //! RFC 6902 JSON Patch and a readable diff; in place only with `inplace = true`.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use pipeline_artifacts::{ArtifactKind, read_json, write_json};
 use pipeline_engine::{InputInfo, OutputDecl, ParamError, Stage, StageContext};
 use schemars::JsonSchema;
@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::bias::{Bias, Direction, Mode};
-use super::strategy_config::{Change, StrategyConfig, apply, base_path, patch_files, write_in_place};
+use super::strategy_config::{
+    Change, StrategyConfig, apply, base_path, patch_files, patch_source, write_in_place, written_path,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,8 +71,8 @@ fn round6(x: f64) -> Value {
     json!((x * 1e6).round() / 1e6)
 }
 
-/// The leverage bucket at or below `leverage` (the smallest bucket when all are above), capped
-/// at `max_leverage`.
+/// The leverage bucket at or below `leverage` (the leverage itself when every bucket is above),
+/// capped at `risk.max_leverage`.
 fn snap_leverage(config: &Value, leverage: f64) -> Value {
     let max = config["risk"]["max_leverage"].as_f64().unwrap_or(f64::INFINITY);
     let buckets: Vec<f64> = config["risk"]["leverage_buckets"]
@@ -78,10 +80,8 @@ fn snap_leverage(config: &Value, leverage: f64) -> Value {
         .map(|b| b.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default();
     let wanted = leverage.min(max);
-    let snapped = match buckets.iter().rev().find(|&&b| b <= wanted) {
-        Some(&b) => b,
-        None => buckets.first().copied().unwrap_or(wanted).min(max),
-    };
+    // Below every bucket: the leverage asked for, never a higher bucket.
+    let snapped = buckets.iter().rev().find(|&&b| b <= wanted).copied().unwrap_or(wanted);
     if snapped.fract() == 0.0 { json!(snapped as i64) } else { json!(snapped) }
 }
 
@@ -102,18 +102,13 @@ pub fn strategy_changes(params: &StrategyPatchParams, config: &Value, name: &str
         Direction::Flat => ("neutral", &Vec::new()),
     };
     set("direction_bias", json!(direction), format!("bias direction {direction} ({mode} mode)"));
-    let size = match bias.direction {
-        Direction::Flat => params.flat_size_multiplier,
-        _ => bias.position_size_multiplier,
+    // The bias scales the strategy's own size (its multiplier in the base config).
+    let own = strategy["position_size_multiplier"].as_f64().unwrap_or(1.0);
+    let (size, why) = match bias.direction {
+        Direction::Flat => (params.flat_size_multiplier, "flat bias: x flat_size_multiplier".to_string()),
+        _ => (bias.position_size_multiplier, format!("x the bias's size multiplier ({mode} mode)")),
     };
-    set(
-        "position_size_multiplier",
-        round6(size),
-        match bias.direction {
-            Direction::Flat => "flat bias: flat_size_multiplier".to_string(),
-            _ => format!("bias size multiplier ({mode} mode)"),
-        },
-    );
+    set("position_size_multiplier", round6(own * size), why);
     if let Some(current) = strategy["leverage"].as_f64() {
         let snapped = snap_leverage(config, bias.leverage);
         match bias.direction {
@@ -240,12 +235,23 @@ exports = { patched = "out/trading_strategies_dynamic.json", patch = "out/strate
     }
 
     fn files(params: &StrategyPatchParams) -> Vec<String> {
-        let base = base_path(std::path::Path::new(&params.config)).to_string_lossy().to_string();
-        vec![params.config.clone(), format!("{}{base}", pipeline_engine::plan::OPTIONAL_FILE)]
+        let config = std::path::Path::new(&params.config);
+        let optional =
+            |p: std::path::PathBuf| format!("{}{}", pipeline_engine::plan::OPTIONAL_FILE, p.to_string_lossy());
+        vec![params.config.clone(), optional(base_path(config)), optional(written_path(config))]
     }
 
     fn writes_files(params: &StrategyPatchParams) -> Vec<String> {
-        if params.inplace { vec![params.config.clone()] } else { Vec::new() }
+        // The config and the two files kept beside it (`files` keys all three).
+        let config = std::path::Path::new(&params.config);
+        match params.inplace {
+            true => vec![
+                params.config.clone(),
+                base_path(config).to_string_lossy().to_string(),
+                written_path(config).to_string_lossy().to_string(),
+            ],
+            false => Vec::new(),
+        }
     }
 
     fn check_inputs(_params: &StrategyPatchParams, inputs: &[InputInfo]) -> Result<(), String> {
@@ -266,9 +272,21 @@ exports = { patched = "out/trading_strategies_dynamic.json", patch = "out/strate
         let bias: Bias = serde_json::from_value(read_json(&ctx.input("bias")?.path)?)
             .map_err(|e| anyhow!("input `bias` is not a bias (docs/bias.schema.json): {e}"))?;
         let config_path = ctx.resolve(&params.config);
-        let base = base_path(&config_path);
-        // In place, patches start from the config before the first in-place write.
-        let config = StrategyConfig::read(if base.exists() { &base } else { &config_path })?;
+        // After an in-place write, patches start from the base (so relative changes never
+        // compound); a config edited by hand since is the new base.
+        let (source, edited) = patch_source(&config_path);
+        if edited && params.inplace {
+            // Patching it from the old base would undo the edit; patching the edited file would
+            // compound yesterday's relative changes. A person decides.
+            bail!(
+                "{0} was edited since the last in-place patch (it is not what that patch wrote): nothing written. Review it; to make it the base of later patches, delete {0}.base and {0}.written",
+                params.config
+            );
+        }
+        if edited {
+            ctx.warn(format!("{} was edited since the last in-place patch: the copy starts from it", params.config));
+        }
+        let config = StrategyConfig::read(&source)?;
         let names: Vec<String> = if params.strategies.is_empty() {
             let all = config.value["strategies"].as_object().expect("checked");
             all.iter().filter(|(_, s)| s["enabled"].as_bool() == Some(true)).map(|(n, _)| n.clone()).collect()
@@ -307,8 +325,15 @@ exports = { patched = "out/trading_strategies_dynamic.json", patch = "out/strate
                     json_patch::PatchOperation::Replace(o) => o.path.to_string(),
                     _ => continue,
                 };
-                let value = patched.pointer(&pointer).cloned().unwrap_or(Value::Null);
-                changes.push(Change { pointer, value, why: "event_mode_patch".into() });
+                // An object set whole is shown field by field in the diff.
+                match patched.pointer(&pointer).cloned().unwrap_or(Value::Null) {
+                    Value::Object(fields) => changes.extend(fields.into_iter().map(|(k, value)| Change {
+                        pointer: format!("{pointer}/{k}"),
+                        value,
+                        why: "event_mode_patch".into(),
+                    })),
+                    value => changes.push(Change { pointer, value, why: "event_mode_patch".into() }),
+                }
             }
         }
         // The result must still pass the checks (a leverage above risk.max_leverage, say).
@@ -363,7 +388,13 @@ mod tests {
             gate_decision: Some("promote".into()),
             features_hash: "0".repeat(64),
             freshness: Freshness { last_bar: None, bar_age_minutes: None, last_news: None, news_age_minutes: None },
-            event: EventVerdict { is_event: false, vol_ratio: None, liquidation_ratio: None, reasons: vec![] },
+            event: EventVerdict {
+                is_event: false,
+                vol_ratio: None,
+                liquidation_ratio: None,
+                reasons: vec![],
+                fired: vec![],
+            },
             reasons: vec![],
         }
     }
@@ -429,20 +460,48 @@ mod tests {
         assert_eq!(s["signals"], original["strategies"]["obi_vpin_momentum"]["signals"]);
     }
 
+    /// Size and cooldown scale the strategy's own values, so a patch must start from the base,
+    /// not from yesterday's patched copy: after an in-place write the base is the source, and
+    /// the same bias gives the same file night after night; a hand edit becomes the new base.
     #[test]
-    fn patching_the_patched_copy_with_the_same_bias_changes_nothing_absolute() {
-        let b = bias(Direction::Long, Mode::Normal, 0.5, 2.0, 1.0);
-        let (_, first) = patched(&b);
-        let config = first.patched.clone();
-        let mut changes = Vec::new();
-        for name in ["obi_vpin_momentum", "liquidation_reversal"] {
-            changes.extend(strategy_changes(&params(), &config, name, &b));
-        }
-        let mut again = config.clone();
-        apply(&mut again, &changes).unwrap();
-        assert_eq!(again, config);
-        let files = patch_files(&config, again, &changes, "").unwrap();
-        assert_eq!(files.patch, json!([]));
-        assert!(files.diff.contains("no change"));
+    fn in_place_patches_start_from_the_base_and_never_compound() {
+        use super::super::strategy_config::{patch_source, write_in_place};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strategies.json");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/examples/trading_strategies_dynamic.json"),
+            &path,
+        )
+        .unwrap();
+        let b = bias(Direction::Long, Mode::Conservative, 0.5, 2.0, 2.0);
+        let night = |path: &Path| {
+            let (source, edited) = patch_source(path);
+            let config = StrategyConfig::read(&source).unwrap();
+            let mut changes = Vec::new();
+            for name in ["obi_vpin_momentum", "liquidation_reversal"] {
+                changes.extend(strategy_changes(&params(), &config.value, name, &b));
+            }
+            let mut copy = config.value.clone();
+            apply(&mut copy, &changes).unwrap();
+            write_in_place(path, &copy).unwrap();
+            (copy, edited)
+        };
+        let (first, _) = night(&path);
+        let (second, edited) = night(&path);
+        assert!(!edited);
+        assert_eq!(first, second, "the same bias, the same file: nothing compounds");
+        assert_eq!(first["strategies"]["obi_vpin_momentum"]["cooldown_seconds"], 60);
+        // Someone edits the file by hand: detected (the stage then refuses to write, see
+        // docs/live.md), until the base is dropped and the edited file becomes the base.
+        let mut edited_config = second.clone();
+        edited_config["strategies"]["liquidation_reversal"]["enabled"] = json!(false);
+        std::fs::write(&path, serde_json::to_vec_pretty(&edited_config).unwrap()).unwrap();
+        assert_eq!(patch_source(&path), (path.clone(), true));
+        std::fs::remove_file(base_path(&path)).unwrap();
+        assert_eq!(patch_source(&path), (path.clone(), false));
+        let (third, _) = night(&path);
+        assert_eq!(third["strategies"]["liquidation_reversal"]["enabled"], false, "the hand edit is kept");
+        let base: Value = serde_json::from_slice(&std::fs::read(base_path(&path)).unwrap()).unwrap();
+        assert_eq!(base, edited_config, "the edited file is the new base");
     }
 }
