@@ -366,6 +366,12 @@ fn the_nightly_pipeline_adds_one_day_and_one_fold_and_equals_a_run_from_scratch(
         let from = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/").to_string() + file;
         std::fs::copy(from, ctx.path(&format!("pipelines/{file}"))).unwrap();
     }
+    std::fs::create_dir_all(ctx.path("pipelines/examples")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/examples/trading_strategies_dynamic.json"),
+        ctx.path("pipelines/examples/trading_strategies_dynamic.json"),
+    )
+    .unwrap();
     let small = ["--set", "params.first_test=2024-01-08", "--set", "params.train_window=7d"];
     let run = |until: &str| {
         let mut args = vec!["run", "pipelines/nightly.toml", "--plain", "--set"];
