@@ -262,10 +262,9 @@ fn the_shipped_walk_forward_runs_end_to_end() {
     assert_eq!(metrics["convention"]["periods_per_year"], 525_600.0);
     // The synthetic models lose after costs: nothing is promoted, and the bias says so.
     let bias = check_live_outputs(&ctx);
-    if verdict["decision"] == "none" {
-        assert_eq!((bias["mode"].as_str(), bias["source"].as_str()), (Some("fallback"), Some("rule_baseline")));
-        assert!(bias["reasons"][0].as_str().unwrap().contains("promoted no model"), "{bias:#}");
-    }
+    assert_eq!(verdict["decision"], "none", "{verdict:#}");
+    assert_eq!((bias["mode"].as_str(), bias["source"].as_str()), (Some("fallback"), Some("rule_baseline")));
+    assert!(bias["reasons"][0].as_str().unwrap().contains("promoted no model"), "{bias:#}");
     assert_eq!(bias["valid_from"], "2024-03-01T00:00:00Z");
     assert_eq!(bias["freshness"]["last_bar"], "2024-02-29T23:59:00Z", "no bar after as_of is read");
 }

@@ -853,6 +853,19 @@ mod tests {
         assert_eq!(bias.gate_decision.as_deref(), Some("promote"));
     }
 
+    /// An event day (here every day: a ratio of 0.01 always fires) sets the mode, nothing else.
+    #[test]
+    fn an_event_day_sets_the_event_mode() {
+        let f = fixture("2024-01-15T11:00:00Z");
+        let mut p = params();
+        p.events.vol_ratio = 0.01;
+        let bias = decide(&p, &f.inputs).unwrap();
+        assert_valid(&bias);
+        assert_eq!((bias.mode, bias.source, bias.direction), (Mode::Event, Source::PromotedModel, Direction::Long));
+        assert!(bias.event.is_event && bias.event.fired[0].starts_with("high volatility"), "{:?}", bias.event);
+        assert_eq!((bias.position_size_multiplier, bias.leverage), (1.0, 2.0), "event mode alone changes no size");
+    }
+
     #[test]
     fn stale_or_missing_news_gives_the_price_only_model() {
         let f = fixture("2024-01-14T12:00:00Z"); // a day old: stale beyond 6h
@@ -864,11 +877,13 @@ mod tests {
 
         let f = fixture("2024-01-15T11:00:00Z");
         let bias = decide(&params(), &without(&f.inputs, "news")).unwrap();
+        assert_valid(&bias);
         assert_eq!((bias.direction, bias.source), (Direction::Short, Source::PriceOnlyModel));
         assert!(bias.reasons.iter().any(|r| r.starts_with("no news input")), "{:?}", bias.reasons);
         // No news item before as_of at all.
         let f = fixture("2024-01-16T00:00:00Z");
         let bias = decide(&params(), &f.inputs).unwrap();
+        assert_valid(&bias);
         assert_eq!(bias.source, Source::PriceOnlyModel);
         assert!(bias.reasons.iter().any(|r| r.starts_with("no news item known before")), "{:?}", bias.reasons);
     }

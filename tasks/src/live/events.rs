@@ -118,15 +118,17 @@ pub struct EventVerdict {
     pub fired: Vec<String>,
 }
 
-/// Realized volatility (square root of summed squared one-bar log returns) and liquidations per
-/// volume of the 24 hours before `end`; None where the block has fewer than 2 bars.
+/// Realized volatility (root mean squared one-bar log return: a day with missing bars is not
+/// calmer for it) and liquidations per volume of the 24 hours before `end`; None where the
+/// block has fewer than 2 bars.
 fn block(bars: &EventBars, end: i64) -> (Option<f64>, Option<f64>) {
     let from = bars.timestamps.partition_point(|&t| t < end - DAY_MS);
     let until = bars.timestamps.partition_point(|&t| t < end);
     if until < from + 2 {
         return (None, None);
     }
-    let r2: f64 = (from + 1..until).map(|i| (bars.close[i] / bars.close[i - 1]).ln().powi(2)).sum();
+    let r2: f64 = (from + 1..until).map(|i| (bars.close[i] / bars.close[i - 1]).ln().powi(2)).sum::<f64>()
+        / (until - from - 1) as f64;
     let volume: f64 = bars.volume[from..until].iter().sum();
     let liq = bars.liquidations.and_then(|l| {
         let total: f64 = l[from..until].iter().sum();

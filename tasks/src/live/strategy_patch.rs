@@ -142,8 +142,10 @@ pub fn strategy_changes(params: &StrategyPatchParams, config: &Value, name: &str
             }
         }
         set("regime_blacklist", json!(black), format!("a {direction} bias blacklists {}", against.join(", ")));
-        if strategy.get("regime_whitelist").is_some() {
-            let white: Vec<String> = list("regime_whitelist").into_iter().filter(|r| !against.contains(r)).collect();
+        // An emptied whitelist could read as "every regime" to the live engine: then the
+        // blacklist alone keeps the regimes out.
+        let white: Vec<String> = list("regime_whitelist").into_iter().filter(|r| !against.contains(r)).collect();
+        if strategy.get("regime_whitelist").is_some() && !white.is_empty() {
             set("regime_whitelist", json!(white), format!("a {direction} bias trades no {}", against.join(", ")));
         }
     }
@@ -308,6 +310,19 @@ exports = { patched = "out/trading_strategies_dynamic.json", patch = "out/strate
             }
             params.strategies.clone()
         };
+        if let Some(known) = config.value["regimes"].as_array() {
+            for (param, list) in [
+                ("regimes_against_long", &params.regimes_against_long),
+                ("regimes_against_short", &params.regimes_against_short),
+            ] {
+                if let Some(r) = list.iter().find(|r| !known.iter().any(|k| k.as_str() == Some(r.as_str()))) {
+                    bail!(
+                        "params.{param} names `{r}`, which is not one of the config's `regimes` ({}): fix the param or the config",
+                        known.iter().filter_map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+        }
         let mut changes: Vec<Change> = Vec::new();
         for name in &names {
             changes.extend(strategy_changes(params, &config.value, name, &bias));
@@ -337,8 +352,8 @@ exports = { patched = "out/trading_strategies_dynamic.json", patch = "out/strate
             }
         }
         // The result must still pass the checks (a leverage above risk.max_leverage, say).
-        let text = serde_json::to_string_pretty(&patched)?;
-        StrategyConfig::checked(patched.clone(), &text, &config.path)
+        // (No text: line numbers of the patched copy would point into a file that does not exist.)
+        StrategyConfig::checked(patched.clone(), "", &config.path)
             .map_err(|e| anyhow!("the patched copy would be invalid, nothing written: {e:#}"))?;
         let header = format!(
             "# {} patched by the bias of {} ({} mode, {}), valid {} to {}\n",
