@@ -692,7 +692,10 @@ pub(crate) fn compute(input: &DataFrame, params: &FeaturesParams) -> Result<(Dat
             "proxy: bulk volume classification (normal CDF of standardized price change)"
         },
     );
-    let mut extra: Vec<Column> = vec![Series::new(vpin_name.into(), vpin_values).into()];
+    // As a NaN-marked column without polars' option-by-option builder (a VPIN is finite when
+    // there is one: the buckets hold volume).
+    let vpin_column = nullable(&vpin_name, vpin_values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())?;
+    let mut extra: Vec<Column> = vec![vpin_column];
     extra.extend(time_columns);
     prov.set("time", "real");
     prov.set(
