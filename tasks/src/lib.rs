@@ -10,6 +10,7 @@ pub mod market;
 pub mod news;
 pub mod read;
 pub mod read_table;
+pub mod rl;
 pub mod select;
 pub mod synth_table;
 pub mod value;
@@ -75,6 +76,10 @@ pub fn registry() -> Registry {
         .register::<live::strategy_patch::StrategyPatch>()
         .register::<live::event_mode_patch::EventModePatch>()
         .register::<backtest::report::WalkForwardReport>()
+        .register::<rl::export_buffer::ExportBuffer>()
+        .register::<rl::bc::Bc>()
+        .register::<rl::offline_rl::OfflineRl>()
+        .register::<rl::evaluate_policy::EvaluatePolicy>()
         .register::<evaluate::compare::Compare>()
         .register::<evaluate::report::Report>()
         .register::<evaluate::replicates::Replicates>()

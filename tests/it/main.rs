@@ -16,6 +16,7 @@ mod nightly;
 mod real_news;
 mod replicates;
 mod research_validity;
+mod rl;
 mod stage1;
 mod support;
 mod walk_forward;

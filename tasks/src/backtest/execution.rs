@@ -1,5 +1,5 @@
 //! The execution model of a crypto perpetual: one implementation, used by the `backtest` stage
-//! and (later) by the RL environment, so that a policy is trained on the same costs it is judged
+//! and by the RL environment (`rl::env`), so that a policy is trained on the same costs it is judged
 //! on.
 //!
 //! Timing: a decision made from bar t (known at t's close) is filled at the open of bar
@@ -138,6 +138,17 @@ impl ExitReason {
     }
 }
 
+/// An open position: side, the share of equity committed, leverage, the PnL marked at the last
+/// close net of its fees and funding so far (units of the starting equity), and bars held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Position {
+    pub side: i8,
+    pub size: f64,
+    pub leverage: f64,
+    pub unrealised: f64,
+    pub bars: u32,
+}
+
 /// A closed trade. Money is in units of the starting equity (1.0).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Trade {
@@ -220,6 +231,28 @@ impl Account {
     /// The side held now.
     pub fn side(&self) -> i8 {
         self.open.as_ref().map_or(0, |o| o.side)
+    }
+
+    /// The open position as a strategy (or the RL environment's state) sees it after the last
+    /// close; `None` when flat.
+    pub fn position(&self) -> Option<Position> {
+        self.open.as_ref().map(|o| Position {
+            side: o.side,
+            size: o.size,
+            leverage: o.leverage,
+            unrealised: o.booked,
+            bars: o.bars,
+        })
+    }
+
+    /// What this account holds as a target (`Target::FLAT` when flat): holding it changes nothing.
+    pub fn holding(&self) -> Target {
+        self.open.as_ref().map_or(Target::FLAT, |o| Target { side: o.side, size: o.size, leverage: o.leverage })
+    }
+
+    /// Losing trades in a row since the last winner (or the last cooldown).
+    pub fn losing_streak(&self) -> u32 {
+        self.losing_streak
     }
 
     fn close_position(&mut self, time: i64, raw_price: f64, reason: ExitReason) {

@@ -46,7 +46,13 @@ fn fixed(v: &Value, digits: usize) -> String {
 }
 
 /// A time-series chart: x = time (ms), y = value, with ticks on both axes and a zero line.
-fn time_chart(title: &str, y_label: &str, times: &[i64], series: &[(String, Vec<f64>)], percent: bool) -> String {
+pub(crate) fn time_chart(
+    title: &str,
+    y_label: &str,
+    times: &[i64],
+    series: &[(String, Vec<f64>)],
+    percent: bool,
+) -> String {
     let (w, h, left, top, bottom) = (760.0, 300.0, 64.0, 24.0, 36.0);
     let (pw, ph) = (w - left - 16.0, h - top - bottom);
     let (t0, t1) = (*times.first().unwrap_or(&0) as f64, *times.last().unwrap_or(&1) as f64);
@@ -185,7 +191,7 @@ fn column_chart(title: &str, labels: &[String], values: &[f64], percent: bool) -
     svg
 }
 
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = String::from("<div class=\"wide\"><table><tr>");
     for h in header {
         let _ = write!(out, "<th>{}</th>", esc(h));

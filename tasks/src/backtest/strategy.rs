@@ -175,31 +175,57 @@ impl FlowRule {
         Ok(())
     }
 
+    /// What the rule reads at each bar, from data up to that bar only: the volume-weighted taker
+    /// imbalance of the last `imbalance_window` bars, their mean volume, and the trailing mean
+    /// volume of `volume_window` bars (None in the warm-up or without volume). The RL
+    /// environment offers the same statistics as observations (`rule_imbalance`,
+    /// `rule_volume_ratio`), so a policy can learn the rule from what the rule sees.
+    pub fn statistics(&self, volume: &[f64], buy_share: &[Option<f64>]) -> Vec<Option<FlowStatistics>> {
+        let n = volume.len();
+        let (w, vw) = (self.imbalance_window, self.volume_window);
+        (0..n)
+            .map(|t| {
+                if t + 1 < vw.max(w) {
+                    return None;
+                }
+                let recent_volume: f64 = volume[t + 1 - w..=t].iter().sum();
+                let trailing = volume[t + 1 - vw..=t].iter().sum::<f64>() / vw as f64;
+                if recent_volume <= 0.0 || trailing <= 0.0 {
+                    return None;
+                }
+                let buy: f64 = (t + 1 - w..=t).map(|k| volume[k] * buy_share[k].unwrap_or(0.5)).sum();
+                Some(FlowStatistics {
+                    imbalance: 2.0 * buy / recent_volume - 1.0,
+                    recent_mean_volume: recent_volume / w as f64,
+                    trailing_mean_volume: trailing,
+                })
+            })
+            .collect()
+    }
+
     /// Targets per bar, from data up to each bar only. `buy_share[t]` is the taker buy share of
     /// bar t (None where unknown).
     pub fn targets(&self, volume: &[f64], buy_share: &[Option<f64>]) -> Vec<Target> {
-        let n = volume.len();
-        let mut out = vec![Target::FLAT; n];
-        let (w, vw) = (self.imbalance_window, self.volume_window);
-        for t in 0..n {
-            if t + 1 < vw.max(w) {
-                continue;
-            }
-            let recent = &volume[t + 1 - w..=t];
-            let recent_volume: f64 = recent.iter().sum();
-            let trailing = volume[t + 1 - vw..=t].iter().sum::<f64>() / vw as f64;
-            if recent_volume <= 0.0 || trailing <= 0.0 {
-                continue;
-            }
-            let buy: f64 = (t + 1 - w..=t).map(|k| volume[k] * buy_share[k].unwrap_or(0.5)).sum();
-            let imbalance = 2.0 * buy / recent_volume - 1.0;
-            let spike = recent_volume / w as f64 > self.volume_spike * trailing;
-            if spike && imbalance.abs() > self.imbalance_threshold {
-                out[t] = Target { side: imbalance.signum() as i8, size: self.size, leverage: self.leverage };
-            }
-        }
-        out
+        self.statistics(volume, buy_share).iter().map(|s| s.map_or(Target::FLAT, |s| self.target(&s))).collect()
     }
+
+    /// The rule's target from its statistics at one bar.
+    pub fn target(&self, s: &FlowStatistics) -> Target {
+        let spike = s.recent_mean_volume > self.volume_spike * s.trailing_mean_volume;
+        if spike && s.imbalance.abs() > self.imbalance_threshold {
+            Target { side: s.imbalance.signum() as i8, size: self.size, leverage: self.leverage }
+        } else {
+            Target::FLAT
+        }
+    }
+}
+
+/// The flow rule's inputs at one bar (`FlowRule::statistics`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowStatistics {
+    pub imbalance: f64,
+    pub recent_mean_volume: f64,
+    pub trailing_mean_volume: f64,
 }
 
 #[cfg(test)]
