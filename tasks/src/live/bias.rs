@@ -54,6 +54,23 @@ pub enum Source {
     PriceOnlyModel,
     /// The plan's rule baseline (order flow on a volume spike).
     RuleBaseline,
+    /// A policy learnt offline (`bc` or `offline_rl`, the `policy` input).
+    RlPolicy,
+}
+
+/// The offline-RL policy behind a bias.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRef {
+    /// blake3 of the stored `policy` artifact.
+    pub hash: String,
+    /// `bc` or `fqi`.
+    pub kind: String,
+    /// The action it chose, e.g. `long 0.5x2` (from flat: the live position is not known here).
+    pub action: String,
+    /// Its behaviour model's probability of that action.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub behaviour_probability: f64,
 }
 
 /// The model behind a bias, traceable by hash.
@@ -118,6 +135,9 @@ pub struct Bias {
     pub source: Source,
     /// The model used (None for the rule baseline).
     pub model: Option<ModelRef>,
+    /// The offline-RL policy used (only with a `policy` input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
     /// The gate's decision (`promote`, `keep`, `none`), None without a gate.
     pub gate_decision: Option<String>,
     /// blake3 of the features artifact the row was read from.
@@ -224,7 +244,9 @@ impl Stage for BiasStage {
     const DOC: &'static str = "The bias the live strategy reads: direction, confidence, position-size multiplier and leverage bucket from the promoted model's probability on the latest row, with the plan's degrade rules.\n\n\
         Inputs: `bars` (the bar grid: freshness, the rule baseline, the event rules), `features` (the model's \
         price features), optional `news` (the news table on the grid, `embed_news`'s `table`) and `news_items` \
-        (its `items`, for the news freshness), optional `verdict` (the `gate`'s) and `models` (the `train` models). \
+        (its `items`, for the news freshness), optional `verdict` (the `gate`'s) and `models` (the `train` models), \
+        optional `policy` (a `bc` or `offline_rl` policy: it then decides the direction, size and leverage from \
+        flat, ahead of the model; source `rl_policy`; if it cannot act, the model or the rule does, with the reason). \
         Degrade rules, each in the bias's `reasons`: news missing or older than `max_news_age` -> the price-only \
         model of the same fold (`price_only`); bars older than `max_bar_age` -> `conservative` (size x \
         `size_multiplier`, leverage capped, cooldown x `cooldown_multiplier`); no gate, a gate that promoted \
@@ -304,9 +326,12 @@ params = { as_of = "2024-01-20T23:00:00Z", valid_for = "1h" }
                 }
             }
         }
-        for (name, kind) in
-            [("news", ArtifactKind::Table), ("news_items", ArtifactKind::Table), ("verdict", ArtifactKind::Json)]
-        {
+        for (name, kind) in [
+            ("news", ArtifactKind::Table),
+            ("news_items", ArtifactKind::Table),
+            ("verdict", ArtifactKind::Json),
+            ("policy", ArtifactKind::Json),
+        ] {
             if let Some(i) = inputs.iter().find(|i| i.name == name)
                 && i.kind != kind
             {
@@ -632,8 +657,32 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
         },
     }
 
-    let (mut target, confidence, p_up, source, model) = match scored {
-        Some((s, source)) => {
+    // An offline-RL policy, when wired, decides ahead of the model and the rule; if it cannot
+    // act (a missing observation, a broken file), the model or the rule does, with the reason.
+    let policy_choice = match input("policy") {
+        None => None,
+        Some(p) => match act_policy(p, &table, row, &bars, known) {
+            Ok(choice) => Some(choice),
+            Err(e) => {
+                reasons.push(format!("the policy {} could not act: {e:#}", &p.hash.to_hex()[..12]));
+                None
+            }
+        },
+    };
+    let mut policy = None;
+    let (mut target, confidence, p_up, source, model) = match (policy_choice, scored) {
+        (Some((target, reference)), _) => {
+            reasons.insert(
+                0,
+                format!(
+                    "the {} policy chose `{}` (its behaviour model gives that action p = {:.3})",
+                    reference.kind, reference.action, reference.behaviour_probability
+                ),
+            );
+            policy = Some(reference);
+            (target, None, None, Source::RlPolicy, None)
+        }
+        (None, Some((s, source))) => {
             let target = params.signal.target(Some(s.p_up));
             if source == Source::PromotedModel {
                 reasons.insert(0, format!("the promoted model scored p(up) = {:.4}", s.p_up));
@@ -642,7 +691,7 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
             }
             (target, Some(2.0 * (s.p_up - 0.5).abs()), Some(s.p_up), source, Some(s.reference))
         }
-        None => {
+        (None, None) => {
             let target = match known {
                 0 => Target::FLAT,
                 n => *params.rule.targets(&bars.volume[..n], &bars.buy_share[..n]).last().unwrap_or(&Target::FLAT),
@@ -689,6 +738,7 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
         mode,
         source,
         model,
+        policy,
         gate_decision,
         features_hash: features_input.hash.to_hex(),
         freshness: Freshness {
@@ -700,6 +750,65 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
         event,
         reasons,
     })
+}
+
+/// The policy's action at the row closed by `as_of`, from flat: its observation rebuilt from the
+/// features row and the bars (the built-in flow observations with the policy's own rule settings).
+fn act_policy(
+    input: &InputArtifact,
+    table: &DataFrame,
+    row: Option<usize>,
+    bars: &Bars,
+    known: usize,
+) -> Result<(Target, PolicyRef)> {
+    use crate::rl::env::POSITION_COLUMNS;
+    let file = crate::rl::bc::read_policy(&input.path)?;
+    let (Some(row), Some(last)) = (row, known.checked_sub(1)) else {
+        bail!("no feature row or bar closed before as_of")
+    };
+    let features = &file.observation[..file.observation.len().saturating_sub(POSITION_COLUMNS.len())];
+    let statistics = file.env.rule.statistics(&bars.volume[..known], &bars.buy_share[..known]);
+    let mut observation = Vec::with_capacity(file.observation.len());
+    for name in features {
+        let value = match name.as_str() {
+            "taker_imbalance" => bars.buy_share[last].map_or(f64::NAN, |b| 2.0 * b - 1.0),
+            "rule_imbalance" => statistics[last].map_or(f64::NAN, |s| s.imbalance),
+            "rule_volume_ratio" => statistics[last].map_or(f64::NAN, |s| s.recent_mean_volume / s.trailing_mean_volume),
+            _ => {
+                let column = table.column(name).map_err(|_| {
+                    anyhow!("it observes `{name}`, which the `features` input does not have (another feature set?)")
+                })?;
+                column.as_materialized_series().cast(&DataType::Float64)?.f64()?.get(row).unwrap_or(f64::NAN)
+            }
+        };
+        if !value.is_finite() {
+            bail!("its observation `{name}` has no value at the last row");
+        }
+        observation.push(value);
+    }
+    // From flat, with the steps left to the end of the episode block the last bar is in (the
+    // environment closes everything there).
+    observation.extend([0.0; 5]);
+    let block = file.env.episode_minutes as i64 * 60_000;
+    let bar_time = bars.timestamps[last];
+    let block_last_bar = bar_time - bar_time.rem_euclid(block) + block - bars.step;
+    observation.push(((block_last_bar - bar_time) / bars.step.max(1)) as f64);
+    debug_assert_eq!(observation.len(), file.observation.len());
+    let kind = file.kind.clone();
+    let space = file.actions.clone();
+    let labels = file.labels.clone();
+    let loaded = file.load()?;
+    let probabilities = loaded.probabilities(&observation);
+    let action = crate::rl::policy::Policy::act(&loaded, last, &observation, Target::FLAT);
+    Ok((
+        space.target(action, Target::FLAT),
+        PolicyRef {
+            hash: input.hash.to_hex(),
+            kind,
+            action: labels.get(action).cloned().unwrap_or_else(|| action.to_string()),
+            behaviour_probability: probabilities.get(action).copied().unwrap_or(0.0),
+        },
+    ))
 }
 
 /// The JSON Schema of [`Bias`] (draft 2020-12), as shipped in docs/bias.schema.json.

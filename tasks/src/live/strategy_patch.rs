@@ -400,6 +400,7 @@ mod tests {
             mode,
             source: Source::PromotedModel,
             model: None,
+            policy: None,
             gate_decision: Some("promote".into()),
             features_hash: "0".repeat(64),
             freshness: Freshness { last_bar: None, bar_age_minutes: None, last_news: None, news_age_minutes: None },

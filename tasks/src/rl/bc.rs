@@ -105,7 +105,9 @@ pub fn holding_of(observation: &[f64], k_features: usize) -> Target {
 impl Stage for Bc {
     type Params = BcParams;
     const NAME: &'static str = "bc";
-    const VERSION: u32 = 1;
+    // 2: steps_left in the state, timeout episodes end with their next observation in the
+    // d3rlpy layout, the env file carries the window, returns add across episodes.
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Behaviour cloning: learn the buffer's policy, observation -> action, with gradient-boosted trees (RL).\n\n\
         One-vs-rest trees per action on the `train` episodes of an `export_buffer` (those whose return is at or above \
         `min_return_quantile` of them); P(a | s) is the normalised sigmoids, the policy takes the most probable action. \
@@ -181,6 +183,7 @@ inputs = { buffer = "buffer.buffer", env = "buffer.env" }
             observation: env.observation.clone(),
             actions: env.env.actions.clone(),
             labels: env.labels.clone(),
+            env: env.env.clone(),
             behaviour,
             q: None,
         };

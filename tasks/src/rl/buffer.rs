@@ -2,8 +2,10 @@
 //! columns, action, reward and its parts, terminal, timeout, equity), as Parquet, and as
 //! d3rlpy's own HDF5 layout (dataset version "2.1", what `d3rlpy.dataset.ReplayBuffer.load`
 //! reads): `columns` (the episode keys), `num_episodes`, per episode i `observations_i`
-//! (float32, steps x observation columns), `actions_i` (int64, steps x 1), `rewards_i`
-//! (float32, steps x 1), `terminated_i` (bool), and `version`. The HDF5 bytes are written by
+//! (float32, rows x observation columns), `actions_i` (int64, rows x 1), `rewards_i`
+//! (float32, rows x 1), `terminated_i` (bool), and `version`. An episode that ended by timeout
+//! has one row more than steps: the observation after its last step (action 0, reward 0), which
+//! d3rlpy reads as the last transition's next observation. The HDF5 bytes are written by
 //! hdf5-pure (pure Rust: the default build links no libhdf5).
 
 use std::collections::BTreeMap;
@@ -41,6 +43,10 @@ pub struct Buffer {
     pub terminal: Vec<bool>,
     pub timeout: Vec<bool>,
     pub equity: Vec<f64>,
+    /// The observation after the last step of each episode that ended by timeout (at its last
+    /// bar, flat): d3rlpy's layout stores it as one more row. Written by the rollouts, not
+    /// kept in the Parquet buffer (nothing is decided there: the episode is over).
+    pub final_observations: BTreeMap<i64, Vec<f64>>,
 }
 
 /// One episode's rows: `range` into the buffer.
@@ -88,6 +94,7 @@ impl Buffer {
         self.terminal.extend(other.terminal);
         self.timeout.extend(other.timeout);
         self.equity.extend(other.equity);
+        self.final_observations.extend(other.final_observations);
     }
 
     /// The episodes in row order (rows of an episode are contiguous).
@@ -113,8 +120,12 @@ impl Buffer {
                 );
             }
             let rows = e.range.clone();
-            if rows.len() < 2 {
-                bail!("episode {} has a single step (row {}); every episode has at least two", e.id, rows.start);
+            if rows.len() < 2 && !self.terminal[rows.start] {
+                bail!(
+                    "episode {} has a single step (row {}) and no liquidation ended it; every episode has at least two",
+                    e.id,
+                    rows.start
+                );
             }
             for (k, i) in rows.clone().enumerate() {
                 if self.step[i] != k as i64 {
@@ -256,6 +267,7 @@ impl Buffer {
             terminal: bools("terminal")?,
             timeout: bools("timeout")?,
             equity: floats("equity")?,
+            final_observations: BTreeMap::new(),
         };
         buffer.check(actions).map_err(|e| anyhow!("{name}: {e}"))?;
         Ok(buffer)
@@ -276,22 +288,37 @@ impl Buffer {
             .map_err(|e| anyhow!("building the HDF5 bool type: {e}"))?;
         for (i, e) in episodes.iter().enumerate() {
             let rows = e.range.clone();
-            let steps = rows.len() as u64;
-            let mut observations = Vec::with_capacity(rows.len() * k);
+            let terminated = self.terminal[rows.end - 1];
+            // An episode that ended by timeout has one more observation, the state after its
+            // last step: d3rlpy takes the last row of an episode that is not terminated as the
+            // next observation only (its action and reward are not used), so without it the
+            // last step (the forced close, with its fee) would be lost.
+            let last = if terminated { None } else { self.final_observations.get(&e.id) };
+            if !terminated && last.is_none() {
+                bail!(
+                    "episode {}: no observation after its last step; the d3rlpy layout is written by export_buffer",
+                    e.id
+                );
+            }
+            let steps = (rows.len() + last.is_some() as usize) as u64;
+            let mut observations = Vec::with_capacity(steps as usize * k);
             for r in rows.clone() {
                 observations.extend(self.observations.iter().map(|c| c[r] as f32));
+            }
+            let mut actions = self.action[rows.clone()].to_vec();
+            let mut rewards: Vec<f32> = self.reward[rows.clone()].iter().map(|r| *r as f32).collect();
+            if let Some(last) = last {
+                observations.extend(last.iter().map(|v| *v as f32));
+                actions.push(super::env::HOLD as i64);
+                rewards.push(0.0);
             }
             file.create_dataset(&format!("observations_{i}"))
                 .with_f32_data(&observations)
                 .with_shape(&[steps, k as u64]);
-            file.create_dataset(&format!("actions_{i}"))
-                .with_i64_data(&self.action[rows.clone()])
-                .with_shape(&[steps, 1]);
-            let rewards: Vec<f32> = self.reward[rows.clone()].iter().map(|r| *r as f32).collect();
+            file.create_dataset(&format!("actions_{i}")).with_i64_data(&actions).with_shape(&[steps, 1]);
             file.create_dataset(&format!("rewards_{i}")).with_f32_data(&rewards).with_shape(&[steps, 1]);
-            let terminated = self.terminal[rows.end - 1] as u8;
             file.create_dataset(&format!("terminated_{i}"))
-                .with_enum_u8_data(bool_type.clone(), &[terminated])
+                .with_enum_u8_data(bool_type.clone(), &[terminated as u8])
                 .with_shape(&[]);
         }
         file.create_dataset("version").with_vlen_strings(&[D3RLPY_VERSION]).with_shape(&[]);
@@ -332,5 +359,89 @@ impl Buffer {
             (Some(a), Some(b)) => format!("{} .. {}", format_ms(*a), format_ms(*b)),
             _ => "no rows".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two episodes of three steps (the second ends by liquidation), one observation column.
+    fn buffer() -> Buffer {
+        let mut b = Buffer::new(vec!["x".into()]);
+        for (episode, terminal) in [(1, false), (2, true)] {
+            for step in 0..3 {
+                b.episode.push(episode);
+                b.segment.push("train".into());
+                b.step.push(step);
+                b.ts.push(episode * 1000 + step * 60_000);
+                b.observations[0].push(step as f64);
+                b.action.push(0);
+                b.reward.push(0.0);
+                b.pnl.push(0.0);
+                b.drawdown_penalty.push(0.0);
+                b.streak_penalty.push(0.0);
+                b.terminal.push(terminal && step == 2);
+                b.timeout.push(!terminal && step == 2);
+                b.equity.push(1.0);
+            }
+        }
+        b.final_observations.insert(1, vec![3.0]);
+        b
+    }
+
+    #[test]
+    fn the_invariants_are_checked_and_the_bad_row_named() {
+        assert!(buffer().check(2).is_ok());
+        type Breaks = fn(&mut Buffer);
+        let cases: [(&str, Breaks); 6] = [
+            ("exactly one of them", |b| b.timeout[2] = false),
+            ("before the episode's last step", |b| b.terminal[1] = true),
+            ("observation `x` is NaN", |b| b.observations[0][4] = f64::NAN),
+            ("outside 0..2", |b| b.action[0] = 5),
+            ("steps count from 0", |b| b.step[1] = 2),
+            ("reward is inf", |b| b.reward[3] = f64::INFINITY),
+        ];
+        for (message, break_it) in cases {
+            let mut b = buffer();
+            break_it(&mut b);
+            let err = b.check(2).unwrap_err().to_string();
+            assert!(err.contains(message) && err.contains("episode"), "{message}: {err}");
+        }
+        // A single step is an episode only when a liquidation ended it.
+        let mut b = buffer();
+        for v in [&mut b.step, &mut b.episode] {
+            v.truncate(4);
+        }
+        let keep = |b: &mut Buffer| {
+            b.segment.truncate(4);
+            b.ts.truncate(4);
+            b.observations[0].truncate(4);
+            b.action.truncate(4);
+            b.reward.truncate(4);
+            b.pnl.truncate(4);
+            b.drawdown_penalty.truncate(4);
+            b.streak_penalty.truncate(4);
+            b.terminal.truncate(4);
+            b.timeout.truncate(4);
+            b.equity.truncate(4);
+        };
+        keep(&mut b);
+        b.terminal[3] = true;
+        assert!(b.check(2).is_ok(), "a first-step liquidation");
+        b.terminal[3] = false;
+        b.timeout[3] = true;
+        assert!(b.check(2).unwrap_err().to_string().contains("single step"));
+    }
+
+    #[test]
+    fn the_d3rlpy_bytes_are_the_same_every_time() {
+        let b = buffer();
+        let first = b.d3rlpy_bytes("train").unwrap();
+        assert_eq!(first, b.d3rlpy_bytes("train").unwrap());
+        assert!(first.starts_with(b"\x89HDF\r\n\x1a\n"), "an HDF5 signature");
+        let mut missing = b.clone();
+        missing.final_observations.clear();
+        assert!(missing.d3rlpy_bytes("train").unwrap_err().to_string().contains("no observation after its last step"));
     }
 }

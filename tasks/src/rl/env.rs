@@ -10,7 +10,8 @@
 //! on the clock (aligned to UTC midnight) cut at any bar without a price or an observation; it
 //! starts flat with equity 1.0. It ends in exactly one of: `terminal` (a liquidation: the margin
 //! is gone) or `timeout` (the block's last bar: what is open is closed at its close, with the
-//! exit fee and slippage, inside the last reward).
+//! exit fee and slippage, inside the last reward). A liquidation on the first step makes a
+//! one-step episode (terminal); every other episode has at least two steps.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,8 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::backtest::execution::{Account, Bar, ExecutionParams, Target};
 
 /// The position part of every observation, after the feature columns.
-pub const POSITION_COLUMNS: [&str; 5] =
-    ["position_side", "position_size", "position_leverage", "unrealised_pnl", "bars_in_trade"];
+/// `steps_left` is the steps to the episode's end, where what is open is closed: the same
+/// position is worth something else a minute before a forced close than hours before it.
+pub const POSITION_COLUMNS: [&str; 6] =
+    ["position_side", "position_size", "position_leverage", "unrealised_pnl", "bars_in_trade", "steps_left"];
 
 /// Discrete actions: 0 hold (keep what is held), 1 close (go flat), then open long and open
 /// short at every size bucket x leverage bucket (opening the other side reverses; the same side
@@ -306,13 +309,15 @@ impl<'a> TradingEnv<'a> {
         self.account.holding()
     }
 
-    /// The observation now: the bar's features, then the position (`POSITION_COLUMNS`).
+    /// The observation now: the bar's features, then the position and the steps left
+    /// (`POSITION_COLUMNS`).
     pub fn observation(&self) -> Vec<f64> {
         let mut obs = self.replay.features[self.bar()].clone();
         match self.account.position() {
             Some(p) => obs.extend([p.side as f64, p.size, p.leverage, p.unrealised, p.bars as f64]),
             None => obs.extend([0.0, 0.0, 0.0, 0.0, 0.0]),
         }
+        obs.push((self.span.last - self.bar()) as f64);
         obs
     }
 
@@ -417,10 +422,11 @@ mod tests {
         let (spans, dropped) = r.episodes(240, 0, i64::MAX);
         assert_eq!((spans.len(), dropped), (1, Dropped::default()));
         let mut env = TradingEnv::reset(&r, &space, &reward, &free, spans[0]);
-        assert_eq!(env.observation(), vec![100.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(env.observation(), vec![100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 4.0]);
         let first = env.step(2); // long, filled at bar 1's open (100), marked at its close 100
         assert_eq!(first.pnl, 0.0);
         assert_eq!(env.observation()[1], 1.0, "long now");
+        assert_eq!(env.observation()[6], 3.0, "three steps left");
         let second = env.step(HOLD); // bar 2: 100 -> 110
         assert!((second.pnl - 0.1).abs() < 1e-12);
         let third = env.step(HOLD);

@@ -120,6 +120,10 @@ struct Replayed {
     discounted: Vec<f64>,
 }
 
+/// Per step of the test grid, the equity change in units of the episode's starting capital
+/// (every episode starts afresh at 1.0: returns add across episodes, they do not compound, so
+/// one liquidation costs its episode's capital and not every later episode's). 0 after a
+/// liquidation ended an episode early.
 fn step_returns(spans: &[EpisodeSpan], equity_of: impl Fn(usize) -> Vec<f64>) -> Vec<f64> {
     let mut out = Vec::new();
     for (k, span) in spans.iter().enumerate() {
@@ -128,7 +132,7 @@ fn step_returns(spans: &[EpisodeSpan], equity_of: impl Fn(usize) -> Vec<f64>) ->
         for s in 0..span.steps() {
             match equity.get(s) {
                 Some(&e) => {
-                    out.push(if before > 0.0 { e / before - 1.0 } else { 0.0 });
+                    out.push(e - before);
                     before = e;
                 }
                 None => out.push(0.0),
@@ -136,6 +140,17 @@ fn step_returns(spans: &[EpisodeSpan], equity_of: impl Fn(usize) -> Vec<f64>) ->
         }
     }
     out
+}
+
+/// The capital curve of additive returns: 1 + the running sum.
+fn capital_of(returns: &[f64]) -> Vec<f64> {
+    returns
+        .iter()
+        .scan(1.0, |c, r| {
+            *c += r;
+            Some(*c)
+        })
+        .collect()
 }
 
 fn percentile(values: &mut [f64], q: f64) -> f64 {
@@ -163,7 +178,9 @@ fn mean_interval(values: &[f64], draws: usize, seed: u64) -> Option<(f64, f64)> 
 impl Stage for EvaluatePolicy {
     type Params = EvaluatePolicyParams;
     const NAME: &'static str = "evaluate_policy";
-    const VERSION: u32 = 1;
+    // 2: steps_left in the state, timeout episodes end with their next observation in the
+    // d3rlpy layout, the env file carries the window, returns add across episodes.
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Judge BC and offline RL out of sample against the rule baseline, the supervised model and the behaviour (RL).\n\n\
         The `test` episodes of an `export_buffer` are replayed through the same environment (the backtest's execution \
         model) by each policy: `rule`, `model` (when `predictions` are wired, through `signal`), `bc`, `fqi` (the `bc` and \
@@ -273,24 +290,27 @@ params = { fqe_bootstrap = 5 }
         let market = &loaded.market;
         let space = &env.env.actions;
 
-        // The held-out episodes, recomputed on the bars and checked against the buffer's.
-        let test_rows: Vec<usize> = (0..buffer.len()).filter(|&i| buffer.segment[i] == "test").collect();
-        let Some(&last_row) = test_rows.last() else {
-            bail!("the buffer has no `test` episodes ({})", buffer.time_range())
-        };
+        // The held-out episodes, recomputed on the bars and checked against the buffer's: the
+        // same ids, starts and lengths (shorter only where a liquidation ended one).
         let test_from =
             crate::learn::dataset::parse_boundary(&env.test_from).map_err(|e| anyhow!("env.test_from: {e}"))?;
-        let block = env.env.episode_minutes as i64 * 60_000;
-        let until = buffer.ts[last_row] - buffer.ts[last_row].rem_euclid(block) + block;
-        let (spans, _) = market.episodes(env.env.episode_minutes, test_from, until);
+        let (spans, _) = market.episodes(env.env.episode_minutes, test_from, env.until);
         let buffer_episodes: Vec<_> = buffer.episodes().into_iter().filter(|e| e.segment == "test").collect();
-        let ids: Vec<i64> = spans.iter().map(|s| s.id).collect();
-        let logged: Vec<i64> = buffer_episodes.iter().map(|e| e.id).collect();
-        if ids != logged {
+        if buffer_episodes.is_empty() {
+            bail!("the buffer has no `test` episodes ({})", buffer.time_range());
+        }
+        let same = spans.len() == buffer_episodes.len()
+            && spans.iter().zip(&buffer_episodes).all(|(s, e)| {
+                let rows = e.range.len();
+                s.id == e.id
+                    && market.bars[s.first].time == buffer.ts[e.range.start]
+                    && (rows == s.steps() || (rows < s.steps() && buffer.terminal[e.range.end - 1]))
+            });
+        if !same {
             bail!(
-                "the `bars`/`features` inputs give {} test episodes, the buffer has {}: wire the same bars and features as the export_buffer stage",
-                ids.len(),
-                logged.len()
+                "the `bars`/`features` inputs give {} test episodes that differ from the buffer's {} (ids, starts or lengths): wire the same bars and features as the export_buffer stage",
+                spans.len(),
+                buffer_episodes.len()
             );
         }
         let bar_of: HashMap<i64, usize> = market.bars.iter().enumerate().map(|(i, b)| (b.time, i)).collect();
@@ -315,8 +335,10 @@ params = { fqe_bootstrap = 5 }
         for name in ["bc", "fqi"] {
             if let Some(input) = ctx.inputs().iter().find(|i| i.name == name) {
                 let file = read_policy(&input.path)?;
-                if file.labels != env.labels || file.observation != env.observation {
-                    bail!("input `{name}`: a policy of another buffer (actions or observation columns differ)");
+                if file.labels != env.labels || file.observation != env.observation || file.env != env.env {
+                    bail!(
+                        "input `{name}`: a policy of another buffer (actions, observation columns or environment settings differ)"
+                    );
                 }
                 let loaded: LoadedPolicy = file.load()?;
                 policies.push((name.into(), Box::new(loaded)));
@@ -348,12 +370,18 @@ params = { fqe_bootstrap = 5 }
             let actions_on_buffer: Vec<usize> = (0..buffer.len())
                 .map(|i| {
                     if buffer.segment[i] != "test" {
-                        return 0;
+                        return Ok(0);
                     }
                     let obs = buffer.observation(i);
-                    policy.act(bar_of[&buffer.ts[i]], &obs, holding_of(&obs, k_features))
+                    let bar = *bar_of.get(&buffer.ts[i]).ok_or_else(|| {
+                        anyhow!(
+                            "the buffer's row at {} has no bar in the `bars` input: wire the export's bars",
+                            format_ms(buffer.ts[i])
+                        )
+                    })?;
+                    Ok(policy.act(bar, &obs, holding_of(&obs, k_features)))
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             replayed.push(Replayed {
                 name: name.clone(),
                 returns: step_returns(&spans, |k| rollout.equity[ranges[k].clone()].to_vec()),
@@ -372,7 +400,7 @@ params = { fqe_bootstrap = 5 }
         for r in &replayed {
             strategies
                 .insert(r.name.clone(), policy_metrics(r, &buffer, &logged_ranges, periods, &step_times, &event_days));
-            ctx.metric(&format!("{}_total_return", r.name), num((perf::cum_return(&r.returns) * 1e4).round() / 1e4));
+            ctx.metric(&format!("{}_total_return", r.name), num((r.returns.iter().sum::<f64>() * 1e4).round() / 1e4));
         }
         // A/B on per-step return differences.
         let mut ab = Vec::new();
@@ -529,7 +557,7 @@ fn policy_metrics(
     _times: &[i64],
     event_days: &[(i64, usize, usize)],
 ) -> Value {
-    let equity = perf::equity_of(&r.returns);
+    let equity = capital_of(&r.returns);
     let (max_dd, dd_steps) = perf::max_drawdown(&equity);
     // Trades: from the replay's accounts, or for the logged behaviour from its equity path
     // (a trade is not in the buffer; its count is the buffer's position changes).
@@ -547,8 +575,7 @@ fn policy_metrics(
         let liq = all.iter().filter(|t| t.exit_reason == crate::backtest::execution::ExitReason::Liquidation).count();
         (json!(all.len()), json!(worst), json!(liq))
     };
-    let event_roi: Vec<f64> =
-        event_days.iter().map(|&(_, a, b)| r.returns[a..=b].iter().fold(1.0, |e, x| e * (1.0 + x)) - 1.0).collect();
+    let event_roi: Vec<f64> = event_days.iter().map(|&(_, a, b)| r.returns[a..=b].iter().sum()).collect();
     let q = |p: f64| -> Value {
         if event_roi.is_empty() {
             return Value::Null;
@@ -557,7 +584,7 @@ fn policy_metrics(
         num(percentile(&mut v, p))
     };
     json!({
-        "total_return": num(perf::cum_return(&r.returns)),
+        "total_return": num(r.returns.iter().sum::<f64>()),
         "sharpe": num(perf::sharpe(&r.returns, periods)),
         "sortino": num(perf::sortino(&r.returns, periods)),
         "max_drawdown": num(max_dd),
@@ -654,7 +681,7 @@ fn render_html(params: &EvaluatePolicyParams, m: &Value, times: &[i64], replayed
     }
     let _ = write!(
         page,
-        "<p>Held-out episodes {} .. {}: {} episodes of {} minutes, {} steps. Every policy trades through the backtest's execution model (decision at a bar's close, fill at the next open, fee {} bps per side, slippage {} bps, funding, liquidation). Intervals: 95%, block bootstrap over steps (returns) and refits on resampled episodes (FQE).</p>",
+        "<p>Held-out episodes {} .. {}: {} episodes of {} minutes, {} steps. Every policy trades through the backtest's execution model (decision at a bar's close, fill at the next open, fee {} bps per side, slippage {} bps, funding, liquidation). Each episode starts with capital 1: returns are per-episode PnL, summed (not compounded). Intervals: 95%, block bootstrap over steps (returns) and refits on resampled episodes (FQE).</p>",
         esc(m["from"].as_str().unwrap_or("")),
         esc(m["until"].as_str().unwrap_or("")),
         m["episodes"],
@@ -704,7 +731,13 @@ fn render_html(params: &EvaluatePolicyParams, m: &Value, times: &[i64], replayed
         .iter()
         .map(|r| (r.name.clone(), perf::equity_of(&r.returns).iter().map(|e| e - 1.0).collect()))
         .collect();
-    page.push_str(&time_chart("Held-out equity (episodes chained)", "return", times, &series, true));
+    page.push_str(&time_chart(
+        "Held-out PnL, summed over episodes (each starts with capital 1)",
+        "PnL",
+        times,
+        &series,
+        true,
+    ));
     page.push_str("<h2>Differences, with intervals</h2>");
     let rows: Vec<Vec<String>> = m["ab"]
         .as_array()

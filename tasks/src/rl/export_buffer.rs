@@ -86,6 +86,9 @@ pub struct EnvFile {
     pub labels: Vec<String>,
     pub observation: Vec<String>,
     pub test_from: String,
+    /// The episodes' window (ms): from the first to before `until`.
+    pub from: i64,
+    pub until: i64,
 }
 
 impl EnvFile {
@@ -105,6 +108,20 @@ impl EnvSettings {
         if self.observation.is_empty() {
             errors.push(ParamError::new("observation", "list at least one observation column"));
         }
+        for name in &self.observation {
+            if name.starts_with(crate::market::labels::LABEL_PREFIX) || name.starts_with("canary_future") {
+                errors.push(ParamError::new(
+                    "observation",
+                    format!("`{name}` looks forward (a label or the leak canary): an observation at t may use data up to t only"),
+                ));
+            }
+            if super::env::POSITION_COLUMNS.contains(&name.as_str()) {
+                errors.push(ParamError::new(
+                    "observation",
+                    format!("`{name}` is part of every state already (the position)"),
+                ));
+            }
+        }
         if let Some(dup) = self.observation.iter().enumerate().find(|(i, o)| self.observation[..*i].contains(o)) {
             errors.push(ParamError::new("observation", format!("`{}` is listed twice", dup.1)));
         }
@@ -113,6 +130,12 @@ impl EnvSettings {
         }
         if let Err(e) = self.execution.check() {
             errors.push(ParamError::new("execution", e));
+        }
+        if self.execution.loss_streak_limit > 0 {
+            errors.push(ParamError::new(
+                "execution.loss_streak_limit",
+                "the environment's state does not carry the cooldown, so a logged action could differ from the one executed: keep 0 here (shape the reward with reward.losing_streak_penalty instead)",
+            ));
         }
         if self.execution.delay_bars != 1 {
             errors.push(ParamError::new(
@@ -216,7 +239,9 @@ pub fn boundary(name: &str, value: &Option<String>, default: i64) -> Result<i64>
 impl Stage for ExportBuffer {
     type Params = ExportBufferParams;
     const NAME: &'static str = "export_buffer";
-    const VERSION: u32 = 1;
+    // 2: steps_left in the state, timeout episodes end with their next observation in the
+    // d3rlpy layout, the env file carries the window, returns add across episodes.
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Run a behaviour policy through the replay environment and export the transitions (RL).\n\n\
         The environment (docs/rl.md) trades through the backtest's execution model: an action at a bar's close fills at \
         the next bar's open with the same fees, slippage, funding, liquidation and cooldown. State: the `observation` \
@@ -333,6 +358,16 @@ params = { test_from = "2024-01-05", behaviour = "rule", epsilon = 0.2 }
                 let refs: Vec<&std::path::Path> = tables.iter().map(|p| p.as_path()).collect();
                 let times: Vec<i64> = market.bars.iter().map(|b| b.time).collect();
                 let p = replay::model_probabilities(&refs, &params.split, &times)?;
+                let train: Vec<usize> =
+                    spans.iter().filter(|(_, s)| *s == "train").flat_map(|(span, _)| span.first..span.last).collect();
+                let covered = train.iter().filter(|&&i| p[i].is_some()).count();
+                if covered * 2 < train.len() {
+                    ctx.warn(format!(
+                        "behaviour `model`: the `{}` predictions cover {covered} of the {} train-episode bars; the rest are flat (bar the random actions); train folds that start earlier give the buffer a model to learn from",
+                        params.split,
+                        train.len()
+                    ));
+                }
                 Box::new(TargetPolicy { targets: p.into_iter().map(|p| params.signal.target(p)).collect(), space })
             }
             Behaviour::Random => Box::new(RandomPolicy { seed: params.seed, actions: space.len() }),
@@ -357,6 +392,8 @@ params = { test_from = "2024-01-05", behaviour = "rule", epsilon = 0.2 }
             labels,
             observation: buffer.observation_names.clone(),
             test_from: params.test_from.clone(),
+            from,
+            until,
         };
         write_json(&serde_json::to_value(env)?, &ctx.output_path("env")?)?;
         Ok(())

@@ -66,6 +66,9 @@ pub struct PolicyFile {
     pub observation: Vec<String>,
     pub actions: ActionSpace,
     pub labels: Vec<String>,
+    /// The environment the policy was learnt in (its built-in observations read the rule's
+    /// settings; `bias` rebuilds the observation from them).
+    pub env: super::export_buffer::EnvSettings,
     /// The behaviour classifier (BC's policy; FQI's allowed-action rule).
     pub behaviour: Vec<ActionModel>,
     /// FQI's Q, absent for BC.
@@ -170,7 +173,10 @@ impl Policy for LoadedPolicy {
         match (self.q_values(observation), &self.file.q) {
             (Some(q), Some(spec)) => {
                 let ok = allowed(&p, spec.threshold);
-                argmax(q.iter().zip(&ok).map(|(v, ok)| v.filter(|_| *ok))).unwrap_or(by_probability)
+                // No allowed action has a Q (each too rare to fit): the best fitted one.
+                argmax(q.iter().zip(&ok).map(|(v, ok)| v.filter(|_| *ok)))
+                    .or_else(|| argmax(q.iter().copied()))
+                    .unwrap_or(by_probability)
             }
             _ => by_probability,
         }
@@ -289,10 +295,17 @@ pub fn fit_fqi(
         let targets: Vec<f64> = (0..rewards.len())
             .map(|i| match (&next[i], &next_allowed[i]) {
                 (Some(_), Some(ok)) => {
-                    let best = (0..actions)
-                        .filter(|&a| ok[a] && models[a].is_some())
-                        .map(|a| q_next[a][k])
-                        .fold(f64::NEG_INFINITY, f64::max);
+                    let best_of = |keep: &dyn Fn(usize) -> bool| {
+                        (0..actions)
+                            .filter(|&a| keep(a) && models[a].is_some())
+                            .map(|a| q_next[a][k])
+                            .fold(f64::NEG_INFINITY, f64::max)
+                    };
+                    // As the policy acts: the allowed actions, else the best fitted one.
+                    let mut best = best_of(&|a| ok[a]);
+                    if !best.is_finite() {
+                        best = best_of(&|_| true);
+                    }
                     k += 1;
                     rewards[i] + settings.discount * if best.is_finite() { best } else { 0.0 }
                 }

@@ -69,7 +69,9 @@ pub struct OfflineRl;
 impl Stage for OfflineRl {
     type Params = OfflineRlParams;
     const NAME: &'static str = "offline_rl";
-    const VERSION: u32 = 1;
+    // 2: steps_left in the state, timeout episodes end with their next observation in the
+    // d3rlpy layout, the env file carries the window, returns add across episodes.
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Offline RL: fitted Q iteration with tree ensembles, restricted to the behaviour's likely actions (RL).\n\n\
         Q per action is refitted `iterations` times to r + discount x max Q(s', a') over the allowed a' (nothing after an \
         episode's last step), on the `train` episodes of an `export_buffer`. Allowed: P_bc(a | s) >= threshold x the top \
@@ -165,6 +167,7 @@ params = { discount = 0.9, iterations = 20, threshold = 0.3 }
             observation: env.observation.clone(),
             actions: env.env.actions.clone(),
             labels: env.labels.clone(),
+            env: env.env.clone(),
             behaviour: bc.behaviour.clone(),
             q: Some(QFunction {
                 discount: params.discount,

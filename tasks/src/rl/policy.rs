@@ -105,6 +105,9 @@ impl Setting<'_> {
             buffer.timeout.push(result.timeout);
             buffer.equity.push(result.equity);
         }
+        if buffer.timeout.last() == Some(&true) {
+            buffer.final_observations.insert(span.id, env.observation());
+        }
         let account = env.account().clone();
         (buffer, account)
     }
