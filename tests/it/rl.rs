@@ -486,6 +486,11 @@ task = "bias"
 inputs = { bars = "aligned", features = "features", policy = "fqi.policy" }
 params = { as_of = "2024-01-06T12:00:00Z" }
 
+[stages.bias_mid]
+task = "bias"
+inputs = { bars = "aligned", features = "features", policy = "fqi.policy" }
+params = { as_of = "2024-01-06T11:00:00Z" }
+
 [stages.fewer]
 task = "select"
 inputs = ["features"]
@@ -498,7 +503,7 @@ params = { as_of = "2024-01-06T12:00:00Z" }
 "#,
     );
     ctx.write("rl.toml", &text);
-    ctx.run(&["run", "rl.toml", "bias", "bias_without", "--plain"]).ok();
+    ctx.run(&["run", "rl.toml", "bias", "bias_mid", "bias_without", "--plain"]).ok();
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bias.schema.json"))
             .unwrap(),
@@ -517,6 +522,27 @@ params = { as_of = "2024-01-06T12:00:00Z" }
         _ => assert_eq!(direction, "short"),
     }
     assert!(bias["reasons"][0].as_str().unwrap().contains("fqi policy chose"), "{}", bias["reasons"]);
+    // At 12:00 the last bar (11:59) ends a 240-minute block: the decision is for the next block,
+    // seen from its first bar (239 bars left).
+    assert_eq!(bias["policy"]["observation"].as_array().unwrap().last().unwrap(), 239.0);
+    // Mid-block, the observation the bias rebuilt is the environment's at that bar: the buffer's
+    // row at 10:59 has the same features and steps left (its position is the behaviour's).
+    let mid = json_output(&ctx, "bias_mid", "bias");
+    let seen: Vec<f64> = mid["policy"]["observation"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let buffer = ctx.table("buffer", "buffer");
+    let at = chrono::DateTime::parse_from_rfc3339("2024-01-06T10:59:00Z").unwrap().timestamp_millis();
+    let row = i64s(&buffer, "ts").iter().position(|t| *t == at).expect("a buffer row at 10:59");
+    let columns: Vec<String> =
+        buffer.get_column_names().iter().filter(|c| c.starts_with("obs_")).map(|c| c.to_string()).collect();
+    assert_eq!(columns.len(), seen.len());
+    for (k, c) in columns.iter().enumerate() {
+        if c.starts_with("obs_position") || c == "obs_unrealised_pnl" || c == "obs_bars_in_trade" {
+            assert_eq!(seen[k], 0.0, "{c}: from flat");
+            continue;
+        }
+        assert_eq!(seen[k], f64s(&buffer, c)[row], "{c}");
+    }
+    assert_eq!(*seen.last().unwrap(), 60.0, "60 bars left to 11:59");
     let without = json_output(&ctx, "bias_without", "bias");
     assert!(validator.is_valid(&without), "{without}");
     assert_eq!(without["source"], "rule_baseline");

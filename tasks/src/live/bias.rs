@@ -71,6 +71,8 @@ pub struct PolicyRef {
     /// Its behaviour model's probability of that action.
     #[schemars(range(min = 0.0, max = 1.0))]
     pub behaviour_probability: f64,
+    /// What it saw, in its observation columns' order (features, flat position, steps left).
+    pub observation: Vec<f64>,
 }
 
 /// The model behind a bias, traceable by hash.
@@ -661,7 +663,7 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
     // act (a missing observation, a broken file), the model or the rule does, with the reason.
     let policy_choice = match input("policy") {
         None => None,
-        Some(p) => match act_policy(p, &table, row, &bars, known) {
+        Some(p) => match act_policy(p, &table, &times, row, &bars, known) {
             Ok(choice) => Some(choice),
             Err(e) => {
                 reasons.push(format!("the policy {} could not act: {e:#}", &p.hash.to_hex()[..12]));
@@ -680,6 +682,8 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
                 ),
             );
             policy = Some(reference);
+            // What the model path would have fallen back to is not what happened.
+            reasons.retain(|r| !r.ends_with(": the rule baseline"));
             (target, None, None, Source::RlPolicy, None)
         }
         (None, Some((s, source))) => {
@@ -757,16 +761,32 @@ pub fn decide(params: &BiasParams, inputs: &[InputArtifact]) -> Result<Bias> {
 fn act_policy(
     input: &InputArtifact,
     table: &DataFrame,
+    times: &[i64],
     row: Option<usize>,
     bars: &Bars,
     known: usize,
 ) -> Result<(Target, PolicyRef)> {
     use crate::rl::env::POSITION_COLUMNS;
     let file = crate::rl::bc::read_policy(&input.path)?;
+    let expected: Vec<String> =
+        file.env.observation.iter().cloned().chain(POSITION_COLUMNS.iter().map(|c| c.to_string())).collect();
+    if file.observation != expected {
+        bail!(
+            "its observation columns are not its environment's observation and position columns: not a policy this build wrote"
+        );
+    }
     let (Some(row), Some(last)) = (row, known.checked_sub(1)) else {
         bail!("no feature row or bar closed before as_of")
     };
-    let features = &file.observation[..file.observation.len().saturating_sub(POSITION_COLUMNS.len())];
+    // Every observation column at one bar, as in the environment.
+    if times[row] != bars.timestamps[last] {
+        bail!(
+            "the newest feature row ({}) is not the last bar ({}): the observation would mix two times",
+            format_ms(times[row]),
+            format_ms(bars.timestamps[last])
+        );
+    }
+    let features = &file.env.observation;
     let statistics = file.env.rule.statistics(&bars.volume[..known], &bars.buy_share[..known]);
     let mut observation = Vec::with_capacity(file.observation.len());
     for name in features {
@@ -786,14 +806,18 @@ fn act_policy(
         }
         observation.push(value);
     }
-    // From flat, with the steps left to the end of the episode block the last bar is in (the
-    // environment closes everything there).
-    observation.extend([0.0; 5]);
+    // From flat, with the bars left to the end of the episode block the last bar is in (the
+    // environment closes everything there). At a block's last bar the environment never acts
+    // (that bar ends the episode): the decision is for the next block, from its first bar.
+    observation.extend(std::iter::repeat_n(0.0, POSITION_COLUMNS.len() - 1));
     let block = file.env.episode_minutes as i64 * 60_000;
     let bar_time = bars.timestamps[last];
-    let block_last_bar = bar_time - bar_time.rem_euclid(block) + block - bars.step;
-    observation.push(((block_last_bar - bar_time) / bars.step.max(1)) as f64);
-    debug_assert_eq!(observation.len(), file.observation.len());
+    let block_end = bar_time - bar_time.rem_euclid(block) + block;
+    let mut left = crate::rl::env::steps_left(bar_time, block_end, bars.step);
+    if left == 0.0 {
+        left = crate::rl::env::steps_left(block_end, block_end + block, bars.step);
+    }
+    observation.push(left);
     let kind = file.kind.clone();
     let space = file.actions.clone();
     let labels = file.labels.clone();
@@ -807,6 +831,7 @@ fn act_policy(
             kind,
             action: labels.get(action).cloned().unwrap_or_else(|| action.to_string()),
             behaviour_probability: probabilities.get(action).copied().unwrap_or(0.0),
+            observation,
         },
     ))
 }

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::backtest::execution::{Account, Bar, ExecutionParams, Target};
 
 /// The position part of every observation, after the feature columns.
-/// `steps_left` is the steps to the episode's end, where what is open is closed: the same
-/// position is worth something else a minute before a forced close than hours before it.
+/// `steps_left` is the bars to the end of the episode's block on the clock, where what is open is
+/// closed: the same position is worth something else a minute before a forced close than hours
+/// before it.
 pub const POSITION_COLUMNS: [&str; 6] =
     ["position_side", "position_size", "position_leverage", "unrealised_pnl", "bars_in_trade", "steps_left"];
 
@@ -160,6 +161,8 @@ pub struct EpisodeSpan {
     pub id: i64,
     pub first: usize,
     pub last: usize,
+    /// The end of the episode's block on the clock (ms, exclusive).
+    pub block_end: i64,
 }
 
 impl EpisodeSpan {
@@ -196,16 +199,17 @@ impl MarketReplay {
         let mut run: Option<(usize, usize, i64, i64)> = None; // first, last, block, run index
         let mut runs_in_block = 0i64;
         let mut last_block = i64::MIN;
-        let close =
-            |run: &mut Option<(usize, usize, i64, i64)>, spans: &mut Vec<EpisodeSpan>, dropped: &mut Dropped| {
-                if let Some((first, last, block, k)) = run.take() {
-                    if last - first >= 2 {
-                        spans.push(EpisodeSpan { id: block / 60_000 * 100 + k, first, last });
-                    } else {
-                        dropped.short_runs += 1;
-                    }
+        let close = |run: &mut Option<(usize, usize, i64, i64)>,
+                     spans: &mut Vec<EpisodeSpan>,
+                     dropped: &mut Dropped| {
+            if let Some((first, last, block, k)) = run.take() {
+                if last - first >= 2 {
+                    spans.push(EpisodeSpan { id: block / 60_000 * 100 + k, first, last, block_end: block + block_ms });
+                } else {
+                    dropped.short_runs += 1;
                 }
-            };
+            }
+        };
         for i in 0..self.bars.len() {
             let t = self.bars[i].time;
             if t < from || t >= until {
@@ -234,6 +238,12 @@ impl MarketReplay {
         close(&mut run, &mut spans, &mut dropped);
         (spans, dropped)
     }
+}
+
+/// Bars from `bar_time` to the last bar of its block on the clock. On the clock, not to where
+/// the run of usable bars ends: a hole in the data ahead is not something the agent may know.
+pub fn steps_left(bar_time: i64, block_end: i64, step_ms: i64) -> f64 {
+    ((block_end - step_ms - bar_time) / step_ms.max(1)).max(0) as f64
 }
 
 /// What one step did.
@@ -317,7 +327,7 @@ impl<'a> TradingEnv<'a> {
             Some(p) => obs.extend([p.side as f64, p.size, p.leverage, p.unrealised, p.bars as f64]),
             None => obs.extend([0.0, 0.0, 0.0, 0.0, 0.0]),
         }
-        obs.push((self.span.last - self.bar()) as f64);
+        obs.push(steps_left(self.replay.bars[self.bar()].time, self.span.block_end, self.replay.step_ms));
         obs
     }
 
@@ -422,11 +432,13 @@ mod tests {
         let (spans, dropped) = r.episodes(240, 0, i64::MAX);
         assert_eq!((spans.len(), dropped), (1, Dropped::default()));
         let mut env = TradingEnv::reset(&r, &space, &reward, &free, spans[0]);
-        assert_eq!(env.observation(), vec![100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 4.0]);
+        // 239 bars to the end of the 240-minute block on the clock (the data ends sooner: a
+        // hole ahead is not announced).
+        assert_eq!(env.observation(), vec![100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 239.0]);
         let first = env.step(2); // long, filled at bar 1's open (100), marked at its close 100
         assert_eq!(first.pnl, 0.0);
         assert_eq!(env.observation()[1], 1.0, "long now");
-        assert_eq!(env.observation()[6], 3.0, "three steps left");
+        assert_eq!(env.observation()[6], 238.0);
         let second = env.step(HOLD); // bar 2: 100 -> 110
         assert!((second.pnl - 0.1).abs() < 1e-12);
         let third = env.step(HOLD);

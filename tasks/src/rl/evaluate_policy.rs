@@ -142,6 +142,23 @@ fn step_returns(spans: &[EpisodeSpan], equity_of: impl Fn(usize) -> Vec<f64>) ->
     out
 }
 
+/// The largest fall of the capital curve from its running peak, in units of an episode's capital
+/// (negative), and how many steps it lasted to the trough. Absolute, not relative: with
+/// additive returns the curve may cross 0, where a ratio to the peak means nothing.
+fn max_drawdown_absolute(capital: &[f64]) -> (f64, usize) {
+    let (mut peak, mut peak_at) = (1.0f64, 0usize);
+    let (mut worst, mut steps) = (0.0f64, 0usize);
+    for (i, &c) in capital.iter().enumerate() {
+        if c > peak {
+            (peak, peak_at) = (c, i);
+        }
+        if c - peak < worst {
+            (worst, steps) = (c - peak, i - peak_at);
+        }
+    }
+    (worst, steps)
+}
+
 /// The capital curve of additive returns: 1 + the running sum.
 fn capital_of(returns: &[f64]) -> Vec<f64> {
     returns
@@ -180,7 +197,8 @@ impl Stage for EvaluatePolicy {
     const NAME: &'static str = "evaluate_policy";
     // 2: steps_left in the state, timeout episodes end with their next observation in the
     // d3rlpy layout, the env file carries the window, returns add across episodes.
-    const VERSION: u32 = 2;
+    // 3: steps_left on the clock; drawdown in capital units.
+    const VERSION: u32 = 3;
     const DOC: &'static str = "Judge BC and offline RL out of sample against the rule baseline, the supervised model and the behaviour (RL).\n\n\
         The `test` episodes of an `export_buffer` are replayed through the same environment (the backtest's execution \
         model) by each policy: `rule`, `model` (when `predictions` are wired, through `signal`), `bc`, `fqi` (the `bc` and \
@@ -557,8 +575,7 @@ fn policy_metrics(
     _times: &[i64],
     event_days: &[(i64, usize, usize)],
 ) -> Value {
-    let equity = capital_of(&r.returns);
-    let (max_dd, dd_steps) = perf::max_drawdown(&equity);
+    let (max_dd, dd_steps) = max_drawdown_absolute(&capital_of(&r.returns));
     // Trades: from the replay's accounts, or for the logged behaviour from its equity path
     // (a trade is not in the buffer; its count is the buffer's position changes).
     let (trades, streak, liquidations): (Value, Value, Value) = if r.accounts.is_empty() {
@@ -727,10 +744,8 @@ fn render_html(params: &EvaluatePolicyParams, m: &Value, times: &[i64], replayed
         ],
         &rows,
     ));
-    let series: Vec<(String, Vec<f64>)> = replayed
-        .iter()
-        .map(|r| (r.name.clone(), perf::equity_of(&r.returns).iter().map(|e| e - 1.0).collect()))
-        .collect();
+    let series: Vec<(String, Vec<f64>)> =
+        replayed.iter().map(|r| (r.name.clone(), capital_of(&r.returns).iter().map(|e| e - 1.0).collect())).collect();
     page.push_str(&time_chart(
         "Held-out PnL, summed over episodes (each starts with capital 1)",
         "PnL",

@@ -36,7 +36,8 @@ pub enum Behaviour {
 pub struct EnvSettings {
     /// Observation columns: columns of the `features` input, or built in from the bars:
     /// `taker_imbalance`, `rule_imbalance`, `rule_volume_ratio`. The position (side, size,
-    /// leverage, unrealised PnL, bars in trade) is always appended.
+    /// leverage, unrealised PnL, bars in trade) and the steps left in the episode are always
+    /// appended.
     #[serde(default = "default_observation")]
     pub observation: Vec<String>,
     /// The action buckets (match the strategy config's size and leverage buckets).
@@ -241,11 +242,13 @@ impl Stage for ExportBuffer {
     const NAME: &'static str = "export_buffer";
     // 2: steps_left in the state, timeout episodes end with their next observation in the
     // d3rlpy layout, the env file carries the window, returns add across episodes.
-    const VERSION: u32 = 2;
+    // 3: steps_left on the clock; drawdown in capital units.
+    const VERSION: u32 = 3;
     const DOC: &'static str = "Run a behaviour policy through the replay environment and export the transitions (RL).\n\n\
         The environment (docs/rl.md) trades through the backtest's execution model: an action at a bar's close fills at \
-        the next bar's open with the same fees, slippage, funding, liquidation and cooldown. State: the `observation` \
-        columns plus the position (side, size, leverage, unrealised PnL, bars in trade). Actions: hold, close, and open \
+        the next bar's open with the same fees, slippage, funding and liquidation. State: the `observation` \
+        columns plus the position (side, size, leverage, unrealised PnL, bars in trade) and the bars left in the \
+        episode. Actions: hold, close, and open \
         long or short at each size x leverage bucket. Reward: the equity change minus a drawdown penalty and a \
         losing-streak penalty. Episodes are blocks of `episode_minutes` on the clock, cut at bars without an \
         observation; a liquidation ends one as `terminal`, its last bar as `timeout`. Behaviour: `rule`, `model` (the \

@@ -108,6 +108,11 @@ impl PolicyFile {
                 })
             })
             .collect::<Result<_>>()?;
+        if let Some(q) = &self.q
+            && q.models.len() != self.actions.len()
+        {
+            bail!("the policy has {} Q models for {} actions", q.models.len(), self.actions.len());
+        }
         let q = match &self.q {
             Some(q) => Some(
                 q.models.iter().map(|m| m.as_deref().map(trees::from_json).transpose()).collect::<Result<Vec<_>>>()?,
