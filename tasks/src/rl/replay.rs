@@ -77,11 +77,11 @@ pub fn load(bars_path: &Path, features_path: Option<&Path>, observation: &[Strin
                 let mut available: Vec<String> =
                     features.get_column_names().iter().map(|c| c.to_string()).filter(|c| c != "timestamp").collect();
                 available.extend(BUILT_IN.iter().map(|b| b.to_string()));
-                let close = strsim_closest(w, &available);
+                let hint = pipeline_engine::diag::did_you_mean(w, available.iter().map(String::as_str));
                 anyhow!(
                     "params.observation: `{w}` is not a column of the `features` input ({}){}; available: {}",
                     path.display(),
-                    close.map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default(),
+                    hint.map(|h| format!(" ({h})")).unwrap_or_default(),
                     available.join(", ")
                 )
             })?;
@@ -103,15 +103,6 @@ pub fn load(bars_path: &Path, features_path: Option<&Path>, observation: &[Strin
         .collect();
     let features = (0..times.len()).map(|i| columns.iter().map(|c| c[i]).collect()).collect();
     Ok(Replay { market: MarketReplay { bars, features, feature_names: observation.to_vec(), step_ms }, rule_targets })
-}
-
-fn strsim_closest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a String> {
-    candidates
-        .iter()
-        .map(|c| (strsim::jaro_winkler(name, c), c))
-        .filter(|(score, _)| *score > 0.85)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
 }
 
 /// The model's out-of-sample probability at each bar (None where it made none), from the
