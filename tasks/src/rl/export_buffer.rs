@@ -107,57 +107,55 @@ impl EnvFile {
 impl EnvSettings {
     pub fn check(&self, errors: &mut Vec<ParamError>) {
         if self.observation.is_empty() {
-            errors.push(ParamError::new("observation", "list at least one observation column"));
+            errors.push(ParamError::new("env.observation", "list at least one observation column"));
         }
         for name in &self.observation {
             if name.starts_with(crate::market::labels::LABEL_PREFIX) || name.starts_with("canary_future") {
-                errors.push(ParamError::new(
-                    "observation",
+                errors.push(ParamError::new("env.observation",
                     format!("`{name}` looks forward (a label or the leak canary): an observation at t may use data up to t only"),
                 ));
             }
             if super::env::POSITION_COLUMNS.contains(&name.as_str()) {
                 errors.push(ParamError::new(
-                    "observation",
+                    "env.observation",
                     format!("`{name}` is part of every state already (the position)"),
                 ));
             }
         }
         if let Some(dup) = self.observation.iter().enumerate().find(|(i, o)| self.observation[..*i].contains(o)) {
-            errors.push(ParamError::new("observation", format!("`{}` is listed twice", dup.1)));
+            errors.push(ParamError::new("env.observation", format!("`{}` is listed twice", dup.1)));
         }
         if let Err(e) = self.actions.check() {
-            errors.push(ParamError::new("actions", e));
+            errors.push(ParamError::new("env.actions", e));
         }
         if let Err(e) = self.execution.check() {
-            errors.push(ParamError::new("execution", e));
+            errors.push(ParamError::new("env.execution", e));
         }
         if self.execution.loss_streak_limit > 0 {
-            errors.push(ParamError::new(
-                "execution.loss_streak_limit",
+            errors.push(ParamError::new("env.execution.loss_streak_limit",
                 "the environment's state does not carry the cooldown, so a logged action could differ from the one executed: keep 0 here (shape the reward with reward.losing_streak_penalty instead)",
             ));
         }
         if self.execution.delay_bars != 1 {
             errors.push(ParamError::new(
-                "execution.delay_bars",
+                "env.execution.delay_bars",
                 "the environment fills an action at the next bar's open: delay_bars must be 1",
             ));
         }
         if let Err(e) = self.rule.check() {
-            errors.push(ParamError::new("rule", e));
+            errors.push(ParamError::new("env.rule", e));
         }
         for (name, v) in [
             ("reward.drawdown_penalty", self.reward.drawdown_penalty),
             ("reward.losing_streak_penalty", self.reward.losing_streak_penalty),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                errors.push(ParamError::new(name, "a weight >= 0"));
+                errors.push(ParamError::new(format!("env.{name}"), "a weight >= 0"));
             }
         }
         if self.episode_minutes < 3 || 1440 % self.episode_minutes != 0 {
             errors.push(ParamError::new(
-                "episode_minutes",
+                "env.episode_minutes",
                 format!(
                     "{} does not divide a day into blocks of 3 minutes or more: use 60, 240, 720 or 1440",
                     self.episode_minutes
