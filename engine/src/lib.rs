@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod device;
 pub mod diag;
 pub mod exports;
 pub mod folds;

@@ -446,7 +446,12 @@ pub struct Registry {
     /// engine knows no model format, the stages that write models do.
     model_exporter: Option<ModelExporter>,
     model_predictor: Option<ModelPredictor>,
+    build_report: Option<BuildReport>,
 }
+
+/// What a build of the stages has, for `pipeline doctor`: `(name, value)` lines (cargo features,
+/// an optional backend's version, the devices it sees).
+pub type BuildReport = fn() -> Vec<(String, String)>;
 
 /// Reads a stored model (its object's path) and returns the bytes of its portable form, or an
 /// error that says why this model has none.
@@ -492,6 +497,15 @@ impl Registry {
 
     pub fn model_exporter(&self) -> Option<ModelExporter> {
         self.model_exporter
+    }
+
+    pub fn set_build_report(&mut self, report: BuildReport) -> &mut Registry {
+        self.build_report = Some(report);
+        self
+    }
+
+    pub fn build_report(&self) -> Option<BuildReport> {
+        self.build_report
     }
 
     pub fn set_model_predictor(&mut self, predictor: ModelPredictor) -> &mut Registry {

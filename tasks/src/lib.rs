@@ -13,6 +13,7 @@ pub mod read_table;
 pub mod rl;
 pub mod select;
 pub mod synth_table;
+pub mod torch;
 pub mod value;
 
 use pipeline_engine::{InputInfo, Registry};
@@ -85,6 +86,7 @@ pub fn registry() -> Registry {
         .register::<evaluate::replicates::Replicates>()
         .set_model_exporter(learn::portable::portable_model)
         .set_model_predictor(learn::scorer::predict_command)
+        .set_build_report(torch::build_report)
         .register::<news::ingest_news::IngestNews>()
         .register::<news::synth_news::SynthNews>()
         .register::<read_table::ReadTable>()

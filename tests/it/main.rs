@@ -19,4 +19,5 @@ mod research_validity;
 mod rl;
 mod stage1;
 mod support;
+mod torch;
 mod walk_forward;

@@ -550,3 +550,67 @@ params = { as_of = "2024-01-06T12:00:00Z" }
     let reasons = without["reasons"].to_string();
     assert!(reasons.contains("could not act") && reasons.contains("volume_z_60"), "{reasons}");
 }
+
+/// The Python of scripts/setup-libtorch.sh's venv, which has d3rlpy (and the full torch it
+/// imports), or a printed reason to skip (a failure under PIPELINE_REQUIRE_OPTIONAL, as in CI).
+#[cfg(feature = "torch")]
+fn d3rlpy_python() -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("PIPELINE_TORCH_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-torch/bin/python"));
+    let works =
+        std::process::Command::new(&python).args(["-c", "import d3rlpy"]).output().is_ok_and(|o| o.status.success());
+    if !works {
+        if std::env::var_os("PIPELINE_REQUIRE_OPTIONAL").is_some() {
+            panic!("{} cannot import d3rlpy; run scripts/setup-libtorch.sh", python.display());
+        }
+        eprintln!("skipped: {} cannot import d3rlpy (run scripts/setup-libtorch.sh)", python.display());
+        return None;
+    }
+    Some(python)
+}
+
+/// d3rlpy itself loads the export (`ReplayBuffer.load`), sees our episodes and transitions, and
+/// trains its DiscreteCQL on it for a few steps: the layout is usable, not only readable.
+#[cfg(feature = "torch")]
+#[test]
+fn the_d3rlpy_export_loads_in_d3rlpy_and_trains_its_discrete_cql() {
+    let Some(python) = d3rlpy_python() else { return };
+    let ctx = TestContext::new();
+    study(&ctx, 5, 6, "2024-01-05", "", ", epsilon = 0.5", "");
+    ctx.run(&["run", "rl.toml", "buffer", "--plain"]).ok();
+    let h5 = ctx.path("train.h5");
+    ctx.run(&["export", "buffer.d3rlpy_train", h5.to_str().unwrap()]).ok();
+    let buffer = ctx.table("buffer", "buffer");
+    let train = buffer.lazy().filter(col("segment").eq(lit("train"))).collect().unwrap();
+    let episode = i64s(&train, "episode_id");
+    let episodes = 1 + (1..episode.len()).filter(|&i| episode[i] != episode[i - 1]).count();
+    let actions = 1 + i64s(&train, "action").into_iter().max().unwrap();
+    let script = r#"
+import sys, numpy as np, d3rlpy
+from d3rlpy.dataset import ReplayBuffer, InfiniteBuffer
+path, episodes, transitions, actions = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+with open(path, "rb") as f:
+    dataset = ReplayBuffer.load(f, InfiniteBuffer())
+assert len(dataset.episodes) == episodes, (len(dataset.episodes), episodes)
+assert dataset.transition_count == transitions, (dataset.transition_count, transitions)
+d3rlpy.seed(7)
+cql = d3rlpy.algos.DiscreteCQLConfig(batch_size=64).create(device="cpu:0")
+log = cql.fit(dataset, n_steps=40, n_steps_per_epoch=20, show_progress=False, with_timestamp=False,
+              logger_adapter=d3rlpy.logging.NoopAdapterFactory())
+assert len(log) == 2 and all(np.isfinite(v) for _, metrics in log for v in metrics.values()), log
+obs = dataset.episodes[0].observations[:5]
+chosen = cql.predict(obs)
+assert chosen.shape == (5,) and ((0 <= chosen) & (chosen < actions)).all(), chosen
+assert np.isfinite(cql.predict_value(obs, chosen)).all()
+print("d3rlpy", d3rlpy.__version__, "episodes", len(dataset.episodes), "transitions", dataset.transition_count, "loss", log[-1][1])
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script, h5.to_str().unwrap()])
+        .args([episodes.to_string(), train.height().to_string(), actions.to_string()])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    eprintln!("{}", text.lines().filter(|l| l.starts_with("d3rlpy ")).collect::<Vec<_>>().join("\n"));
+}

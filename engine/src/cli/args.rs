@@ -12,6 +12,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "PIPELINE_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
 
+    /// Device of the neural stages whose `device` param is `auto` (the `torch` feature,
+    /// docs/torch.md): `cpu`, `cuda` or `mps`. Without it, auto picks MPS on Apple, CUDA where
+    /// present, else the CPU. A stage that names its device keeps it.
+    #[arg(long, global = true, env = "PIPELINE_DEVICE", value_name = "DEVICE", value_parser = ["auto", "cpu", "cuda", "mps"])]
+    pub device: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,6 +67,8 @@ pub enum Command {
     /// Audits: `pipeline audit leakage FILE STAGE` proves a stage never looks ahead.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// What this build has: cargo features, the LibTorch version and the devices it sees.
+    Doctor,
     /// Developer tools.
     #[command(hide = true, subcommand)]
     Debug(DebugCommand),

@@ -70,6 +70,20 @@ fn end_quietly_when_the_reader_stops() {
     }
 }
 
+/// `pipeline doctor`: the engine's version, then what the stages' build reports (features,
+/// optional backends, devices), one `name: value` line each.
+fn doctor_report(registry: &Registry) -> String {
+    let mut lines = vec![("pipeline".to_string(), env!("CARGO_PKG_VERSION").to_string())];
+    if let Some(report) = registry.build_report() {
+        lines.extend(report());
+    }
+    if let Some(device) = crate::device::default_device() {
+        lines.push(("--device".into(), device.into()));
+    }
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    lines.iter().map(|(k, v)| format!("{:width$}  {v}\n", format!("{k}:"), width = width + 1)).collect()
+}
+
 /// The binary's entry point: `pipeline_engine::cli::main(pipeline_tasks::registry())`.
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
@@ -93,7 +107,14 @@ fn dispatch(cli: Cli, registry: &Registry) -> CliResult {
         end_quietly_when_the_reader_stops();
     }
     let store_flag = cli.store.clone();
+    if let Some(device) = &cli.device {
+        crate::device::set_default_device(device);
+    }
     match cli.command {
+        Command::Doctor => {
+            print!("{}", doctor_report(registry));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => run_cmd::run(args, store_flag, registry),
         Command::Status(args) => run_cmd::status(args, store_flag, registry),
         Command::Validate(args) => run_cmd::validate(args, registry),

@@ -213,6 +213,10 @@ pub enum Fitted {
     Lightgbm {
         model: String,
     },
+    /// A TCN or Transformer on windows of rows: architecture and weights (`sequence.rs`).
+    Sequence {
+        model: Box<super::sequence::SequenceModel>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +243,8 @@ pub enum ModelSpec {
     RandomForest(RandomForestParams),
     DecisionTree(DecisionTreeParams),
     Lightgbm(LightgbmParams),
+    /// `tcn` or `transformer`: fitted by `train` itself on windows (`sequence.rs`).
+    Sequence(super::sequence::SequenceKind, super::sequence::SequenceParams),
 }
 
 impl ModelSpec {
@@ -249,6 +255,7 @@ impl ModelSpec {
             ModelSpec::RandomForest(_) => "random_forest",
             ModelSpec::DecisionTree(_) => "decision_tree",
             ModelSpec::Lightgbm(_) => "lightgbm",
+            ModelSpec::Sequence(kind, _) => kind.name(),
         }
     }
 
@@ -413,6 +420,9 @@ impl ModelSpec {
                 file.fitted = Fitted::Lightgbm { model };
                 importance
             }
+            ModelSpec::Sequence(kind, _) => {
+                bail!("this is a bug: a `{}` model is fitted on windows by `train`, not row by row", kind.name())
+            }
         };
         let total: f64 = importance.iter().filter(|v| v.is_finite()).sum();
         let importance =
@@ -560,6 +570,10 @@ impl ModelFile {
             Fitted::RandomForest { forest } => Loaded::Forest(forest_trees(forest)?),
             // LightGBM's booster is parsed per call (it is not Sync; a parse is milliseconds).
             Fitted::Logistic { .. } | Fitted::DecisionTree { .. } | Fitted::Lightgbm { .. } => Loaded::Plain,
+            Fitted::Sequence { model } => bail!(
+                "a `{}` model scores windows of rows, not single rows: only `train` scores it (its predictions output); `pipeline predict` and `bias` do not yet",
+                model.kind.name()
+            ),
         })
     }
 

@@ -33,7 +33,7 @@ pub fn portable_model(path: &Path) -> Result<Vec<u8>> {
             "weights": weights,
             "intercept": intercept,
         }),
-        Fitted::RandomForest { .. } | Fitted::DecisionTree { .. } => bail!(
+        Fitted::RandomForest { .. } | Fitted::DecisionTree { .. } | Fitted::Sequence { .. } => bail!(
             "{}: a `{}` model has no portable form yet: export-model writes `gbdt` and `logistic` models \
              (the stored model itself reloads in this program: `pipeline_tasks::learn::train::load_model`)",
             path.display(),

@@ -19,8 +19,10 @@ use super::dataset::{
 use super::models::{
     DecisionTreeParams, FitData, GbdtParams, LightgbmParams, LogisticParams, ModelFile, ModelSpec, RandomForestParams,
 };
+use super::sequence::{SequenceKind, SequenceParams};
 use crate::evaluate::metrics::{Confusion, auc, brier, log_loss};
 use crate::synth_table::SplitMix64;
+use crate::torch::require_built;
 
 /// Which columns a model reads, by glob patterns over column names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -62,8 +64,9 @@ pub fn builtin_feature_sets() -> BTreeMap<String, FeatureSet> {
 pub struct TrainParams {
     /// The binary label column to predict, e.g. `label_dir_15` (from a `labels` stage).
     pub label: String,
-    /// Model family: `gbdt`, `logistic`, `random_forest`, `decision_tree`, or `lightgbm` (a build
-    /// with the `lightgbm` feature: docs/models.md).
+    /// Model family: `gbdt`, `logistic`, `random_forest`, `decision_tree`, `lightgbm` (a build
+    /// with the `lightgbm` feature: docs/models.md), or `tcn` / `transformer` on windows of rows
+    /// (a build with the `torch` feature: docs/torch.md).
     #[serde(default = "default_model")]
     pub model: String,
     /// Params of `gbdt` (forust-ml).
@@ -81,6 +84,12 @@ pub struct TrainParams {
     /// Params of `lightgbm` (LightGBM; the `lightgbm` feature).
     #[serde(default)]
     pub lightgbm: LightgbmParams,
+    /// Params of `tcn` (a temporal convolutional network on windows of rows; the `torch` feature).
+    #[serde(default)]
+    pub tcn: SequenceParams,
+    /// Params of `transformer` (an encoder on windows of rows; the `torch` feature).
+    #[serde(default)]
+    pub transformer: SequenceParams,
     /// The feature set to train on: `all`, `with_news`, `price_only`, or one of `feature_sets`.
     #[serde(default = "default_feature_set")]
     pub feature_set: String,
@@ -143,7 +152,7 @@ fn default_permutation_repeats() -> usize {
     1
 }
 
-pub const MODELS: &[&str] = &["gbdt", "logistic", "random_forest", "decision_tree", "lightgbm"];
+pub const MODELS: &[&str] = &["gbdt", "logistic", "random_forest", "decision_tree", "lightgbm", "tcn", "transformer"];
 
 impl TrainParams {
     fn spec(&self) -> ModelSpec {
@@ -152,6 +161,8 @@ impl TrainParams {
             "random_forest" => ModelSpec::RandomForest(self.random_forest.clone()),
             "decision_tree" => ModelSpec::DecisionTree(self.decision_tree.clone()),
             "lightgbm" => ModelSpec::Lightgbm(self.lightgbm.clone()),
+            "tcn" => ModelSpec::Sequence(SequenceKind::Tcn, self.tcn.clone()),
+            "transformer" => ModelSpec::Sequence(SequenceKind::Transformer, self.transformer.clone()),
             _ => ModelSpec::Gbdt(self.gbdt.clone()),
         }
     }
@@ -179,7 +190,10 @@ impl Stage for Train {
         columns never are. Rows with a null label are dropped; null features are NaN to `gbdt` and the training \
         median to the others. Split: train < `train_until` <= validation < `valid_until` <= test, and the rows \
         whose label window reaches across a boundary (the last `purge_minutes` >= horizon before it) are dropped. \
-        `gbdt` stops early on validation log loss. Outputs: `model` (JSON; reloads to bit-identical scores), \
+        `gbdt` stops early on validation log loss. With the `torch` feature, `tcn` and `transformer` read, for each \
+        row, the `window` rows up to and including it (left-padded with the training mean at the start), stop early \
+        on validation log loss and keep the best weights (docs/torch.md); they have no importance of their own \
+        (null) and no permutation importance, and only `train` scores them. Outputs: `model` (JSON; reloads to bit-identical scores), \
         `predictions` (validation and test rows: `timestamp`, `split`, `label`, `score`, `vol`, `vol_decile`, \
         `high_vol`), `metrics` (per split: rows, base rate, AUC, accuracy, log loss, Brier, precision, recall, and \
         the same in high-volatility rows: `vol_column` at or above the `high_vol_quantile` of the row's split), \
@@ -327,6 +341,10 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
         if params.model == "random_forest" && params.random_forest.trees == 0 {
             return Err(ParamError::new("random_forest.trees", "must be positive"));
         }
+        if let ModelSpec::Sequence(kind, sequence) = params.spec() {
+            require_built("model", &format!("`{}` trains on LibTorch", kind.name()))?;
+            ParamError::all(sequence.check(kind, kind.name()))?;
+        }
         Ok(())
     }
 
@@ -339,6 +357,12 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
                 if *family != params.model {
                     map.remove(*family);
                 }
+            }
+            // A network's device, resolved: results differ between devices (docs/torch.md).
+            if let ModelSpec::Sequence(kind, sequence) = params.spec()
+                && let Some(family) = map.get_mut(kind.name())
+            {
+                family["device"] = sequence.device.key_name().into();
             }
         }
         value
@@ -424,19 +448,49 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
 
         let spec = params.spec();
         let started = std::time::Instant::now();
-        let fit = FitData {
-            train: &train_x,
-            train_label: &train_y,
-            valid: &valid_x,
-            valid_label: &valid_y,
-            seed: params.seed,
-            threads: ctx.threads(),
+        // Sequence models read windows of rows, so they fit and score on the whole table;
+        // the others on their split's rows. Permutation importance is for row models only.
+        let (model, own_importance, (train_s, valid_s, test_s), permutation, permutation_sd) = match &spec {
+            ModelSpec::Sequence(kind, sequence) => {
+                let rows = [train_rows.as_slice(), valid_rows.as_slice(), test_rows.as_slice()];
+                let cancelled = || ctx.check_cancelled();
+                let (model, scores) = crate::learn::sequence::fit_and_score(
+                    *kind,
+                    sequence,
+                    &params.label,
+                    &data,
+                    rows,
+                    params.seed,
+                    &cancelled,
+                )?;
+                let none = vec![f64::NAN; features.len()];
+                (model, none.clone(), scores, none.clone(), none)
+            }
+            _ => {
+                let fit = FitData {
+                    train: &train_x,
+                    train_label: &train_y,
+                    valid: &valid_x,
+                    valid_label: &valid_y,
+                    seed: params.seed,
+                    threads: ctx.threads(),
+                };
+                let (model, own_importance) = spec.fit(&params.label, &features, &fit)?;
+                let predictor = model.predictor()?;
+                let scores = |x: &[Vec<f64>]| predictor.predict(x);
+                let scored = (scores(&train_x)?, scores(&valid_x)?, scores(&test_x)?);
+                let (permutation, permutation_sd): (Vec<f64>, Vec<f64>) = if params.permutation_repeats > 0 {
+                    permutation_importance(&predictor, &valid_x, &valid_y, params.permutation_repeats, params.seed)?
+                        .into_iter()
+                        .unzip()
+                } else {
+                    (vec![f64::NAN; features.len()], vec![f64::NAN; features.len()])
+                };
+                drop(predictor);
+                (model, own_importance, scored, permutation, permutation_sd)
+            }
         };
-        let (model, own_importance) = spec.fit(&params.label, &features, &fit)?;
         ctx.metric("train_seconds", (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
-        let predictor = model.predictor()?;
-        let scores = |x: &[Vec<f64>]| predictor.predict(x);
-        let (train_s, valid_s, test_s) = (scores(&train_x)?, scores(&valid_x)?, scores(&test_x)?);
 
         // Volatility bands per split: "high vol" is the top of that split's own distribution, so
         // a calm test period still has its volatile hours to evaluate. These are evaluation
@@ -456,14 +510,6 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
             m["high_vol"] = scores_metrics(&hy, &hs);
             m["high_vol_threshold"] = json!(band.threshold);
             m
-        };
-
-        let (permutation, permutation_sd): (Vec<f64>, Vec<f64>) = if params.permutation_repeats > 0 {
-            permutation_importance(&predictor, &valid_x, &valid_y, params.permutation_repeats, params.seed)?
-                .into_iter()
-                .unzip()
-        } else {
-            (vec![f64::NAN; features.len()], vec![f64::NAN; features.len()])
         };
 
         // Out-of-sample predictions: validation and test rows.
@@ -506,7 +552,12 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
             features.len(),
             vec![
                 Series::new("feature".into(), features.clone()).into(),
-                Series::new("model".into(), own_importance.clone()).into(),
+                // A sequence model has no importance of its own: null, not NaN.
+                if matches!(spec, ModelSpec::Sequence(..)) {
+                    Series::new("model".into(), vec![None::<f64>; features.len()]).into()
+                } else {
+                    Series::new("model".into(), own_importance.clone()).into()
+                },
                 Series::new(
                     "permutation".into(),
                     permutation.iter().map(|v| Some(*v).filter(|x| x.is_finite())).collect::<Vec<_>>(),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lexicon::sentiment;
 use crate::synth_table::SplitMix64;
+use crate::torch::{Device, require_built};
 
 /// Scores news items and aggregates them onto the bar grid.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -31,9 +32,29 @@ pub struct EmbedNewsParams {
     /// Components the embedding is reduced to (fixed random projection) for the grid features.
     #[serde(default = "default_components")]
     pub components: usize,
-    /// Embedding method: "hashed_tfidf" (built in, no download). Other models plug in here.
-    #[serde(default = "default_method")]
-    pub method: String,
+    /// Embedding method: "hashed_tfidf" (built in, no download) or "minilm" (all-MiniLM-L6-v2
+    /// sentence embeddings on LibTorch: the `torch` feature, docs/torch.md).
+    #[serde(default)]
+    pub method: EmbeddingMethod,
+    /// `minilm`: the folder with the traced `model.pt` and its `tokenizer.json` (relative to the
+    /// pipeline file); default `$PIPELINE_MINILM_DIR`, which scripts/setup-libtorch.sh prints.
+    /// Both files are hashed into the cache key.
+    #[serde(default)]
+    pub model_dir: Option<String>,
+    /// `minilm`: "auto" (the run's `--device`, else MPS, CUDA, CPU), "cpu", "cuda" or "mps".
+    #[serde(default)]
+    pub device: Device,
+}
+
+/// How an item's text becomes a vector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingMethod {
+    /// Hashed unigram+bigram counts (`hash_dims` of them): built in, no download.
+    #[default]
+    HashedTfidf,
+    /// all-MiniLM-L6-v2 (384 dimensions), tokenised in Rust, run on LibTorch.
+    Minilm,
 }
 
 fn default_lag() -> i64 {
@@ -50,9 +71,6 @@ fn default_hash_dims() -> usize {
 }
 fn default_components() -> usize {
     4
-}
-fn default_method() -> String {
-    "hashed_tfidf".into()
 }
 
 pub struct EmbedNews;
@@ -92,6 +110,31 @@ fn projection(dims: usize, components: usize) -> Vec<Vec<f64>> {
     (0..components).map(|_| (0..dims).map(|_| rng.next_normal() / (dims as f64).sqrt()).collect()).collect()
 }
 
+/// `minilm`'s model folder: the param, else `$PIPELINE_MINILM_DIR`.
+fn minilm_dir(params: &EmbedNewsParams) -> Option<String> {
+    params.model_dir.clone().or_else(|| std::env::var("PIPELINE_MINILM_DIR").ok().filter(|d| !d.is_empty()))
+}
+
+/// One vector per item text, by the stage's method.
+fn item_vectors(params: &EmbedNewsParams, bodies: &[String], ctx: &StageContext) -> Result<Vec<Vec<f64>>> {
+    match params.method {
+        EmbeddingMethod::HashedTfidf => Ok(bodies.iter().map(|body| embed(body, params.hash_dims)).collect()),
+        #[cfg(feature = "torch")]
+        EmbeddingMethod::Minilm => {
+            let dir = ctx.resolve(&minilm_dir(params).unwrap_or_default());
+            let model = crate::torch::minilm::MiniLm::load(&dir, params.device.tch())?;
+            let vectors = model.embed(bodies)?;
+            ctx.metric("device", params.device.key_name());
+            Ok(vectors.into_iter().map(|v| v.into_iter().map(f64::from).collect()).collect())
+        }
+        #[cfg(not(feature = "torch"))]
+        EmbeddingMethod::Minilm => {
+            let _ = ctx;
+            bail!("{}", crate::torch::NOT_BUILT)
+        }
+    }
+}
+
 fn times_ms(df: &DataFrame, column: &str, input: &str) -> Result<Vec<i64>> {
     let series = df
         .column(column)
@@ -122,6 +165,24 @@ fn text(df: &DataFrame, column: &str) -> Result<Vec<String>> {
     }
 }
 
+/// Each item's id for the `items` table: the news table's `id` when it has one, else 16 hex
+/// digits of a hash of the item's date, title and content (the same in every run and partition).
+fn item_ids(news: &DataFrame, dates: &[i64], titles: &[String], contents: &[String]) -> Result<Vec<String>> {
+    if news.column("id").is_ok() {
+        return text(news, "id");
+    }
+    Ok((0..news.height())
+        .map(|i| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&dates[i].to_le_bytes());
+            hasher.update(titles[i].as_bytes());
+            hasher.update(&[0x1f]);
+            hasher.update(contents[i].as_bytes());
+            hasher.finalize().to_hex()[..16].to_string()
+        })
+        .collect())
+}
+
 impl Stage for EmbedNews {
     type Params = EmbedNewsParams;
     const NAME: &'static str = "embed_news";
@@ -129,13 +190,18 @@ impl Stage for EmbedNews {
     // 3: every aggregate a function of the items known in the longest window before t (the
     //    decayed sentiment and the minutes since the last item too), each summed afresh: so a
     //    day can be computed alone (docs/nightly.md). New items: known in the grid step before t.
-    const VERSION: u32 = 3;
+    // 4: the lexicon matches whole words and phrases (docs/news.md); `items` has `id` and `title`.
+    const VERSION: u32 = 4;
     const DOC: &'static str = "Score and embed news items, then aggregate them onto the bar grid by the time each was known.\n\n\
         Inputs: `news` (a news table: `date`, `title`, `content`) and `bars` (any table with the `timestamp` grid). \
-        Per item: a lexicon sentiment in [-1, 1] (tasks/src/news/lexicon.rs, negation-aware) and a hashed \
-        unigram+bigram vector (no model download; no IDF, which would leak later items into earlier vectors). \
+        Per item: a lexicon sentiment in [-1, 1] (tasks/src/news/lexicon.rs: whole words and phrases, change-of-direction \
+        rules such as \"loss narrowed\", negation; docs/news.md) and a hashed \
+        unigram+bigram vector (no model download; no IDF, which would leak later items into earlier vectors), or with \
+        `method = \"minilm\"` (the `torch` feature, docs/torch.md) all-MiniLM-L6-v2's 384-dimensional sentence \
+        embedding of title and content, tokenised in Rust, each item embedded independently of the others. \
         An item is known at `date + lag_minutes` and counts for the rows at or after that time only. Output \
-        `items`: per item `date`, `known_at`, `sentiment`, `emb_0..` (reduced). Output `table`: `timestamp` and, per \
+        `items`: per item `date`, `known_at`, `id` (the news table's `id` if it has one, else 16 hex digits \
+        of a hash of date, title and content), `title`, `sentiment`, `emb_0..` (reduced), to audit the scores. Output `table`: `timestamp` and, per \
         window W, `news_count_W`, `news_sent_mean_W` (null without items), `news_emb_W_0..` (mean reduced \
         embedding), plus `news_sent_decay` (the sentiment of the items of the longest window, summed with \
         exponential decay), `news_minutes_since_last` (the longest window when it holds no item: \"at least that long\") and \
@@ -155,14 +221,18 @@ params = { lag_minutes = 1, windows = [60, 240] }
 "#;
 
     fn validate(params: &EmbedNewsParams) -> Result<(), ParamError> {
-        if params.method != "hashed_tfidf" {
-            return Err(ParamError::new(
-                "method",
-                format!(
-                    "`{}` is not available in this build; use \"hashed_tfidf\" (the only method in this build; a sentence-embedding model is planned)",
-                    params.method
-                ),
-            ));
+        if params.method == EmbeddingMethod::Minilm {
+            require_built("method", "`minilm` runs on LibTorch")?;
+            params.device.resolve("device")?;
+            if minilm_dir(params).is_none() {
+                return Err(ParamError::new(
+                    "model_dir",
+                    "`minilm` needs its model folder: set model_dir, or PIPELINE_MINILM_DIR as scripts/setup-libtorch.sh prints",
+                ));
+            }
+        } else if params.model_dir.is_some() || params.device != Device::Auto {
+            let path = if params.model_dir.is_some() { "model_dir" } else { "device" };
+            return Err(ParamError::new(path, "only `method = \"minilm\"` reads this; remove it or set the method"));
         }
         if params.lag_minutes < 0 {
             return Err(ParamError::new(
@@ -193,6 +263,30 @@ params = { lag_minutes = 1, windows = [60, 240] }
         })
     }
 
+    /// `minilm`'s key holds the device it runs on (`auto` resolved: kernels differ in the last
+    /// bits between devices) and not the folder's path: the files' contents are in the key.
+    fn key_params(params: &EmbedNewsParams) -> serde_json::Value {
+        let mut value = serde_json::to_value(params).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove("model_dir");
+            if params.method == EmbeddingMethod::Minilm {
+                map.insert("device".into(), params.device.key_name().into());
+            } else {
+                map.remove("device");
+            }
+        }
+        value
+    }
+
+    fn files(params: &EmbedNewsParams) -> Vec<String> {
+        match (params.method, minilm_dir(params)) {
+            (EmbeddingMethod::Minilm, Some(dir)) => {
+                vec![format!("{dir}/model.pt"), format!("{dir}/tokenizer.json")]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn outputs(_params: &EmbedNewsParams) -> Vec<OutputDecl> {
         vec![OutputDecl::new("table", ArtifactKind::Table), OutputDecl::new("items", ArtifactKind::Table)]
     }
@@ -219,18 +313,20 @@ params = { lag_minutes = 1, windows = [60, 240] }
         let dates = times_ms(&news, "date", "news")?;
         let titles = text(&news, "title")?;
         let contents = text(&news, "content")?;
+        let ids = item_ids(&news, &dates, &titles, &contents)?;
         let lag = params.lag_minutes * 60_000;
-        let proj = projection(params.hash_dims, params.components);
-        // Per item: known-at time, sentiment, reduced embedding; sorted by known-at.
-        let mut items: Vec<(i64, i64, f64, Vec<f64>)> = (0..news.height())
+        // Per item: date, known-at time, sentiment, reduced embedding, row in `news`; sorted by known-at.
+        let bodies: Vec<String> = (0..news.height()).map(|i| format!("{} {}", titles[i], contents[i])).collect();
+        let vectors = item_vectors(params, &bodies, ctx)?;
+        let proj = projection(vectors.first().map_or(params.hash_dims, Vec::len), params.components);
+        let mut items: Vec<(i64, i64, f64, Vec<f64>, usize)> = (0..news.height())
             .map(|i| {
-                let body = format!("{} {}", titles[i], contents[i]);
-                let vector = embed(&body, params.hash_dims);
+                let vector = &vectors[i];
                 let reduced: Vec<f64> =
-                    proj.iter().map(|row| row.iter().zip(&vector).map(|(a, b)| a * b).sum()).collect();
+                    proj.iter().map(|row| row.iter().zip(vector.iter()).map(|(a, b)| a * b).sum()).collect();
                 // Sentiment reads the headline twice as loud as the body.
                 let score = (2.0 * sentiment(&titles[i]) + sentiment(&contents[i])) / 3.0;
-                (dates[i], dates[i].saturating_add(lag), score, reduced)
+                (dates[i], dates[i].saturating_add(lag), score, reduced, i)
             })
             .collect();
         items.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
@@ -310,6 +406,8 @@ params = { lag_minutes = 1, windows = [60, 240] }
         let mut item_columns: Vec<Column> = vec![
             Series::new("date".into(), items.iter().map(|i| i.0).collect::<Vec<_>>()).cast(&utc)?.into(),
             Series::new("known_at".into(), items.iter().map(|i| i.1).collect::<Vec<_>>()).cast(&utc)?.into(),
+            Series::new("id".into(), items.iter().map(|i| ids[i.4].as_str()).collect::<Vec<_>>()).into(),
+            Series::new("title".into(), items.iter().map(|i| titles[i.4].as_str()).collect::<Vec<_>>()).into(),
             Series::new("sentiment".into(), items.iter().map(|i| i.2).collect::<Vec<_>>()).into(),
         ];
         for c in 0..k {

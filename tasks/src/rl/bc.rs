@@ -14,11 +14,12 @@ use serde_json::{Value, json};
 
 use super::buffer::Buffer;
 use super::export_buffer::EnvFile;
-use super::learned::{POLICY_FORMAT, PolicyFile, Rows, fit_behaviour};
+use super::learned::{PolicyFile, Rows, fit_behaviour};
 use super::policy::Policy;
 use super::trees::TreeParams;
 use crate::backtest::execution::Target;
 use crate::backtest::performance::num;
+use crate::torch::{NetParams, require_built};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +31,21 @@ pub struct BcParams {
     /// The trees of each action's one-vs-rest classifier.
     #[serde(default)]
     pub trees: TreeParams,
+    /// The classifier: `trees` (one-vs-rest gradient-boosted trees) or `mlp` (one network with a
+    /// softmax over the actions, on LibTorch: the `torch` feature, docs/torch.md).
+    #[serde(default)]
+    pub model: BcModel,
+    /// `mlp`: the network and its training (steps, batch, layers, device).
+    #[serde(default)]
+    pub network: NetParams,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BcModel {
+    #[default]
+    Trees,
+    Mlp,
 }
 
 pub struct Bc;
@@ -111,8 +127,10 @@ impl Stage for Bc {
     const DOC: &'static str = "Behaviour cloning: learn the buffer's policy, observation -> action, with gradient-boosted trees (RL).\n\n\
         One-vs-rest trees per action on the `train` episodes of an `export_buffer` (those whose return is at or above \
         `min_return_quantile` of them); P(a | s) is the normalised sigmoids, the policy takes the most probable action. \
+        With the `torch` feature, `model = \"mlp\"` fits one network with a softmax over the actions instead \
+        (cross-entropy, `network` sets layers, steps, batch, seed, device; acted on in pure Rust). \
         Scored on the held-out `test` episodes: agreement with the logged actions, per-action recall, balanced accuracy. \
-        Outputs: `policy` (JSON, `pipeline-policy/1`; also what `offline_rl` reads as the behaviour model), `metrics`.";
+        Outputs: `policy` (JSON, `pipeline-policy/1`, /2 with a network; also what `offline_rl` reads as the behaviour model), `metrics`.";
     const EXAMPLE: &'static str = r#"[stages.market]
 task = "synth_market"
 params = { days = 6 }
@@ -139,7 +157,27 @@ inputs = { buffer = "buffer.buffer", env = "buffer.env" }
         if let Err(e) = params.trees.check() {
             errors.push(ParamError::new("trees", e));
         }
+        if params.model == BcModel::Mlp {
+            require_built("model", "`mlp` trains on LibTorch")?;
+            errors.extend(params.network.check("network"));
+        }
         ParamError::all(errors)
+    }
+
+    /// Each model's key holds only its own params (the trees' keys stay as they were); the
+    /// network's holds its resolved device.
+    fn key_params(params: &BcParams) -> serde_json::Value {
+        let mut value = serde_json::to_value(params).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            if params.model == BcModel::Trees {
+                map.remove("model");
+                map.remove("network");
+            } else {
+                map.remove("trees");
+                map.insert("network".into(), params.network.key());
+            }
+        }
+        value
     }
 
     fn outputs(_params: &BcParams) -> Vec<OutputDecl> {
@@ -176,15 +214,24 @@ inputs = { buffer = "buffer.buffer", env = "buffer.env" }
         }
         let rows = Rows::of(&buffer, &keep);
         ctx.message(&format!("fitting {} one-vs-rest classifiers on {} rows", env.labels.len(), rows.actions.len()));
-        let behaviour = fit_behaviour(&rows, env.labels.len(), &params.trees)?;
+        let mut fit_metrics = json!({});
+        let (behaviour, behaviour_network) = match params.model {
+            BcModel::Trees => (fit_behaviour(&rows, env.labels.len(), &params.trees)?, None),
+            BcModel::Mlp => {
+                let (network, first, last) = fit_mlp(&rows, env.labels.len(), &params.network)?;
+                fit_metrics = json!({ "loss_first_tenth": num(first), "loss_last_tenth": num(last), "network": params.network.key() });
+                (Vec::new(), Some(network))
+            }
+        };
         let file = PolicyFile {
-            format: POLICY_FORMAT.into(),
-            kind: "bc".into(),
+            format: PolicyFile::format_for(&behaviour_network, &None).into(),
+            kind: if behaviour_network.is_some() { "bc_mlp" } else { "bc" }.into(),
             observation: env.observation.clone(),
             actions: env.env.actions.clone(),
             labels: env.labels.clone(),
             env: env.env.clone(),
             behaviour,
+            behaviour_network,
             q: None,
         };
         let loaded = file.clone().load()?;
@@ -204,6 +251,11 @@ inputs = { buffer = "buffer.buffer", env = "buffer.env" }
             "test": test,
             "trees": params.trees,
         });
+        let mut metrics = metrics;
+        if params.model == BcModel::Mlp {
+            metrics["trees"] = Value::Null;
+            metrics["network"] = fit_metrics;
+        }
         write_json(&serde_json::to_value(&file)?, &ctx.output_path("policy")?)?;
         write_json(&metrics, &ctx.output_path("metrics")?)?;
         Ok(())
@@ -211,6 +263,18 @@ inputs = { buffer = "buffer.buffer", env = "buffer.env" }
 }
 
 /// The q-quantile (lower, no interpolation) of `values`.
+/// The `mlp` behaviour classifier: the network, and the mean loss of the first and last tenth.
+#[cfg(feature = "torch")]
+fn fit_mlp(rows: &Rows, actions: usize, params: &NetParams) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
+    let trained = crate::torch::nets::fit_classifier(&rows.columns, &rows.actions, actions, params)?;
+    Ok((trained.network, trained.loss_first, trained.loss_last))
+}
+
+#[cfg(not(feature = "torch"))]
+fn fit_mlp(_rows: &Rows, _actions: usize, _params: &NetParams) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
+    bail!("{}", crate::torch::NOT_BUILT)
+}
+
 pub fn quantile(values: &[f64], q: f64) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);

@@ -106,7 +106,9 @@ fn default_title() -> String {
 pub struct EvaluatePolicy;
 
 /// The policies an evaluation can hold.
-const POLICIES: [&str; 6] = ["behaviour", "rule", "model", "bc", "fqi", "flat"];
+const POLICIES: [&str; 9] = ["behaviour", "rule", "model", "bc", "bc_mlp", "fqi", "cql", "bcq", "flat"];
+/// Inputs that are learned policies (`bc` or `offline_rl` outputs), by the name they report under.
+const LEARNED: [&str; 5] = ["bc", "bc_mlp", "fqi", "cql", "bcq"];
 
 /// One policy's replay of the test episodes.
 struct Replayed {
@@ -202,7 +204,7 @@ impl Stage for EvaluatePolicy {
     const DOC: &'static str = "Judge BC and offline RL out of sample against the rule baseline, the supervised model and the behaviour (RL).\n\n\
         The `test` episodes of an `export_buffer` are replayed through the same environment (the backtest's execution \
         model) by each policy: `rule`, `model` (when `predictions` are wired, through `signal`), `bc`, `fqi` (the `bc` and \
-        `fqi` inputs), `flat`, beside the logged `behaviour`. Per policy: total return, Sharpe, Sortino, max drawdown, \
+        `fqi` inputs; with the `torch` feature also `bc_mlp`, `cql`, `bcq`: inputs of those names), `flat`, beside the logged `behaviour`. Per policy: total return, Sharpe, Sortino, max drawdown, \
         trades, losing streak, liquidations, event-day ROI quantiles; each minus the behaviour (and FQI minus each other \
         policy) as the summed per-step return difference with a block-bootstrap interval. FQE: each policy's value at the \
         episodes' first state fitted from the held-out buffer alone, with an interval from refits on resampled \
@@ -290,7 +292,7 @@ params = { fqe_bootstrap = 5 }
         if !inputs.iter().any(|i| i.name == "bars") {
             return Err("`evaluate_policy` replays the market: wire bars = \"aligned\" (and features = \"features\", as for export_buffer)".into());
         }
-        for name in ["bc", "fqi"] {
+        for name in LEARNED {
             if let Some(i) = inputs.iter().find(|i| i.name == name)
                 && i.kind != ArtifactKind::Json
             {
@@ -350,7 +352,7 @@ params = { fqe_bootstrap = 5 }
                 Box::new(TargetPolicy { targets: p.into_iter().map(|p| params.signal.target(p)).collect(), space }),
             ));
         }
-        for name in ["bc", "fqi"] {
+        for name in LEARNED {
             if let Some(input) = ctx.inputs().iter().find(|i| i.name == name) {
                 let file = read_policy(&input.path)?;
                 if file.labels != env.labels || file.observation != env.observation || file.env != env.env {

@@ -28,9 +28,13 @@ use super::env::ActionSpace;
 use super::policy::Policy;
 use super::trees::{self, Loss, QTreeParams, TreeParams};
 use crate::backtest::execution::Target;
+use crate::learn::mlp::{Mlp, softmax};
 use crate::learn::models::sigmoid;
 
 pub const POLICY_FORMAT: &str = "pipeline-policy/1";
+/// A policy with a neural network in it (`bc` with `model = "mlp"`, `offline_rl`'s `cql` and
+/// `bcq`): a build that reads only /1 refuses it rather than acting without the network.
+pub const POLICY_FORMAT_NEURAL: &str = "pipeline-policy/2";
 
 /// Rewards are fitted in bps of equity.
 pub const REWARD_SCALE: f64 = 1e4;
@@ -53,7 +57,19 @@ pub struct QFunction {
     pub discount: f64,
     pub threshold: f64,
     pub iterations: usize,
+    /// Per action: trees (FQI), empty with a `network`.
     pub models: Vec<Option<String>>,
+    /// CQL's and BCQ's Q-network: one output per action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Mlp>,
+    /// Whether the policy takes argmax Q only over the behaviour's allowed actions (FQI, BCQ);
+    /// CQL's conservatism is in its Q, so it takes argmax over every action.
+    #[serde(default = "restricted_default", skip_serializing_if = "Clone::clone")]
+    pub restricted: bool,
+}
+
+fn restricted_default() -> bool {
+    true
 }
 
 /// A stored policy (`bc.policy`, `offline_rl.policy`).
@@ -69,8 +85,11 @@ pub struct PolicyFile {
     /// The environment the policy was learnt in (its built-in observations read the rule's
     /// settings; `bias` rebuilds the observation from them).
     pub env: super::export_buffer::EnvSettings,
-    /// The behaviour classifier (BC's policy; FQI's allowed-action rule).
+    /// The behaviour classifier (BC's policy; FQI's allowed-action rule): trees per action, or
+    /// (`behaviour_network`) one network's softmax, when this is empty.
     pub behaviour: Vec<ActionModel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour_network: Option<Mlp>,
     /// FQI's Q, absent for BC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub q: Option<QFunction>,
@@ -83,6 +102,17 @@ pub struct LoadedPolicy {
     q: Option<Vec<Option<GradientBooster>>>,
 }
 
+impl PolicyFile {
+    /// The format this file's contents need.
+    pub fn format_for(behaviour_network: &Option<Mlp>, q: &Option<QFunction>) -> &'static str {
+        if behaviour_network.is_some() || q.as_ref().is_some_and(|q| q.network.is_some()) {
+            POLICY_FORMAT_NEURAL
+        } else {
+            POLICY_FORMAT
+        }
+    }
+}
+
 enum LoadedModel {
     Never,
     Always,
@@ -91,11 +121,32 @@ enum LoadedModel {
 
 impl PolicyFile {
     pub fn load(self) -> Result<LoadedPolicy> {
-        if self.format != POLICY_FORMAT {
-            bail!("policy format `{}`, this build reads `{POLICY_FORMAT}`", self.format);
+        let expected = PolicyFile::format_for(&self.behaviour_network, &self.q);
+        if self.format != expected {
+            bail!("policy format `{}` does not match its contents (`{expected}`)", self.format);
         }
-        if self.behaviour.len() != self.actions.len() {
-            bail!("the policy has {} behaviour models for {} actions", self.behaviour.len(), self.actions.len());
+        let k = self.observation.len();
+        let check = |network: &Mlp, what: &str| -> Result<()> {
+            network.check().map_err(|e| anyhow::anyhow!("the policy's {what}: {e}"))?;
+            if network.center.len() != k || network.outputs() != self.actions.len() {
+                bail!(
+                    "the policy's {what} maps {} inputs to {} outputs; the policy has {k} observation columns and {} actions",
+                    network.center.len(),
+                    network.outputs(),
+                    self.actions.len()
+                );
+            }
+            Ok(())
+        };
+        match &self.behaviour_network {
+            Some(network) => check(network, "behaviour network")?,
+            None if self.behaviour.len() != self.actions.len() => {
+                bail!("the policy has {} behaviour models for {} actions", self.behaviour.len(), self.actions.len())
+            }
+            None => {}
+        }
+        if let Some(network) = self.q.as_ref().and_then(|q| q.network.as_ref()) {
+            check(network, "Q-network")?;
         }
         let behaviour = self
             .behaviour
@@ -109,6 +160,7 @@ impl PolicyFile {
             })
             .collect::<Result<_>>()?;
         if let Some(q) = &self.q
+            && q.network.is_none()
             && q.models.len() != self.actions.len()
         {
             bail!("the policy has {} Q models for {} actions", q.models.len(), self.actions.len());
@@ -126,6 +178,9 @@ impl PolicyFile {
 impl LoadedPolicy {
     /// P_bc(a | s) for every action (sums to 1).
     pub fn probabilities(&self, observation: &[f64]) -> Vec<f64> {
+        if let Some(network) = &self.file.behaviour_network {
+            return softmax(&network.forward(observation));
+        }
         let mut p: Vec<f64> = self
             .behaviour
             .iter()
@@ -144,6 +199,9 @@ impl LoadedPolicy {
 
     /// Q(s, a) in bps for every action (None: never allowed).
     pub fn q_values(&self, observation: &[f64]) -> Option<Vec<Option<f64>>> {
+        if let Some(network) = self.file.q.as_ref().and_then(|q| q.network.as_ref()) {
+            return Some(network.forward(observation).into_iter().map(Some).collect());
+        }
         self.q.as_ref().map(|q| q.iter().map(|m| m.as_ref().map(|b| trees::predict_row(b, observation))).collect())
     }
 
@@ -176,6 +234,7 @@ impl Policy for LoadedPolicy {
         let p = self.probabilities(observation);
         let by_probability = argmax(p.iter().map(|x| Some(*x))).unwrap_or(super::env::HOLD);
         match (self.q_values(observation), &self.file.q) {
+            (Some(q), Some(spec)) if !spec.restricted => argmax(q.into_iter()).unwrap_or(by_probability),
             (Some(q), Some(spec)) => {
                 let ok = allowed(&p, spec.threshold);
                 // No allowed action has a Q (each too rare to fit): the best fitted one.

@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::bc::{agreement, check_rl_inputs, read_buffer, read_policy};
-use super::learned::{FqiSettings, POLICY_FORMAT, PolicyFile, QFunction, fit_fqi};
+use super::buffer::Buffer;
+use super::learned::{FqiSettings, LoadedPolicy, PolicyFile, QFunction, REWARD_SCALE, fit_fqi, next_rows};
 use super::trees::QTreeParams;
 use crate::backtest::performance::num;
+use crate::torch::{NetParams, require_built};
 
 /// The offline RL algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -22,12 +24,18 @@ use crate::backtest::performance::num;
 pub enum Method {
     /// Fitted Q iteration with gradient-boosted trees, BCQ-restricted.
     Fqi,
+    /// Discrete conservative Q-learning: a Q-network (the `torch` feature).
+    Cql,
+    /// Discrete batch-constrained Q-learning: a Q-network whose targets and policy use only the
+    /// actions `bc` allows (the `torch` feature).
+    Bcq,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineRlParams {
-    /// The algorithm (`fqi`; neural `cql` and `bcq` come with the `torch` feature).
+    /// The algorithm: `fqi` (trees), or `cql` and `bcq` (Q-networks on LibTorch: the `torch`
+    /// feature, docs/torch.md).
     #[serde(default = "default_method")]
     pub method: Method,
     /// Discount per step (bar). FQI looks `iterations` steps ahead: keep discount^iterations small.
@@ -46,6 +54,22 @@ pub struct OfflineRlParams {
     /// The trees each iteration adds to each action's Q.
     #[serde(default)]
     pub trees: QTreeParams,
+    /// `cql`: the weight of the conservative term logsumexp_a Q(s, a) - Q(s, a_logged).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// `cql`, `bcq`: gradient steps between copies of the Q-network into the target network.
+    #[serde(default = "default_target_update")]
+    pub target_update: usize,
+    /// `cql`, `bcq`: the Q-network and its training (steps, batch, layers, device).
+    #[serde(default)]
+    pub network: NetParams,
+}
+
+fn default_alpha() -> f64 {
+    1.0
+}
+fn default_target_update() -> usize {
+    200
 }
 
 fn default_method() -> Method {
@@ -71,13 +95,18 @@ impl Stage for OfflineRl {
     const NAME: &'static str = "offline_rl";
     // 2: steps_left in the state, timeout episodes end with their next observation in the
     // d3rlpy layout, the env file carries the window, returns add across episodes.
-    const VERSION: u32 = 2;
-    const DOC: &'static str = "Offline RL: fitted Q iteration with tree ensembles, restricted to the behaviour's likely actions (RL).\n\n\
+    // 3: `cql` and `bcq`; the metrics' keys in a new order.
+    const VERSION: u32 = 3;
+    const DOC: &'static str = "Offline RL: fitted Q iteration with tree ensembles, restricted to the behaviour's likely actions, or neural CQL and BCQ (RL).\n\n\
         Q per action is refitted `iterations` times to r + discount x max Q(s', a') over the allowed a' (nothing after an \
         episode's last step), on the `train` episodes of an `export_buffer`. Allowed: P_bc(a | s) >= threshold x the top \
         probability, from the `bc` input's classifier (discrete BCQ, so the policy stays where the data has evidence), \
         and at least `min_rows` rows of that action. The policy is argmax Q over the allowed actions. Rewards are fitted \
-        in bps of equity. Outputs: `policy` (JSON, `pipeline-policy/1`, with the behaviour classifier inside: \
+        in bps of equity. With the `torch` feature, `method = \"cql\"` trains a Q-network (one output per action) on \
+        double-DQN targets plus `alpha` x (logsumexp Q(s, .) - Q(s, a_logged)) and acts by argmax over every action; \
+        `method = \"bcq\"` trains one whose targets and argmax use only the allowed actions (discrete BCQ, imitation \
+        model = the `bc` input); `network` sets layers, steps, batch, seed, device. Outputs: `policy` (JSON, \
+        `pipeline-policy/1`, or /2 with a network in it, acted on in pure Rust, with the behaviour classifier inside: \
         self-contained for `evaluate_policy` and `bias`), `metrics` (how often it departs from the behaviour, its \
         action mix on train and test states).";
     const EXAMPLE: &'static str = r#"[stages.market]
@@ -120,7 +149,39 @@ params = { discount = 0.9, iterations = 20, threshold = 0.3 }
         if let Err(e) = params.trees.check() {
             errors.push(ParamError::new("trees", e));
         }
+        if params.method != Method::Fqi {
+            require_built("method", "`cql` and `bcq` train Q-networks on LibTorch")?;
+            errors.extend(params.network.check("network"));
+            if !(params.alpha >= 0.0 && params.alpha.is_finite()) {
+                errors.push(ParamError::new("alpha", "zero (plain double DQN) or a positive weight, e.g. 1"));
+            }
+            if params.target_update == 0 {
+                errors.push(ParamError::new("target_update", "at least 1 gradient step"));
+            }
+        }
         ParamError::all(errors)
+    }
+
+    /// FQI's key leaves out the network's params (it has none; its keys stay as they were); a
+    /// network's holds its resolved device.
+    fn key_params(params: &OfflineRlParams) -> serde_json::Value {
+        let mut value = serde_json::to_value(params).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            if params.method == Method::Fqi {
+                for neural in ["alpha", "target_update", "network"] {
+                    map.remove(neural);
+                }
+            } else {
+                map.insert("network".into(), params.network.key());
+                for trees_only in ["iterations", "min_rows", "trees"] {
+                    map.remove(trees_only);
+                }
+                if params.method == Method::Bcq {
+                    map.remove("alpha");
+                }
+            }
+        }
+        value
     }
 
     fn outputs(_params: &OfflineRlParams) -> Vec<OutputDecl> {
@@ -156,29 +217,60 @@ params = { discount = 0.9, iterations = 20, threshold = 0.3 }
             min_rows: params.min_rows,
             trees: &params.trees,
         };
-        let iterations = params.iterations as u64;
-        let models = fit_fqi(&buffer, &keep, env.labels.len(), &behaviour, &settings, |k| {
-            ctx.progress(k as u64, Some(iterations));
-            ctx.check_cancelled()
-        })?;
+        let mut metrics = serde_json::Map::new();
+        let q = if params.method == Method::Fqi {
+            let iterations = params.iterations as u64;
+            let models = fit_fqi(&buffer, &keep, env.labels.len(), &behaviour, &settings, |k| {
+                ctx.progress(k as u64, Some(iterations));
+                ctx.check_cancelled()
+            })?;
+            metrics.insert("iterations".into(), json!(params.iterations));
+            metrics.insert("lookahead_weight_left".into(), num(params.discount.powi(params.iterations as i32)));
+            QFunction {
+                discount: params.discount,
+                threshold: params.threshold,
+                iterations: params.iterations,
+                models,
+                network: None,
+                restricted: true,
+            }
+        } else {
+            ctx.message(&format!("training a {:?} Q-network for {} steps", params.method, params.network.steps));
+            let (network, loss_first, loss_last) = fit_network(params, &buffer, &keep, &behaviour, env.labels.len())?;
+            metrics.insert("loss_first_tenth".into(), num(loss_first));
+            metrics.insert("loss_last_tenth".into(), num(loss_last));
+            metrics.insert("network".into(), params.network.key());
+            if params.method == Method::Cql {
+                metrics.insert("alpha".into(), json!(params.alpha));
+            }
+            QFunction {
+                discount: params.discount,
+                threshold: params.threshold,
+                iterations: 0,
+                models: Vec::new(),
+                network: Some(network),
+                restricted: params.method == Method::Bcq,
+            }
+        };
+        let actions_with_q: Vec<&String> = if q.network.is_some() {
+            env.labels.iter().collect()
+        } else {
+            q.models.iter().zip(&env.labels).filter(|(m, _)| m.is_some()).map(|(_, l)| l).collect()
+        };
+        let q = Some(q);
         let file = PolicyFile {
-            format: POLICY_FORMAT.into(),
-            kind: "fqi".into(),
+            format: PolicyFile::format_for(&bc.behaviour_network, &q).into(),
+            kind: params.method.name().into(),
             observation: env.observation.clone(),
             actions: env.env.actions.clone(),
             labels: env.labels.clone(),
             env: env.env.clone(),
             behaviour: bc.behaviour.clone(),
-            q: Some(QFunction {
-                discount: params.discount,
-                threshold: params.threshold,
-                iterations: params.iterations,
-                models: models.clone(),
-            }),
+            behaviour_network: bc.behaviour_network.clone(),
+            q,
         };
         let policy = file.clone().load()?;
         let k = env.env.observation.len();
-        let mut metrics = serde_json::Map::new();
         for segment in ["train", "test"] {
             let rows: Vec<usize> = (0..buffer.len()).filter(|&i| buffer.segment[i] == segment).collect();
             let same = agreement(&buffer, &rows, &policy, &env.labels, k);
@@ -199,15 +291,71 @@ params = { discount = 0.9, iterations = 20, threshold = 0.3 }
         }
         metrics.insert("method".into(), json!(params.method));
         metrics.insert("discount".into(), json!(params.discount));
-        metrics.insert("iterations".into(), json!(params.iterations));
-        metrics.insert("lookahead_weight_left".into(), num(params.discount.powi(params.iterations as i32)));
         metrics.insert("threshold".into(), json!(params.threshold));
-        metrics.insert(
-            "actions_with_q".into(),
-            json!(models.iter().zip(&env.labels).filter(|(m, _)| m.is_some()).map(|(_, l)| l).collect::<Vec<_>>()),
-        );
+        metrics.insert("actions_with_q".into(), json!(actions_with_q));
         write_json(&serde_json::to_value(&file)?, &ctx.output_path("policy")?)?;
         write_json(&serde_json::Value::Object(metrics), &ctx.output_path("metrics")?)?;
         Ok(())
     }
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Fqi => "fqi",
+            Method::Cql => "cql",
+            Method::Bcq => "bcq",
+        }
+    }
+}
+
+/// CQL's or BCQ's Q-network on the rows `keep`: returns it with the mean loss of the first and
+/// last tenth of the steps.
+#[cfg(feature = "torch")]
+fn fit_network(
+    params: &OfflineRlParams,
+    buffer: &Buffer,
+    keep: &[bool],
+    behaviour: &LoadedPolicy,
+    actions: usize,
+) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
+    use crate::torch::nets::{QMethod, Transitions, fit_q};
+    let rows: Vec<usize> = (0..buffer.len()).filter(|&i| keep[i]).collect();
+    let mut local = vec![usize::MAX; buffer.len()];
+    rows.iter().enumerate().for_each(|(j, &i)| local[i] = j);
+    // Every next row of a kept row is kept (episodes are whole in one segment).
+    let next: Vec<Option<usize>> = next_rows(buffer, keep).into_iter().map(|n| n.map(|i| local[i])).collect();
+    let columns: Vec<Vec<f64>> = buffer.observations.iter().map(|c| rows.iter().map(|&i| c[i]).collect()).collect();
+    let chosen: Vec<usize> = rows.iter().map(|&i| buffer.action[i] as usize).collect();
+    let rewards: Vec<f64> = rows.iter().map(|&i| buffer.reward[i] * REWARD_SCALE).collect();
+    let allowed: Option<Vec<Vec<bool>>> = (params.method == Method::Bcq).then(|| {
+        rows.iter()
+            .map(|&i| behaviour.allowed(&behaviour.probabilities(&buffer.observation(i)), params.threshold))
+            .collect()
+    });
+    let method = match params.method {
+        Method::Cql => QMethod::Cql { alpha: params.alpha },
+        _ => QMethod::Bcq,
+    };
+    let transitions = Transitions {
+        columns: &columns,
+        actions: &chosen,
+        rewards: &rewards,
+        next: &next,
+        allowed: allowed.as_deref(),
+    };
+    let trained = fit_q(&transitions, actions, method, params.discount, params.target_update, &params.network)?;
+    Ok((trained.network, trained.loss_first, trained.loss_last))
+}
+
+#[cfg(not(feature = "torch"))]
+fn fit_network(
+    _params: &OfflineRlParams,
+    _buffer: &Buffer,
+    _keep: &[bool],
+    _behaviour: &LoadedPolicy,
+    _actions: usize,
+) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
+    let _ = (next_rows, REWARD_SCALE);
+    bail!("{}", crate::torch::NOT_BUILT)
 }

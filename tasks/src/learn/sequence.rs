@@ -1,0 +1,275 @@
+//! `train`'s sequence models, `tcn` and `transformer`: each prediction at row t reads the
+//! `window` rows of features up to and including t (never a later row), on the `torch` feature.
+//!
+//! Windows run over the rows of the joined table in time order (the minute grid; a gap in the
+//! bars is not filled), and a row with fewer than `window - 1` rows before it is padded on the
+//! left with zeros, which after standardisation is the training mean. Missing values are filled
+//! with the training split's median, then each feature is standardised with the training rows'
+//! mean and deviation (stored with the model, like `logistic`'s). Early stopping on the purged
+//! validation split's log loss keeps the best weights; the weights are the model artifact.
+//!
+//! Scoring needs LibTorch: `train` scores its own rows; `pipeline predict` and `bias` refuse a
+//! sequence model with that reason (they score single rows, and a window needs the rows before).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::torch::Device;
+
+/// Architecture and training of a sequence model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SequenceParams {
+    /// Rows each prediction reads: its own and the `window - 1` before it.
+    pub window: usize,
+    /// Channels of each TCN layer; the Transformer's model width (a multiple of `heads`).
+    pub width: usize,
+    /// Causal dilated convolution layers (TCN: dilations 1, 2, 4, ...; default 4) or encoder
+    /// layers (Transformer; default 2).
+    pub layers: Option<usize>,
+    /// TCN: kernel size of each convolution.
+    pub kernel: usize,
+    /// Transformer: attention heads.
+    pub heads: usize,
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// Windows per gradient step, drawn at random from the training rows.
+    pub batch_size: usize,
+    /// Most gradient steps; early stopping usually ends sooner.
+    pub max_steps: usize,
+    /// Steps between evaluations of the validation log loss.
+    pub eval_every: usize,
+    /// Evaluations without a better validation loss before stopping.
+    pub patience: usize,
+    /// Adam's L2 weight decay.
+    pub weight_decay: f64,
+    /// "auto" (the run's `--device`, else MPS, CUDA, CPU), "cpu", "cuda" or "mps".
+    pub device: Device,
+}
+
+impl Default for SequenceParams {
+    fn default() -> SequenceParams {
+        SequenceParams {
+            window: 32,
+            width: 32,
+            layers: None,
+            kernel: 3,
+            heads: 4,
+            learning_rate: 1e-3,
+            batch_size: 256,
+            max_steps: 3000,
+            eval_every: 100,
+            patience: 5,
+            weight_decay: 0.0,
+            device: Device::Auto,
+        }
+    }
+}
+
+/// Which sequence model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SequenceKind {
+    Tcn,
+    Transformer,
+}
+
+impl SequenceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SequenceKind::Tcn => "tcn",
+            SequenceKind::Transformer => "transformer",
+        }
+    }
+}
+
+impl SequenceParams {
+    pub fn layers(&self, kind: SequenceKind) -> usize {
+        self.layers.unwrap_or(match kind {
+            SequenceKind::Tcn => 4,
+            SequenceKind::Transformer => 2,
+        })
+    }
+
+    /// Located errors, under `at` (`tcn` or `transformer`).
+    pub fn check(&self, kind: SequenceKind, at: &str) -> Vec<pipeline_engine::ParamError> {
+        use pipeline_engine::ParamError;
+        let mut errors = Vec::new();
+        if !(1..=1440).contains(&self.window) {
+            errors.push(ParamError::new(format!("{at}.window"), "from 1 to 1440 rows"));
+        }
+        if !(1..=1024).contains(&self.width) {
+            errors.push(ParamError::new(format!("{at}.width"), "from 1 to 1024"));
+        }
+        if !(1..=16).contains(&self.layers(kind)) {
+            errors.push(ParamError::new(format!("{at}.layers"), "from 1 to 16"));
+        }
+        if kind == SequenceKind::Tcn && !(1..=16).contains(&self.kernel) {
+            errors.push(ParamError::new(format!("{at}.kernel"), "from 1 to 16"));
+        }
+        if kind == SequenceKind::Transformer && (self.heads == 0 || !self.width.is_multiple_of(self.heads)) {
+            errors.push(ParamError::new(
+                format!("{at}.heads"),
+                format!("at least 1, and `width` ({}) must be a multiple of it", self.width),
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate < 1.0) {
+            errors.push(ParamError::new(format!("{at}.learning_rate"), "above 0 and below 1"));
+        }
+        if self.batch_size == 0 || self.max_steps == 0 || self.eval_every == 0 || self.patience == 0 {
+            errors.push(ParamError::new(
+                format!("{at}.max_steps"),
+                "batch_size, max_steps, eval_every and patience must be at least 1",
+            ));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            errors.push(ParamError::new(format!("{at}.weight_decay"), "zero or a positive number"));
+        }
+        if let Err(e) = self.device.resolve(&format!("{at}.device")) {
+            errors.push(e);
+        }
+        errors
+    }
+}
+
+/// One stored tensor of a sequence model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub values: Vec<f32>,
+}
+
+/// A trained sequence model as the model artifact stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceModel {
+    pub kind: SequenceKind,
+    pub params: SequenceParams,
+    /// Input features (after fill and standardisation, in `ModelFile::features` order).
+    pub inputs: usize,
+    /// The gradient step whose weights were kept (best validation loss), and how many ran.
+    pub best_step: usize,
+    pub steps: usize,
+    pub tensors: Vec<NamedTensor>,
+}
+
+/// The standardised feature matrix with `window - 1` zero rows in front, row-major: row r's
+/// window is rows `r .. r + window` of it. `fill`, `center`, `scale` come from the training rows.
+pub fn padded_matrix(columns: &[Vec<f64>], fill: &[f64], center: &[f64], scale: &[f64], window: usize) -> Vec<f32> {
+    let rows = columns.first().map_or(0, Vec::len);
+    let k = columns.len();
+    let mut flat = vec![0f32; (rows + window - 1) * k];
+    for r in 0..rows {
+        for j in 0..k {
+            let v = columns[j][r];
+            let v = if v.is_finite() { v } else { fill[j] };
+            flat[(r + window - 1) * k + j] = ((v - center[j]) / scale[j]) as f32;
+        }
+    }
+    flat
+}
+
+/// Scores of the train, valid and test rows.
+pub type SplitScores = (Vec<f64>, Vec<f64>, Vec<f64>);
+
+/// Fits a sequence model on `rows[0]` (train) with early stopping on `rows[1]` (valid), and
+/// scores all three splits' rows, each from its own window of the table.
+#[cfg(feature = "torch")]
+pub fn fit_and_score(
+    kind: SequenceKind,
+    p: &SequenceParams,
+    label: &str,
+    data: &super::dataset::Dataset,
+    rows: [&[usize]; 3],
+    seed: u64,
+    cancelled: &dyn Fn() -> anyhow::Result<()>,
+) -> anyhow::Result<(super::models::ModelFile, SplitScores)> {
+    use crate::torch::sequence::{Rows, Windows, fit, probabilities};
+    let [train, valid, test] = rows;
+    let features = &data.features;
+    let column_of = |c: &Vec<f64>| train.iter().map(|&r| c[r]).collect::<Vec<f64>>();
+    let fill: Vec<f64> = data.columns.iter().map(|c| super::models::median(&column_of(c))).collect();
+    let center: Vec<f64> = data
+        .columns
+        .iter()
+        .zip(&fill)
+        .map(|(c, f)| {
+            column_of(c).iter().map(|v| if v.is_finite() { *v } else { *f }).sum::<f64>() / train.len() as f64
+        })
+        .collect();
+    let scale: Vec<f64> = data
+        .columns
+        .iter()
+        .zip(&fill)
+        .zip(&center)
+        .map(|((c, f), m)| {
+            let values = column_of(c);
+            let var =
+                values.iter().map(|v| if v.is_finite() { *v } else { *f }).map(|v| (v - m) * (v - m)).sum::<f64>()
+                    / train.len() as f64;
+            if var.sqrt() > 0.0 { var.sqrt() } else { 1.0 }
+        })
+        .collect();
+    let device = p.device.tch();
+    let padded = padded_matrix(&data.columns, &fill, &center, &scale, p.window);
+    let windows = Windows::new(&padded, features.len(), p.window, device);
+    let rows = Rows { label: &data.label, train, valid };
+    let (model, net) = fit(kind, p, &windows, features.len(), rows, seed, cancelled)?;
+    let scores = (
+        probabilities(&net, &windows, train)?,
+        probabilities(&net, &windows, valid)?,
+        probabilities(&net, &windows, test)?,
+    );
+    let file = super::models::ModelFile {
+        format: super::models::MODEL_FORMAT.into(),
+        model: kind.name().into(),
+        label: label.into(),
+        features: features.clone(),
+        fill,
+        center,
+        scale,
+        best_iteration: Some(model.best_step),
+        fitted: super::models::Fitted::Sequence { model: Box::new(model) },
+    };
+    Ok((file, scores))
+}
+
+#[cfg(not(feature = "torch"))]
+pub fn fit_and_score(
+    _kind: SequenceKind,
+    _p: &SequenceParams,
+    _label: &str,
+    _data: &super::dataset::Dataset,
+    _rows: [&[usize]; 3],
+    _seed: u64,
+    _cancelled: &dyn Fn() -> anyhow::Result<()>,
+) -> anyhow::Result<(super::models::ModelFile, SplitScores)> {
+    anyhow::bail!("{}", crate::torch::NOT_BUILT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rows_window_ends_at_that_row_and_pads_the_start_with_the_mean() {
+        let columns = vec![vec![1.0, 2.0, f64::NAN, 4.0]];
+        let flat = padded_matrix(&columns, &[10.0], &[2.0], &[2.0], 3);
+        // Two zero rows, then (x - 2) / 2 with NaN -> the fill 10.
+        assert_eq!(flat, vec![0.0, 0.0, -0.5, 0.0, 4.0, 1.0]);
+        // Row 2's window: padded rows 2..5 = rows 0..=2, its own last.
+        assert_eq!(&flat[2..5], &[-0.5, 0.0, 4.0]);
+    }
+
+    #[test]
+    fn bad_params_are_located() {
+        let p = SequenceParams { width: 30, heads: 4, window: 0, ..SequenceParams::default() };
+        let errors = p.check(SequenceKind::Transformer, "transformer");
+        let paths: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+        assert!(
+            paths.contains(&"transformer.window".to_string()) && paths.contains(&"transformer.heads".to_string()),
+            "{paths:?}"
+        );
+        assert!(SequenceParams::default().check(SequenceKind::Tcn, "tcn").is_empty());
+    }
+}
