@@ -50,6 +50,11 @@ pub struct Dataset {
     /// the start of validation and the start of the test window).
     pub train_until: i64,
     pub valid_until: i64,
+    /// The row of the joined table each row came from (rows with a null label are not here).
+    /// Sequence models build their windows over the joined table's rows through it: a window
+    /// over labelled rows only would skip rows whose label is null because of what prices did
+    /// after the row being predicted, a look-ahead.
+    pub frame_rows: Vec<usize>,
 }
 
 impl Dataset {

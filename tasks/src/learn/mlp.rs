@@ -47,7 +47,9 @@ impl Mlp {
                 bail!("layer {i} reads {} values, layer {} gives {}", layer.inputs, i - 1, self.layers[i - 1].outputs);
             }
             if !layer.weight.iter().chain(&layer.bias).all(|w| w.is_finite()) {
-                bail!("layer {i} has a weight that is not a finite number: training diverged");
+                bail!(
+                    "layer {i} has a weight that is not a finite number: training diverged; lower `network.learning_rate` (or check the rewards)"
+                );
             }
         }
         if !self.center.iter().chain(&self.scale).all(|v| v.is_finite()) || self.scale.iter().any(|s| *s <= 0.0) {

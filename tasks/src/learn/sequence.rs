@@ -173,13 +173,15 @@ pub fn padded_matrix(columns: &[Vec<f64>], fill: &[f64], center: &[f64], scale: 
 pub type SplitScores = (Vec<f64>, Vec<f64>, Vec<f64>);
 
 /// Fits a sequence model on `rows[0]` (train) with early stopping on `rows[1]` (valid), and
-/// scores all three splits' rows, each from its own window of the table.
+/// scores all three splits' rows (indices into `data`'s rows), each from its own window of the
+/// joined table: `frame_columns` are the features on every row of that table, labelled or not
+/// (`data.frame_rows` maps a row to it). The model's `label` is left for the caller to name.
 #[cfg(feature = "torch")]
 pub fn fit_and_score(
     kind: SequenceKind,
     p: &SequenceParams,
-    label: &str,
     data: &super::dataset::Dataset,
+    frame_columns: &[Vec<f64>],
     rows: [&[usize]; 3],
     seed: u64,
     cancelled: &dyn Fn() -> anyhow::Result<()>,
@@ -187,43 +189,55 @@ pub fn fit_and_score(
     use crate::torch::sequence::{Rows, Windows, fit, probabilities};
     let [train, valid, test] = rows;
     let features = &data.features;
-    let column_of = |c: &Vec<f64>| train.iter().map(|&r| c[r]).collect::<Vec<f64>>();
-    let fill: Vec<f64> = data.columns.iter().map(|c| super::models::median(&column_of(c))).collect();
-    let center: Vec<f64> = data
+    // Fill and standardisation from the training rows only.
+    let train_column = |c: &Vec<f64>| train.iter().map(|&r| c[r]).collect::<Vec<f64>>();
+    let fill: Vec<f64> = data.columns.iter().map(|c| super::models::median(&train_column(c))).collect();
+    let filled: Vec<Vec<f64>> = data
         .columns
         .iter()
         .zip(&fill)
-        .map(|(c, f)| {
-            column_of(c).iter().map(|v| if v.is_finite() { *v } else { *f }).sum::<f64>() / train.len() as f64
-        })
+        .map(|(c, f)| train_column(c).into_iter().map(|v| if v.is_finite() { v } else { *f }).collect())
         .collect();
-    let scale: Vec<f64> = data
-        .columns
+    let center: Vec<f64> = filled.iter().map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
+    let scale: Vec<f64> = filled
         .iter()
-        .zip(&fill)
         .zip(&center)
-        .map(|((c, f), m)| {
-            let values = column_of(c);
-            let var =
-                values.iter().map(|v| if v.is_finite() { *v } else { *f }).map(|v| (v - m) * (v - m)).sum::<f64>()
-                    / train.len() as f64;
-            if var.sqrt() > 0.0 { var.sqrt() } else { 1.0 }
+        .map(|(c, m)| {
+            let sd = (c.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / c.len() as f64).sqrt();
+            if sd > 0.0 { sd } else { 1.0 }
         })
         .collect();
     let device = p.device.tch();
-    let padded = padded_matrix(&data.columns, &fill, &center, &scale, p.window);
+    let padded = padded_matrix(frame_columns, &fill, &center, &scale, p.window);
     let windows = Windows::new(&padded, features.len(), p.window, device);
-    let rows = Rows { label: &data.label, train, valid };
-    let (model, net) = fit(kind, p, &windows, features.len(), rows, seed, cancelled)?;
+    // Rows and labels in the joined table's numbering.
+    let in_frame = |rows: &[usize]| rows.iter().map(|&r| data.frame_rows[r]).collect::<Vec<usize>>();
+    let (train_f, valid_f, test_f) = (in_frame(train), in_frame(valid), in_frame(test));
+    let mut frame_label = vec![false; frame_columns.first().map_or(0, Vec::len)];
+    for (r, &f) in data.frame_rows.iter().enumerate() {
+        frame_label[f] = data.label[r];
+    }
+    let fit_rows = Rows { label: &frame_label, train: &train_f, valid: &valid_f };
+    let (model, net) = fit(kind, p, &windows, features.len(), fit_rows, seed, cancelled)?;
     let scores = (
-        probabilities(&net, &windows, train)?,
-        probabilities(&net, &windows, valid)?,
-        probabilities(&net, &windows, test)?,
+        probabilities(&net, &windows, &train_f)?,
+        probabilities(&net, &windows, &valid_f)?,
+        probabilities(&net, &windows, &test_f)?,
     );
+    for (split, values) in [("train", &scores.0), ("valid", &scores.1), ("test", &scores.2)] {
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            anyhow::bail!(
+                "the {} gave a non-finite score ({}) on {split} row {}: lower its learning_rate or check the features",
+                kind.name(),
+                values[i],
+                i + 1
+            );
+        }
+    }
     let file = super::models::ModelFile {
         format: super::models::MODEL_FORMAT.into(),
         model: kind.name().into(),
-        label: label.into(),
+        label: String::new(),
         features: features.clone(),
         fill,
         center,
@@ -238,8 +252,8 @@ pub fn fit_and_score(
 pub fn fit_and_score(
     _kind: SequenceKind,
     _p: &SequenceParams,
-    _label: &str,
     _data: &super::dataset::Dataset,
+    _frame_columns: &[Vec<f64>],
     _rows: [&[usize]; 3],
     _seed: u64,
     _cancelled: &dyn Fn() -> anyhow::Result<()>,
@@ -271,5 +285,65 @@ mod tests {
             "{paths:?}"
         );
         assert!(SequenceParams::default().check(SequenceKind::Tcn, "tcn").is_empty());
+    }
+
+    /// A row's window is the joined table's rows up to it, whether their labels are null or
+    /// not: a label can be null because of prices after the predicted row (inside the fee
+    /// band), so a window over labelled rows only would look ahead. Dropping the label of the
+    /// row just before t must not move the score at t.
+    #[cfg(feature = "torch")]
+    #[test]
+    fn windows_run_over_the_joined_table_not_the_labelled_rows() {
+        use super::super::dataset::{Dataset, Split};
+        use crate::synth_table::SplitMix64;
+        let n = 600;
+        let mut rng = SplitMix64::new(4);
+        let frame_columns = vec![(0..n).map(|_| rng.next_normal()).collect::<Vec<f64>>()];
+        let label_all: Vec<bool> = (0..n).map(|i| i > 0 && frame_columns[0][i - 1] > 0.0).collect();
+        let dataset = |drop: Option<usize>| {
+            let keep: Vec<usize> = (0..n).filter(|&i| Some(i) != drop).collect();
+            Dataset {
+                timestamps: keep.iter().map(|&i| i as i64 * 60_000).collect(),
+                features: vec!["x".into()],
+                columns: vec![keep.iter().map(|&i| frame_columns[0][i]).collect()],
+                label: keep.iter().map(|&i| label_all[i]).collect(),
+                vol: vec![0.0; keep.len()],
+                split: keep
+                    .iter()
+                    .map(|&i| {
+                        if i < 400 {
+                            Split::Train
+                        } else if i < 500 {
+                            Split::Valid
+                        } else {
+                            Split::Test
+                        }
+                    })
+                    .collect(),
+                train_until: 0,
+                valid_until: 0,
+                frame_rows: keep,
+            }
+        };
+        let p = SequenceParams {
+            window: 6,
+            width: 8,
+            max_steps: 40,
+            eval_every: 20,
+            device: crate::torch::Device::Cpu,
+            ..Default::default()
+        };
+        let score_at = |data: &Dataset, frame_row: usize| {
+            let rows = |s: Split| data.rows(s);
+            let (train, valid, test) = (rows(Split::Train), rows(Split::Valid), rows(Split::Test));
+            let (_, scores) =
+                fit_and_score(SequenceKind::Tcn, &p, data, &frame_columns, [&train, &valid, &test], 1, &|| Ok(()))
+                    .unwrap();
+            let at = test.iter().position(|&r| data.frame_rows[r] == frame_row).unwrap();
+            scores.2[at]
+        };
+        let full = dataset(None);
+        let dropped = dataset(Some(549));
+        assert_eq!(score_at(&full, 550), score_at(&dropped, 550));
     }
 }

@@ -454,15 +454,19 @@ params = { label = "label_dir_15", model = "gbdt", feature_set = "price_only" }
             ModelSpec::Sequence(kind, sequence) => {
                 let rows = [train_rows.as_slice(), valid_rows.as_slice(), test_rows.as_slice()];
                 let cancelled = || ctx.check_cancelled();
-                let (model, scores) = crate::learn::sequence::fit_and_score(
+                // Windows run over every row of the joined table, labelled or not.
+                let frame_columns: Vec<Vec<f64>> =
+                    features.iter().map(|f| column_f64(&frame, f)).collect::<Result<_>>()?;
+                let (mut model, scores) = crate::learn::sequence::fit_and_score(
                     *kind,
                     sequence,
-                    &params.label,
                     &data,
+                    &frame_columns,
                     rows,
                     params.seed,
                     &cancelled,
                 )?;
+                model.label = params.label.clone();
                 let none = vec![f64::NAN; features.len()];
                 (model, none.clone(), scores, none.clone(), none)
             }
@@ -706,6 +710,7 @@ pub fn build_dataset(frame: &DataFrame, features: &[String], params: &TrainParam
         split,
         train_until,
         valid_until,
+        frame_rows: keep,
     })
 }
 

@@ -264,13 +264,16 @@ params = { lag_minutes = 1, windows = [60, 240] }
     }
 
     /// `minilm`'s key holds the device it runs on (`auto` resolved: kernels differ in the last
-    /// bits between devices) and not the folder's path: the files' contents are in the key.
+    /// bits between devices) and not `hash_dims`, which it does not read. The model's files are
+    /// in the key through `files` (their contents, and their paths as the pipeline file names
+    /// them: a relative `model_dir` keeps keys equal across checkouts, docs/torch.md).
     fn key_params(params: &EmbedNewsParams) -> serde_json::Value {
         let mut value = serde_json::to_value(params).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             map.remove("model_dir");
             if params.method == EmbeddingMethod::Minilm {
                 map.insert("device".into(), params.device.key_name().into());
+                map.remove("hash_dims");
             } else {
                 map.remove("device");
             }

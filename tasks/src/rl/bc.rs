@@ -218,7 +218,7 @@ inputs = { buffer = "buffer.buffer", env = "buffer.env" }
         let (behaviour, behaviour_network) = match params.model {
             BcModel::Trees => (fit_behaviour(&rows, env.labels.len(), &params.trees)?, None),
             BcModel::Mlp => {
-                let (network, first, last) = fit_mlp(&rows, env.labels.len(), &params.network)?;
+                let (network, first, last) = fit_mlp(&rows, env.labels.len(), &params.network, ctx)?;
                 fit_metrics = json!({ "loss_first_tenth": num(first), "loss_last_tenth": num(last), "network": params.network.key() });
                 (Vec::new(), Some(network))
             }
@@ -265,13 +265,24 @@ inputs = { buffer = "buffer.buffer", env = "buffer.env" }
 /// The q-quantile (lower, no interpolation) of `values`.
 /// The `mlp` behaviour classifier: the network, and the mean loss of the first and last tenth.
 #[cfg(feature = "torch")]
-fn fit_mlp(rows: &Rows, actions: usize, params: &NetParams) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
-    let trained = crate::torch::nets::fit_classifier(&rows.columns, &rows.actions, actions, params)?;
+fn fit_mlp(
+    rows: &Rows,
+    actions: usize,
+    params: &NetParams,
+    ctx: &StageContext,
+) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
+    let cancelled = || ctx.check_cancelled();
+    let trained = crate::torch::nets::fit_classifier(&rows.columns, &rows.actions, actions, params, &cancelled)?;
     Ok((trained.network, trained.loss_first, trained.loss_last))
 }
 
 #[cfg(not(feature = "torch"))]
-fn fit_mlp(_rows: &Rows, _actions: usize, _params: &NetParams) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
+fn fit_mlp(
+    _rows: &Rows,
+    _actions: usize,
+    _params: &NetParams,
+    _ctx: &StageContext,
+) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
     bail!("{}", crate::torch::NOT_BUILT)
 }
 

@@ -355,6 +355,13 @@ params = { fqe_bootstrap = 5 }
         for name in LEARNED {
             if let Some(input) = ctx.inputs().iter().find(|i| i.name == name) {
                 let file = read_policy(&input.path)?;
+                if file.kind != name {
+                    bail!(
+                        "input `{name}` is a `{}` policy: wire each policy under its own kind's name ({} = \"<stage>.policy\")",
+                        file.kind,
+                        file.kind
+                    );
+                }
                 if file.labels != env.labels || file.observation != env.observation || file.env != env.env {
                     bail!(
                         "input `{name}`: a policy of another buffer (actions, observation columns or environment settings differ)"

@@ -95,8 +95,7 @@ impl Stage for OfflineRl {
     const NAME: &'static str = "offline_rl";
     // 2: steps_left in the state, timeout episodes end with their next observation in the
     // d3rlpy layout, the env file carries the window, returns add across episodes.
-    // 3: `cql` and `bcq`; the metrics' keys in a new order.
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 2;
     const DOC: &'static str = "Offline RL: fitted Q iteration with tree ensembles, restricted to the behaviour's likely actions, or neural CQL and BCQ (RL).\n\n\
         Q per action is refitted `iterations` times to r + discount x max Q(s', a') over the allowed a' (nothing after an \
         episode's last step), on the `train` episodes of an `export_buffer`. Allowed: P_bc(a | s) >= threshold x the top \
@@ -105,7 +104,7 @@ impl Stage for OfflineRl {
         in bps of equity. With the `torch` feature, `method = \"cql\"` trains a Q-network (one output per action) on \
         double-DQN targets plus `alpha` x (logsumexp Q(s, .) - Q(s, a_logged)) and acts by argmax over every action; \
         `method = \"bcq\"` trains one whose targets and argmax use only the allowed actions (discrete BCQ, imitation \
-        model = the `bc` input); `network` sets layers, steps, batch, seed, device. Outputs: `policy` (JSON, \
+        model = the `bc` input; the threshold rule without `min_rows`: one network holds every action's Q); `network` sets layers, steps, batch, seed, device. Outputs: `policy` (JSON, \
         `pipeline-policy/1`, or /2 with a network in it, acted on in pure Rust, with the behaviour classifier inside: \
         self-contained for `evaluate_policy` and `bias`), `metrics` (how often it departs from the behaviour, its \
         action mix on train and test states).";
@@ -217,15 +216,17 @@ params = { discount = 0.9, iterations = 20, threshold = 0.3 }
             min_rows: params.min_rows,
             trees: &params.trees,
         };
-        let mut metrics = serde_json::Map::new();
+        // The fit's own metrics, written after `method` and `discount` (FQI's in the order they
+        // always had: its outputs stay the same bytes, and so its VERSION).
+        let mut fitted = serde_json::Map::new();
         let q = if params.method == Method::Fqi {
             let iterations = params.iterations as u64;
             let models = fit_fqi(&buffer, &keep, env.labels.len(), &behaviour, &settings, |k| {
                 ctx.progress(k as u64, Some(iterations));
                 ctx.check_cancelled()
             })?;
-            metrics.insert("iterations".into(), json!(params.iterations));
-            metrics.insert("lookahead_weight_left".into(), num(params.discount.powi(params.iterations as i32)));
+            fitted.insert("iterations".into(), json!(params.iterations));
+            fitted.insert("lookahead_weight_left".into(), num(params.discount.powi(params.iterations as i32)));
             QFunction {
                 discount: params.discount,
                 threshold: params.threshold,
@@ -236,12 +237,12 @@ params = { discount = 0.9, iterations = 20, threshold = 0.3 }
             }
         } else {
             ctx.message(&format!("training a {:?} Q-network for {} steps", params.method, params.network.steps));
-            let (network, loss_first, loss_last) = fit_network(params, &buffer, &keep, &behaviour, env.labels.len())?;
-            metrics.insert("loss_first_tenth".into(), num(loss_first));
-            metrics.insert("loss_last_tenth".into(), num(loss_last));
-            metrics.insert("network".into(), params.network.key());
+            let (network, loss_first, loss_last) = fit_network(params, &buffer, &keep, &behaviour, ctx)?;
+            fitted.insert("loss_first_tenth".into(), num(loss_first));
+            fitted.insert("loss_last_tenth".into(), num(loss_last));
+            fitted.insert("network".into(), params.network.key());
             if params.method == Method::Cql {
-                metrics.insert("alpha".into(), json!(params.alpha));
+                fitted.insert("alpha".into(), json!(params.alpha));
             }
             QFunction {
                 discount: params.discount,
@@ -271,6 +272,7 @@ params = { discount = 0.9, iterations = 20, threshold = 0.3 }
         };
         let policy = file.clone().load()?;
         let k = env.env.observation.len();
+        let mut metrics = serde_json::Map::new();
         for segment in ["train", "test"] {
             let rows: Vec<usize> = (0..buffer.len()).filter(|&i| buffer.segment[i] == segment).collect();
             let same = agreement(&buffer, &rows, &policy, &env.labels, k);
@@ -291,6 +293,7 @@ params = { discount = 0.9, iterations = 20, threshold = 0.3 }
         }
         metrics.insert("method".into(), json!(params.method));
         metrics.insert("discount".into(), json!(params.discount));
+        metrics.extend(fitted);
         metrics.insert("threshold".into(), json!(params.threshold));
         metrics.insert("actions_with_q".into(), json!(actions_with_q));
         write_json(&serde_json::to_value(&file)?, &ctx.output_path("policy")?)?;
@@ -317,9 +320,10 @@ fn fit_network(
     buffer: &Buffer,
     keep: &[bool],
     behaviour: &LoadedPolicy,
-    actions: usize,
+    ctx: &StageContext,
 ) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
     use crate::torch::nets::{QMethod, Transitions, fit_q};
+    let actions = behaviour.file.labels.len();
     let rows: Vec<usize> = (0..buffer.len()).filter(|&i| keep[i]).collect();
     let mut local = vec![usize::MAX; buffer.len()];
     rows.iter().enumerate().for_each(|(j, &i)| local[i] = j);
@@ -344,7 +348,9 @@ fn fit_network(
         next: &next,
         allowed: allowed.as_deref(),
     };
-    let trained = fit_q(&transitions, actions, method, params.discount, params.target_update, &params.network)?;
+    let cancelled = || ctx.check_cancelled();
+    let trained =
+        fit_q(&transitions, actions, method, params.discount, params.target_update, &params.network, &cancelled)?;
     Ok((trained.network, trained.loss_first, trained.loss_last))
 }
 
@@ -354,7 +360,7 @@ fn fit_network(
     _buffer: &Buffer,
     _keep: &[bool],
     _behaviour: &LoadedPolicy,
-    _actions: usize,
+    _ctx: &StageContext,
 ) -> Result<(crate::learn::mlp::Mlp, f64, f64)> {
     let _ = (next_rows, REWARD_SCALE);
     bail!("{}", crate::torch::NOT_BUILT)

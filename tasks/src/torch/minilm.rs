@@ -76,6 +76,12 @@ impl MiniLm {
                 let mask = tch::Tensor::ones([chunk.len() as i64, length as i64], (tch::Kind::Int64, self.device));
                 let embedded = self.module.forward_ts(&[ids, mask])?.to(tch::Device::Cpu).to_kind(tch::Kind::Float);
                 let values = Vec::<f32>::try_from(embedded.flatten(0, -1))?;
+                if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+                    bail!(
+                        "MiniLM gave a non-finite embedding for {:?}: the model files may be damaged (re-run scripts/setup-libtorch.sh)",
+                        texts[chunk[bad / (values.len() / chunk.len())]]
+                    );
+                }
                 let dim = values.len() / chunk.len();
                 for (row, &i) in chunk.iter().enumerate() {
                     out[i] = values[row * dim..(row + 1) * dim].to_vec();

@@ -140,7 +140,13 @@ fn trend(losses: &[f64]) -> (f64, f64) {
 }
 
 /// A classifier from inputs to `classes` logits, fitted to `labels` by cross-entropy.
-pub fn fit_classifier(columns: &[Vec<f64>], labels: &[usize], classes: usize, p: &NetParams) -> Result<Trained> {
+pub fn fit_classifier(
+    columns: &[Vec<f64>],
+    labels: &[usize],
+    classes: usize,
+    p: &NetParams,
+    cancelled: &dyn Fn() -> Result<()>,
+) -> Result<Trained> {
     super::pin_cpu_threads();
     let device = p.device.tch();
     let inputs = Inputs::new(columns, device);
@@ -153,6 +159,9 @@ pub fn fit_classifier(columns: &[Vec<f64>], labels: &[usize], classes: usize, p:
     let mut opt = nn::Adam { wd: p.weight_decay, ..Default::default() }.build(&net.vs, p.learning_rate)?;
     let mut losses = Vec::with_capacity(p.steps);
     for step in 0..p.steps {
+        if step % 100 == 0 {
+            cancelled()?;
+        }
         let idx = batch(&mut rng, inputs.rows, p.batch_size, device);
         let logits = net.seq.forward(&inputs.tensor.index_select(0, &idx));
         let loss = logits.cross_entropy_for_logits(&y.index_select(0, &idx));
@@ -192,6 +201,7 @@ pub fn fit_q(
     discount: f64,
     target_update: usize,
     p: &NetParams,
+    cancelled: &dyn Fn() -> Result<()>,
 ) -> Result<Trained> {
     super::pin_cpu_threads();
     let device = p.device.tch();
@@ -218,6 +228,9 @@ pub fn fit_q(
     let mut opt = nn::Adam { wd: p.weight_decay, ..Default::default() }.build(&q.vs, p.learning_rate)?;
     let mut losses = Vec::with_capacity(p.steps);
     for step in 0..p.steps {
+        if step % 100 == 0 {
+            cancelled()?;
+        }
         if step > 0 && step % target_update.max(1) == 0 {
             target.vs.copy(&q.vs)?;
         }
@@ -267,7 +280,7 @@ mod tests {
         let x1: Vec<f64> = (0..2000).map(|_| rng.next_normal() * 10.0 + 5.0).collect();
         let labels: Vec<usize> = x0.iter().map(|v| (*v > 0.0) as usize).collect();
         let columns = vec![x0.clone(), x1.clone()];
-        let trained = fit_classifier(&columns, &labels, 2, &params(600)).unwrap();
+        let trained = fit_classifier(&columns, &labels, 2, &params(600), &|| Ok(())).unwrap();
         assert!(trained.loss_last < trained.loss_first * 0.5, "{} -> {}", trained.loss_first, trained.loss_last);
         let right = (0..2000)
             .filter(|&i| {
@@ -277,7 +290,7 @@ mod tests {
             .count();
         assert!(right >= 1900, "{right}/2000");
         // Same bytes again (seeded, one thread).
-        let again = fit_classifier(&columns, &labels, 2, &params(600)).unwrap();
+        let again = fit_classifier(&columns, &labels, 2, &params(600), &|| Ok(())).unwrap();
         assert_eq!(again.network, trained.network);
         // Rust forward vs LibTorch on the same weights.
         let net_inputs = Inputs::new(&columns, tch::Device::Cpu);
@@ -310,8 +323,9 @@ mod tests {
         let only_hold = vec![vec![true, false]; n];
         let t = Transitions { columns: &columns, actions: &actions, rewards: &rewards, next: &next, allowed: None };
         let masked = Transitions { allowed: Some(&only_hold), ..t };
-        let q_of =
-            |t: &Transitions, method| fit_q(t, 2, method, 0.5, 100, &params(1500)).unwrap().network.forward(&[0.0]);
+        let q_of = |t: &Transitions, method| {
+            fit_q(t, 2, method, 0.5, 100, &params(1500), &|| Ok(())).unwrap().network.forward(&[0.0])
+        };
         let plain = q_of(&t, QMethod::Bcq);
         assert!((plain[1] - plain[0] - 1.0).abs() < 0.25, "double DQN: {plain:?}");
         assert!(plain[0] > 0.5, "the future holds paying actions: {plain:?}");
