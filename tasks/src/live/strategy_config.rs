@@ -34,9 +34,10 @@ pub fn patch_source(config: &Path) -> (PathBuf, bool) {
     if !base.exists() {
         return (config.to_path_buf(), false);
     }
+    // One hash, or two while a write is under way (see `write_in_place`).
     let last = std::fs::read_to_string(written_path(config)).unwrap_or_default();
     let now = std::fs::read(config).map(|b| blake3::hash(&b).to_hex().to_string()).unwrap_or_default();
-    if last.trim() == now { (base, false) } else { (config.to_path_buf(), true) }
+    if last.lines().any(|l| l.trim() == now) { (base, false) } else { (config.to_path_buf(), true) }
 }
 
 /// The previous content, kept by each in-place write.
@@ -342,8 +343,12 @@ pub fn write_in_place(config: &Path, patched: &Value) -> Result<()> {
     atomic_write(dir, &backup_path(&config), &current)?;
     let mut bytes = serde_json::to_vec_pretty(patched)?;
     bytes.push(b'\n');
+    // The marker names both contents while the config is replaced, then the new one alone: a
+    // kill between the two renames must not make our own write look like a hand edit.
+    let (new_hash, current_hash) = (blake3::hash(&bytes).to_hex(), blake3::hash(&current).to_hex());
+    atomic_write(dir, &written_path(&config), format!("{new_hash}\n{current_hash}\n").as_bytes())?;
     atomic_write(dir, &config, &bytes)?;
-    atomic_write(dir, &written_path(&config), format!("{}\n", blake3::hash(&bytes).to_hex()).as_bytes())
+    atomic_write(dir, &written_path(&config), format!("{new_hash}\n").as_bytes())
 }
 
 fn atomic_write(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
