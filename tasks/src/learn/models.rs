@@ -280,15 +280,7 @@ impl ModelSpec {
         }
         if matches!(self, ModelSpec::Logistic(_) | ModelSpec::DecisionTree(_)) {
             let filled: Vec<Vec<f64>> = data.train.iter().enumerate().map(|(j, c)| file.fill_column(j, c)).collect();
-            file.center = filled.iter().map(|c| c.iter().sum::<f64>() / n as f64).collect();
-            file.scale = filled
-                .iter()
-                .zip(&file.center)
-                .map(|(c, m)| {
-                    let sd = (c.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n as f64).sqrt();
-                    if sd > 0.0 { sd } else { 1.0 }
-                })
-                .collect();
+            (file.center, file.scale) = center_scale(&filled);
         }
         let y01: Vec<f64> = data.train_label.iter().map(|&b| b as u8 as f64).collect();
         let importance = match self {
@@ -519,6 +511,23 @@ pub(crate) fn predict_loaded(file: &ModelFile, loaded: &Loaded, columns: &[Vec<f
         (Loaded::Plain, Fitted::Lightgbm { model }) => super::lightgbm::predict(model, columns),
         (Loaded::Plain, _) => bail!("model is not loaded"),
     }
+}
+
+/// Per column (filled, all of one length): the mean and the population standard deviation, 1
+/// where the column is constant. The standardisation of `logistic`, `decision_tree` and the
+/// sequence models, learned on the training rows.
+pub fn center_scale(filled: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+    let n = filled.first().map_or(0, Vec::len) as f64;
+    let center: Vec<f64> = filled.iter().map(|c| c.iter().sum::<f64>() / n).collect();
+    let scale = filled
+        .iter()
+        .zip(&center)
+        .map(|(c, m)| {
+            let sd = (c.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n).sqrt();
+            if sd > 0.0 { sd } else { 1.0 }
+        })
+        .collect();
+    (center, scale)
 }
 
 pub fn median(values: &[f64]) -> f64 {

@@ -198,15 +198,7 @@ pub fn fit_and_score(
         .zip(&fill)
         .map(|(c, f)| train_column(c).into_iter().map(|v| if v.is_finite() { v } else { *f }).collect())
         .collect();
-    let center: Vec<f64> = filled.iter().map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
-    let scale: Vec<f64> = filled
-        .iter()
-        .zip(&center)
-        .map(|(c, m)| {
-            let sd = (c.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / c.len() as f64).sqrt();
-            if sd > 0.0 { sd } else { 1.0 }
-        })
-        .collect();
+    let (center, scale) = super::models::center_scale(&filled);
     let device = p.device.tch();
     let padded = padded_matrix(frame_columns, &fill, &center, &scale, p.window);
     let windows = Windows::new(&padded, features.len(), p.window, device);
